@@ -1,0 +1,357 @@
+//! The keyspace of one database on one shard: an extendible hash table made of small
+//! segments, each a hashbrown table.
+//!
+//! Why segments and not one big table:
+//! - a resize touches one segment of at most [`SEGMENT_MAX_ENTRIES`] entries, so a growing
+//!   keyspace never stalls the core for a whole-table rehash;
+//! - segments cover contiguous ranges of the 64-bit hash space (by its high bits), so a SCAN
+//!   cursor can be a position in hash order: it stays valid across splits, and a key that is
+//!   present for the whole of a scan is returned at least once, as Redis promises.
+//!
+//! The directory has `2^global_depth` entries, indexed by the top `global_depth` bits of a
+//! key's hash; a segment of local depth `d` is pointed to by `2^(global_depth - d)`
+//! consecutive entries.
+
+use crate::value::Entry;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
+
+/// A segment splits once it holds more entries than this. Bounds the work of a split, of a
+/// SCAN step and of a random-key pick.
+pub const SEGMENT_MAX_ENTRIES: usize = 2048;
+
+/// SCAN positions are kept at this granularity: the low bits of a hash are ignored when
+/// deciding where a scan step stops, so a cursor fits beside a core index in 64 bits.
+pub const SCAN_POSITION_SHIFT: u32 = 8;
+
+/// One stored key with its entry. The hash is kept so that splits and scans need not hash
+/// the key again.
+pub struct Slot {
+    hash: u64,
+    pub key: Box<[u8]>,
+    pub entry: Entry,
+}
+
+struct Segment {
+    depth: u32,
+    table: HashTable<Slot>,
+}
+
+pub struct Keyspace {
+    hasher: foldhash::fast::RandomState,
+    global_depth: u32,
+    directory: Vec<u32>,
+    segments: Vec<Segment>,
+    len: usize,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn slot_hash(slot: &Slot) -> u64 {
+    slot.hash
+}
+
+impl Keyspace {
+    pub fn new() -> Self {
+        Keyspace {
+            hasher: foldhash::fast::RandomState::default(),
+            global_depth: 0,
+            directory: vec![0],
+            segments: vec![Segment {
+                depth: 0,
+                table: HashTable::new(),
+            }],
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn segment_index(&self, hash: u64) -> usize {
+        if self.global_depth == 0 {
+            0
+        } else {
+            self.directory[(hash >> (64 - self.global_depth)) as usize] as usize
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&Slot> {
+        let hash = self.hash(key);
+        let seg = &self.segments[self.segment_index(hash)];
+        seg.table.find(hash, |s| s.hash == hash && &*s.key == key)
+    }
+
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Slot> {
+        let hash = self.hash(key);
+        let idx = self.segment_index(hash);
+        self.segments[idx]
+            .table
+            .find_mut(hash, |s| s.hash == hash && &*s.key == key)
+    }
+
+    /// Inserts or replaces; returns the entry that was there.
+    pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
+        let hash = self.hash(key);
+        let idx = self.segment_index(hash);
+        let seg = &mut self.segments[idx];
+        match seg
+            .table
+            .entry(hash, |s| s.hash == hash && &*s.key == key, slot_hash)
+        {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                Some(std::mem::replace(&mut o.get_mut().entry, entry))
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(Slot {
+                    hash,
+                    key: key.into(),
+                    entry,
+                });
+                self.len += 1;
+                if self.segments[idx].table.len() > SEGMENT_MAX_ENTRIES {
+                    self.split(idx);
+                }
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let hash = self.hash(key);
+        let idx = self.segment_index(hash);
+        let found = self.segments[idx]
+            .table
+            .find_entry(hash, |s| s.hash == hash && &*s.key == key)
+            .ok()?;
+        let (slot, _) = found.remove();
+        self.len -= 1;
+        Some(slot.entry)
+    }
+
+    pub fn clear(&mut self) {
+        *self = Keyspace {
+            hasher: self.hasher.clone(),
+            ..Keyspace::new()
+        };
+    }
+
+    fn split(&mut self, idx: usize) {
+        let depth = self.segments[idx].depth;
+        if depth == 63 {
+            return; // 2^63 segments is not a real case; keep the segment oversized.
+        }
+        if depth == self.global_depth {
+            let doubled = self.directory.iter().flat_map(|&s| [s, s]).collect();
+            self.directory = doubled;
+            self.global_depth += 1;
+        }
+        let bit = 63 - depth;
+        let old = std::mem::take(&mut self.segments[idx].table);
+        let mut low = HashTable::with_capacity(old.len());
+        let mut high = HashTable::with_capacity(old.len() / 2 + 1);
+        for slot in old {
+            let target = if slot.hash >> bit & 1 == 1 {
+                &mut high
+            } else {
+                &mut low
+            };
+            target.insert_unique(slot.hash, slot, slot_hash);
+        }
+        low.shrink_to_fit(slot_hash);
+        let new_idx = self.segments.len() as u32;
+        self.segments[idx] = Segment {
+            depth: depth + 1,
+            table: low,
+        };
+        self.segments.push(Segment {
+            depth: depth + 1,
+            table: high,
+        });
+        // The old segment's directory range; its upper half now points at the new one.
+        let span = 1usize << (self.global_depth - depth);
+        let first = self
+            .directory
+            .iter()
+            .position(|&s| s as usize == idx)
+            .expect("a segment is always reachable from the directory");
+        for e in &mut self.directory[first + span / 2..first + span] {
+            *e = new_idx;
+        }
+    }
+
+    /// The hash range `[start, end)` covered by the segment that holds `hash`; `end` is
+    /// `None` at the top of the hash space.
+    fn segment_range(&self, hash: u64) -> (usize, u64, Option<u64>) {
+        let idx = self.segment_index(hash);
+        let depth = self.segments[idx].depth;
+        if depth == 0 {
+            return (idx, 0, None);
+        }
+        let shift = 64 - depth;
+        let prefix = hash >> shift;
+        let start = prefix << shift;
+        let end = if prefix + 1 == 1u64 << depth {
+            None
+        } else {
+            Some((prefix + 1) << shift)
+        };
+        (idx, start, end)
+    }
+
+    /// One step of a scan from hash position `pos`: visits keys in hash order, at least
+    /// `count` of them unless the keyspace ends first, never splitting a group of keys that
+    /// share a scan position. Returns the position to resume from, or `None` when done.
+    pub fn scan(&self, mut pos: u64, count: usize, mut visit: impl FnMut(&Slot)) -> Option<u64> {
+        let granule = !((1u64 << SCAN_POSITION_SHIFT) - 1);
+        let mut visited = 0usize;
+        let mut batch: Vec<&Slot> = Vec::new();
+        loop {
+            let (idx, _, end) = self.segment_range(pos);
+            batch.clear();
+            batch.extend(self.segments[idx].table.iter().filter(|s| s.hash >= pos));
+            batch.sort_unstable_by_key(|s| s.hash);
+            let mut i = 0;
+            while i < batch.len() {
+                if visited >= count {
+                    return Some(batch[i].hash & granule);
+                }
+                let group = batch[i].hash & granule;
+                while i < batch.len() && batch[i].hash & granule == group {
+                    visit(batch[i]);
+                    visited += 1;
+                    i += 1;
+                }
+            }
+            match end {
+                None => return None,
+                Some(e) if visited >= count => return Some(e),
+                Some(e) => pos = e,
+            }
+        }
+    }
+
+    /// Every stored slot, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.segments.iter().flat_map(|s| s.table.iter())
+    }
+
+    /// A key picked at random: a random segment (weighted by directory share), then a
+    /// random entry in it. Not exactly uniform, as in Redis; `seed` is any random number.
+    pub fn random(&self, seed: u64) -> Option<&Slot> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut seed = seed;
+        for _ in 0..64 {
+            let d = (seed % self.directory.len() as u64) as usize;
+            let seg = &self.segments[self.directory[d] as usize];
+            if !seg.table.is_empty() {
+                let n = (seed.rotate_right(17) % seg.table.len() as u64) as usize;
+                return seg.table.iter().nth(n);
+            }
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+        }
+        self.iter().next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Entry, Value};
+    use std::collections::HashSet;
+
+    fn entry(n: i64) -> Entry {
+        Entry::new(Value::Int(n))
+    }
+
+    #[test]
+    fn insert_get_remove_across_splits() {
+        let mut ks = Keyspace::new();
+        for i in 0..20_000 {
+            assert!(ks.insert(format!("k{i}").as_bytes(), entry(i)).is_none());
+        }
+        assert_eq!(ks.len(), 20_000);
+        assert!(ks.segments.len() > 8);
+        for i in 0..20_000 {
+            let s = ks.get(format!("k{i}").as_bytes()).expect("present");
+            assert!(matches!(s.entry.value, Value::Int(n) if n == i));
+        }
+        for i in (0..20_000).step_by(2) {
+            assert!(ks.remove(format!("k{i}").as_bytes()).is_some());
+        }
+        assert_eq!(ks.len(), 10_000);
+        assert!(ks.get(b"k0").is_none() && ks.get(b"k1").is_some());
+    }
+
+    #[test]
+    fn scan_returns_every_key_present_throughout_even_while_growing() {
+        let mut ks = Keyspace::new();
+        for i in 0..3000 {
+            ks.insert(format!("old{i}").as_bytes(), entry(i));
+        }
+        let mut seen = HashSet::new();
+        let mut pos = Some(0);
+        let mut step = 0;
+        while let Some(p) = pos {
+            pos = ks.scan(p, 10, |s| {
+                seen.insert(s.key.to_vec());
+            });
+            // Grow the table between steps so segments split under the cursor.
+            for j in 0..20 {
+                ks.insert(format!("new{step}-{j}").as_bytes(), entry(0));
+            }
+            step += 1;
+        }
+        for i in 0..3000 {
+            assert!(seen.contains(format!("old{i}").as_bytes()), "old{i} missed");
+        }
+    }
+
+    #[test]
+    fn scan_positions_are_granular_and_monotonic() {
+        let mut ks = Keyspace::new();
+        for i in 0..5000 {
+            ks.insert(format!("{i}").as_bytes(), entry(i));
+        }
+        let mut pos = Some(0u64);
+        let mut total = 0;
+        while let Some(p) = pos {
+            let next = ks.scan(p, 7, |_| total += 1);
+            if let Some(n) = next {
+                assert!(n > p);
+                assert_eq!(n & 0xff, 0);
+            }
+            pos = next;
+        }
+        assert_eq!(total, 5000);
+    }
+
+    #[test]
+    fn random_finds_a_key() {
+        let mut ks = Keyspace::new();
+        assert!(ks.random(1).is_none());
+        for i in 0..5000 {
+            ks.insert(format!("{i}").as_bytes(), entry(i));
+        }
+        for seed in 0..100 {
+            assert!(ks.random(seed * 7919).is_some());
+        }
+    }
+}

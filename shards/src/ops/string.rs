@@ -1,0 +1,338 @@
+//! String operations: GET/SET and friends, counters, APPEND and ranges.
+
+use super::{OpError, OpResult};
+use crate::db::Db;
+use crate::value::{Entry, Value};
+
+/// When a write sets the key's TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ttl {
+    /// Drop any TTL (plain SET).
+    #[default]
+    Clear,
+    /// Keep the key's current TTL (KEEPTTL).
+    Keep,
+    /// Expire at this unix time in ms.
+    At(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetCondition {
+    #[default]
+    Always,
+    /// NX: only if the key does not exist.
+    IfMissing,
+    /// XX: only if the key exists.
+    IfExists,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetOptions {
+    pub ttl: Ttl,
+    pub condition: SetCondition,
+    /// Return the old value (SET … GET).
+    pub get_old: bool,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct SetOutcome {
+    pub written: bool,
+    /// With `get_old`: the previous string value, if there was one.
+    pub old: Option<Vec<u8>>,
+}
+
+pub fn get<'a>(db: &'a mut Db, key: &[u8], now_ms: u64) -> OpResult<Option<&'a Value>> {
+    Ok(db.lookup_counted(key, now_ms).map(|e| &e.value))
+}
+
+pub fn set(
+    db: &mut Db,
+    key: &[u8],
+    value: &[u8],
+    opts: SetOptions,
+    now_ms: u64,
+) -> OpResult<SetOutcome> {
+    let existing = db.lookup(key, now_ms);
+    let old = match (opts.get_old, existing) {
+        (true, Some(e)) => Some(e.value.to_vec()),
+        _ => None,
+    };
+    let keep_at = existing.map_or(0, |e| e.expire_at_ms);
+    let allowed = match opts.condition {
+        SetCondition::Always => true,
+        SetCondition::IfMissing => existing.is_none(),
+        SetCondition::IfExists => existing.is_some(),
+    };
+    if !allowed {
+        return Ok(SetOutcome {
+            written: false,
+            old,
+        });
+    }
+    let expire_at_ms = match opts.ttl {
+        Ttl::Clear => 0,
+        Ttl::Keep => keep_at,
+        Ttl::At(t) => t,
+    };
+    if expire_at_ms != 0 && expire_at_ms <= now_ms {
+        // A TTL in the past deletes the key at once, as Redis does for SET with EXAT/PXAT.
+        db.remove(key, now_ms);
+    } else {
+        db.set(
+            key,
+            Entry::with_expiry(Value::from_bytes(value), expire_at_ms),
+            now_ms,
+        );
+    }
+    Ok(SetOutcome { written: true, old })
+}
+
+pub fn getdel(db: &mut Db, key: &[u8], now_ms: u64) -> OpResult<Option<Vec<u8>>> {
+    if db.lookup_counted(key, now_ms).is_none() {
+        return Ok(None);
+    }
+    Ok(db.remove(key, now_ms).map(|e| e.value.to_vec()))
+}
+
+/// GETEX: returns the value and applies the TTL change (`None` leaves it as it is).
+pub fn getex(db: &mut Db, key: &[u8], ttl: Option<Ttl>, now_ms: u64) -> OpResult<Option<Vec<u8>>> {
+    let Some(e) = db.lookup_counted(key, now_ms) else {
+        return Ok(None);
+    };
+    let value = e.value.to_vec();
+    match ttl {
+        None | Some(Ttl::Keep) => {}
+        Some(Ttl::Clear) => {
+            db.set_expiry(key, 0, now_ms);
+        }
+        Some(Ttl::At(t)) if t <= now_ms => {
+            db.remove(key, now_ms);
+        }
+        Some(Ttl::At(t)) => {
+            db.set_expiry(key, t, now_ms);
+        }
+    }
+    Ok(Some(value))
+}
+
+fn as_integer(v: &Value) -> OpResult<i64> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        Value::Str { bytes, .. } => std::str::from_utf8(bytes)
+            .ok()
+            .filter(|s| !s.is_empty() && !s.starts_with('+') && s.trim() == *s)
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or(OpError::NotInteger),
+    }
+}
+
+pub fn incr_by(db: &mut Db, key: &[u8], delta: i64, now_ms: u64) -> OpResult<i64> {
+    match db.lookup_mut(key, now_ms) {
+        Some(e) => {
+            let n = as_integer(&e.value)?
+                .checked_add(delta)
+                .ok_or(OpError::Overflow)?;
+            e.value = Value::Int(n);
+            Ok(n)
+        }
+        None => {
+            db.set(key, Entry::new(Value::Int(delta)), now_ms);
+            Ok(delta)
+        }
+    }
+}
+
+/// Parses a float the way Redis's `string2ld` accepts it: no spaces, no empty string, no NaN.
+pub fn parse_float(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.trim() != s {
+        return None;
+    }
+    let v: f64 = s.parse().ok()?;
+    if v.is_nan() {
+        return None;
+    }
+    Some(v)
+}
+
+/// Formats a float for INCRBYFLOAT: no exponent, trailing zeros removed, and the shortest
+/// digits that read back as the same double (Redis prints its long double with 17 digits,
+/// which shows the same text for every value a double can hold after one addition).
+pub fn format_float(v: f64) -> Vec<u8> {
+    if v == 0.0 {
+        return b"0".to_vec();
+    }
+    format!("{v}").into_bytes()
+}
+
+pub fn incr_by_float(db: &mut Db, key: &[u8], delta: f64, now_ms: u64) -> OpResult<Vec<u8>> {
+    let current = match db.lookup(key, now_ms) {
+        Some(e) => match &e.value {
+            Value::Int(n) => *n as f64,
+            Value::Str { bytes, .. } => parse_float(bytes).ok_or(OpError::NotFloat)?,
+        },
+        None => 0.0,
+    };
+    let result = current + delta;
+    if !result.is_finite() {
+        return Err(OpError::NanOrInfinity);
+    }
+    let text = format_float(result);
+    // Stored as the printed string, as Redis does (so GET returns exactly the reply).
+    let value = Value::Str {
+        bytes: text.clone(),
+        raw: false,
+    };
+    match db.lookup_mut(key, now_ms) {
+        Some(e) => e.value = value,
+        None => {
+            db.set(key, Entry::new(value), now_ms);
+        }
+    }
+    Ok(text)
+}
+
+pub fn append(
+    db: &mut Db,
+    key: &[u8],
+    tail: &[u8],
+    max_len: usize,
+    now_ms: u64,
+) -> OpResult<usize> {
+    match db.lookup_mut(key, now_ms) {
+        Some(e) => {
+            if e.value.len() + tail.len() > max_len {
+                return Err(OpError::StringTooLong);
+            }
+            let bytes = e.value.make_raw();
+            bytes.extend_from_slice(tail);
+            Ok(bytes.len())
+        }
+        None => {
+            if tail.len() > max_len {
+                return Err(OpError::StringTooLong);
+            }
+            db.set(key, Entry::new(Value::from_bytes(tail)), now_ms);
+            Ok(tail.len())
+        }
+    }
+}
+
+pub fn strlen(db: &mut Db, key: &[u8], now_ms: u64) -> OpResult<usize> {
+    Ok(db.lookup(key, now_ms).map_or(0, |e| e.value.len()))
+}
+
+/// GETRANGE with Redis's index rules: negative indexes count from the end, both ends
+/// inclusive, clamped to the string.
+pub fn getrange(db: &mut Db, key: &[u8], start: i64, end: i64, now_ms: u64) -> OpResult<Vec<u8>> {
+    let Some(e) = db.lookup(key, now_ms) else {
+        return Ok(Vec::new());
+    };
+    let s = e.value.to_vec();
+    let len = s.len() as i64;
+    if len == 0 || (start < 0 && end < 0 && start > end) {
+        return Ok(Vec::new());
+    }
+    let mut start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let mut end = if end < 0 { (len + end).max(0) } else { end };
+    if end >= len {
+        end = len - 1;
+    }
+    if start > end {
+        return Ok(Vec::new());
+    }
+    start = start.max(0);
+    Ok(s[start as usize..=end as usize].to_vec())
+}
+
+pub fn setrange(
+    db: &mut Db,
+    key: &[u8],
+    offset: usize,
+    patch: &[u8],
+    max_len: usize,
+    now_ms: u64,
+) -> OpResult<usize> {
+    let current_len = db.lookup(key, now_ms).map(|e| e.value.len());
+    if patch.is_empty() {
+        return Ok(current_len.unwrap_or(0));
+    }
+    if offset + patch.len() > max_len {
+        return Err(OpError::StringTooLong);
+    }
+    if current_len.is_none() {
+        db.set(
+            key,
+            Entry::new(Value::Str {
+                bytes: Vec::new(),
+                raw: true,
+            }),
+            now_ms,
+        );
+    }
+    let e = db
+        .lookup_mut(key, now_ms)
+        .expect("present: checked or just set");
+    let bytes = e.value.make_raw();
+    if bytes.len() < offset + patch.len() {
+        bytes.resize(offset + patch.len(), 0);
+    }
+    bytes[offset..offset + patch.len()].copy_from_slice(patch);
+    Ok(bytes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_formatting_matches_redis() {
+        // Values from the Redis INCRBYFLOAT documentation.
+        assert_eq!(format_float(10.5 + 0.1), b"10.6");
+        assert_eq!(format_float(5.0e3 + 2.0e2), b"5200");
+        assert_eq!(format_float(3.0), b"3");
+        assert_eq!(format_float(-0.5), b"-0.5");
+    }
+
+    #[test]
+    fn getrange_index_rules() {
+        let mut db = Db::new();
+        set(&mut db, b"k", b"This is a string", SetOptions::default(), 0).unwrap();
+        for (s, e, want) in [
+            (0, 3, "This"),
+            (-3, -1, "ing"),
+            (0, -1, "This is a string"),
+            (10, 100, "string"),
+            (5, 2, ""),
+            (-1, -5, ""),
+        ] {
+            assert_eq!(getrange(&mut db, b"k", s, e, 0).unwrap(), want.as_bytes());
+        }
+    }
+
+    #[test]
+    fn counters() {
+        let mut db = Db::new();
+        assert_eq!(incr_by(&mut db, b"c", 5, 0), Ok(5));
+        assert_eq!(incr_by(&mut db, b"c", -7, 0), Ok(-2));
+        set(&mut db, b"s", b"abc", SetOptions::default(), 0).unwrap();
+        assert_eq!(incr_by(&mut db, b"s", 1, 0), Err(OpError::NotInteger));
+        incr_by(&mut db, b"m", i64::MAX, 0).unwrap();
+        assert_eq!(incr_by(&mut db, b"m", 1, 0), Err(OpError::Overflow));
+    }
+
+    #[test]
+    fn setrange_pads_with_zeros() {
+        let mut db = Db::new();
+        assert_eq!(setrange(&mut db, b"k", 3, b"ab", 100, 0), Ok(5));
+        assert_eq!(getrange(&mut db, b"k", 0, -1, 0).unwrap(), b"\0\0\0ab");
+        assert_eq!(
+            setrange(&mut db, b"k", 99, b"ab", 100, 0),
+            Err(OpError::StringTooLong)
+        );
+    }
+}

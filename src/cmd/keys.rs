@@ -1,0 +1,247 @@
+//! Key commands that run on the owning core: existence, deletion, TTLs, renames within a
+//! core, OBJECT ENCODING.
+
+use super::parse::{eq, int};
+use super::string::expiry_at;
+use super::{errors, reply_op_error, unknown_subcommand_error, Args, ShardCtx};
+use crate::resp::Out;
+use tessera_shards::ops::keys::{self as op, ExpireCondition, TtlState};
+
+/// DEL / UNLINK of keys on this core: the count removed.
+pub fn del(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    let db = c.shard.db(c.db);
+    let n = args
+        .iter()
+        .skip(1)
+        .filter(|k| op::del(db, k, c.now_ms))
+        .count();
+    out.int(n as i64);
+}
+
+/// EXISTS of keys on this core: a key named twice counts twice, as in Redis.
+pub fn exists(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    let db = c.shard.db(c.db);
+    let n = args
+        .iter()
+        .skip(1)
+        .filter(|k| op::exists(db, k, c.now_ms))
+        .count();
+    out.int(n as i64);
+}
+
+/// TOUCH: counts existing keys (last-access times arrive with eviction).
+pub fn touch(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    exists(c, args, out)
+}
+
+pub fn type_(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    out.simple(op::type_name(c.shard.db(c.db), args.get(1), c.now_ms));
+}
+
+fn rename_common(c: &mut ShardCtx, args: Args, out: &mut Out, nx: bool) {
+    match op::rename(c.shard.db(c.db), args.get(1), args.get(2), nx, c.now_ms) {
+        Ok(done) if nx => out.int(done as i64),
+        Ok(_) => out.ok(),
+        Err(e) => reply_op_error(out, e),
+    }
+}
+
+pub fn rename(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    rename_common(c, args, out, false)
+}
+
+pub fn renamenx(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    rename_common(c, args, out, true)
+}
+
+/// The parsed options of COPY.
+pub struct CopyOptions {
+    pub dest_db: Option<usize>,
+    pub replace: bool,
+}
+
+/// Parses `COPY src dst [DB n] [REPLACE]`; the error is the reply text.
+pub fn parse_copy(args: &Args, databases: usize) -> Result<CopyOptions, &'static str> {
+    let mut opts = CopyOptions {
+        dest_db: None,
+        replace: false,
+    };
+    let mut i = 3;
+    while i < args.len() {
+        let a = args.get(i);
+        if eq(a, "REPLACE") {
+            opts.replace = true;
+        } else if eq(a, "DB") && i + 1 < args.len() {
+            let n = int(args.get(i + 1)).ok_or(errors::NOT_INTEGER)?;
+            if n < 0 || n as usize >= databases {
+                return Err(errors::DB_RANGE);
+            }
+            opts.dest_db = Some(n as usize);
+            i += 1;
+        } else {
+            return Err(errors::SYNTAX);
+        }
+        i += 1;
+    }
+    Ok(opts)
+}
+
+/// COPY where both keys live on this core.
+pub fn copy(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    let opts = match parse_copy(&args, c.shard.databases()) {
+        Ok(o) => o,
+        Err(e) => return out.error(e),
+    };
+    let dest_db = opts.dest_db.unwrap_or(c.db);
+    let (src, dst) = (args.get(1), args.get(2));
+    if dest_db == c.db && src == dst {
+        return out.error("ERR source and destination objects are the same");
+    }
+    let Some(entry) = op::clone_entry(c.shard.db(c.db), src, c.now_ms) else {
+        return out.int(0);
+    };
+    let target = c.shard.db(dest_db);
+    if !opts.replace && op::exists(target, dst, c.now_ms) {
+        return out.int(0);
+    }
+    op::put(target, dst, entry, c.now_ms);
+    out.int(1);
+}
+
+/// Parses the NX|XX|GT|LT flags of the EXPIRE family from `args[2..]`.
+fn expire_condition(args: &Args) -> Result<ExpireCondition, String> {
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for a in args.iter().skip(3) {
+        if eq(a, "NX") {
+            nx = true;
+        } else if eq(a, "XX") {
+            xx = true;
+        } else if eq(a, "GT") {
+            gt = true;
+        } else if eq(a, "LT") {
+            lt = true;
+        } else {
+            return Err(format!(
+                "ERR Unsupported option {}",
+                String::from_utf8_lossy(a)
+            ));
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
+    }
+    if gt && lt {
+        return Err("ERR GT and LT options at the same time are not compatible".into());
+    }
+    Ok(match (nx, xx, gt, lt) {
+        (true, ..) => ExpireCondition::IfNone,
+        (_, _, true, _) => ExpireCondition::IfLater,
+        (_, _, _, true) => ExpireCondition::IfEarlier,
+        (_, true, ..) => ExpireCondition::IfSome,
+        _ => ExpireCondition::Always,
+    })
+}
+
+fn expire_common(
+    c: &mut ShardCtx,
+    args: Args,
+    out: &mut Out,
+    unit_ms: u64,
+    absolute: bool,
+    name: &str,
+) {
+    let cond = match expire_condition(&args) {
+        Ok(cond) => cond,
+        Err(e) => return out.error(&e),
+    };
+    let at = match expiry_at(args.get(2), unit_ms, absolute, c.now_ms, true) {
+        Ok(at) => at,
+        Err(e) if e == errors::NOT_INTEGER => return out.error(e),
+        Err(_) => return out.error(&format!("ERR invalid expire time in '{name}' command")),
+    };
+    out.int(op::expire_at(c.shard.db(c.db), args.get(1), at, cond, c.now_ms) as i64);
+}
+
+pub fn expire(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    expire_common(c, args, out, 1000, false, "expire")
+}
+
+pub fn pexpire(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    expire_common(c, args, out, 1, false, "pexpire")
+}
+
+pub fn expireat(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    expire_common(c, args, out, 1000, true, "expireat")
+}
+
+pub fn pexpireat(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    expire_common(c, args, out, 1, true, "pexpireat")
+}
+
+/// TTL and friends: `relative` reports time left, else the absolute time; `ms` picks the
+/// unit. Seconds are rounded to the nearest, as Redis does.
+fn ttl_common(c: &mut ShardCtx, args: Args, out: &mut Out, ms: bool, relative: bool) {
+    match op::ttl(c.shard.db(c.db), args.get(1), c.now_ms) {
+        TtlState::Missing => out.int(-2),
+        TtlState::Persistent => out.int(-1),
+        TtlState::ExpiresAt(at) => {
+            let v = if relative {
+                at.saturating_sub(c.now_ms)
+            } else {
+                at
+            } as i64;
+            out.int(if ms { v } else { (v + 500) / 1000 });
+        }
+    }
+}
+
+pub fn ttl(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    ttl_common(c, args, out, false, true)
+}
+
+pub fn pttl(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    ttl_common(c, args, out, true, true)
+}
+
+pub fn expiretime(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    ttl_common(c, args, out, false, false)
+}
+
+pub fn pexpiretime(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    ttl_common(c, args, out, true, false)
+}
+
+pub fn persist(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    out.int(op::persist(c.shard.db(c.db), args.get(1), c.now_ms) as i64);
+}
+
+const OBJECT_HELP: &[&str] = &[
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// OBJECT ENCODING key (the key is args[2]); OBJECT HELP is answered by the node.
+pub fn object(c: &mut ShardCtx, args: Args, out: &mut Out) {
+    let sub = args.get(1);
+    if eq(sub, "ENCODING") && args.len() == 3 {
+        match op::encoding(c.shard.db(c.db), args.get(2), c.now_ms) {
+            Some(e) => out.bulk(e.as_bytes()),
+            None => out.null(),
+        }
+    } else if eq(sub, "HELP") {
+        object_help(out)
+    } else {
+        out.error(&unknown_subcommand_error("OBJECT", sub))
+    }
+}
+
+pub fn object_help(out: &mut Out) {
+    out.array(OBJECT_HELP.len());
+    for l in OBJECT_HELP {
+        out.simple(l);
+    }
+}

@@ -1,0 +1,144 @@
+//! The command table and the command families.
+//!
+//! One table ([`TABLE`]) holds every command we serve: name, arity, flags, key positions,
+//! how it runs and its documentation. A command that is not finished is not in the table.
+//!
+//! Two kinds of command:
+//! - [`Exec::Shard`]: runs on the core that owns its keys, against that core's shard
+//!   (`string.rs`, `keys.rs`). These cross cores in batches.
+//! - [`Exec::Node`]: runs on the connection's core and may reach every core
+//!   (`server/node_cmds.rs`): connection state, transactions, server-wide commands, and
+//!   multi-key commands whose keys live on several cores.
+
+pub mod keys;
+pub mod parse;
+pub mod string;
+pub mod table;
+
+use crate::resp::Out;
+use std::ops::Range;
+use tessera_shards::ops::OpError;
+use tessera_shards::Shard;
+
+pub use table::{lookup, CommandSpec, TABLE};
+
+/// A command's arguments, `args.get(0)` being the command name. Borrowed from the
+/// connection's read buffer (or a transaction's queue): no copy on the local path.
+#[derive(Clone, Copy)]
+pub struct Args<'a> {
+    pub buf: &'a [u8],
+    pub ranges: &'a [Range<usize>],
+}
+
+impl<'a> Args<'a> {
+    pub fn new(buf: &'a [u8], ranges: &'a [Range<usize>]) -> Self {
+        Args { buf, ranges }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> &'a [u8] {
+        &self.buf[self.ranges[i].clone()]
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        let buf = self.buf;
+        self.ranges.iter().map(move |r| &buf[r.clone()])
+    }
+
+    /// Owned copies, for queuing (MULTI) or shipping.
+    pub fn to_owned_vec(&self) -> Vec<Vec<u8>> {
+        self.iter().map(<[u8]>::to_vec).collect()
+    }
+}
+
+/// Limits a shard command needs from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardLimits {
+    /// `proto-max-bulk-len`: strings may not grow past this (APPEND, SETRANGE).
+    pub max_string_bytes: usize,
+}
+
+/// What a shard command runs against: the owning core's shard, the client's database and
+/// the time, read once per batch.
+pub struct ShardCtx<'a> {
+    pub shard: &'a mut Shard,
+    pub db: usize,
+    pub now_ms: u64,
+    pub limits: ShardLimits,
+}
+
+/// The texts clients match on (Redis 7's).
+pub mod errors {
+    pub const SYNTAX: &str = "ERR syntax error";
+    pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+    pub const NOT_FLOAT: &str = "ERR value is not a valid float";
+    pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+    pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
+    pub const NAN: &str = "ERR increment would produce NaN or Infinity";
+    pub const TOO_LONG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+    pub const NO_SUCH_KEY: &str = "ERR no such key";
+    pub const DB_RANGE: &str = "ERR DB index is out of range";
+    pub const NOAUTH: &str = "NOAUTH Authentication required.";
+    pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+    pub const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+}
+
+pub fn op_error_text(e: OpError) -> &'static str {
+    match e {
+        OpError::WrongType => errors::WRONGTYPE,
+        OpError::NotInteger => errors::NOT_INTEGER,
+        OpError::NotFloat => errors::NOT_FLOAT,
+        OpError::Overflow => errors::OVERFLOW,
+        OpError::NanOrInfinity => errors::NAN,
+        OpError::StringTooLong => errors::TOO_LONG,
+        OpError::NoSuchKey => errors::NO_SUCH_KEY,
+    }
+}
+
+pub fn reply_op_error(out: &mut Out, e: OpError) {
+    out.error(op_error_text(e));
+}
+
+/// `ERR wrong number of arguments for 'get' command`
+pub fn arity_error(name: &str) -> String {
+    format!(
+        "ERR wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    )
+}
+
+/// Redis's unknown-command text, with up to the first arguments quoted.
+pub fn unknown_command_error(args: &Args) -> String {
+    let name = String::from_utf8_lossy(args.get(0));
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        clip(&name)
+    );
+    for a in args.iter().skip(1) {
+        if msg.len() >= 128 {
+            break;
+        }
+        msg.push_str(&format!("'{}' ", clip(&String::from_utf8_lossy(a))));
+    }
+    msg
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(128).collect()
+}
+
+/// `ERR unknown subcommand 'x'. Try CLIENT HELP.`
+pub fn unknown_subcommand_error(cmd: &str, sub: &[u8]) -> String {
+    format!(
+        "ERR unknown subcommand '{}'. Try {} HELP.",
+        clip(&String::from_utf8_lossy(sub)),
+        cmd.to_ascii_uppercase()
+    )
+}

@@ -1,0 +1,25 @@
+//! Argument parsing shared by the command families.
+
+use tessera_shards::value::parse_canonical_i64;
+
+pub fn eq(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// An integer argument as Redis's `getLongLongFromObject` accepts it.
+pub fn int(arg: &[u8]) -> Option<i64> {
+    parse_canonical_i64(arg)
+}
+
+pub fn uint(arg: &[u8]) -> Option<u64> {
+    int(arg).and_then(|n| u64::try_from(n).ok())
+}
+
+/// A float argument as Redis's `getLongDoubleFromObject` accepts it.
+pub fn float(arg: &[u8]) -> Option<f64> {
+    tessera_shards::ops::string::parse_float(arg)
+}
+
+pub fn text(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).into_owned()
+}

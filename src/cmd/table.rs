@@ -1,0 +1,253 @@
+//! The command table: every command we serve, as data.
+
+use super::{keys, string, Args, ShardCtx};
+use crate::resp::Out;
+
+pub type ShardFn = fn(&mut ShardCtx, Args, &mut Out);
+
+/// Commands that run on the connection's core (see `server::node_cmds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeCmd {
+    Ping,
+    Echo,
+    Hello,
+    Auth,
+    Select,
+    Quit,
+    Reset,
+    Client,
+    Command,
+    Config,
+    Info,
+    Time,
+    Lastsave,
+    Shutdown,
+    Debug,
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+    Dbsize,
+    Flushdb,
+    Flushall,
+    Keys,
+    Scan,
+    Randomkey,
+}
+
+/// How a multi-key command runs when its keys live on more than one core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrossCore {
+    /// Split the keys by core, gather the values in order (MGET).
+    Gather,
+    /// Split by core, add up the integer replies (DEL, UNLINK, EXISTS, TOUCH).
+    Sum,
+    /// Split key/value pairs by core, set all under one transaction (MSET).
+    SetAll,
+    /// Like SetAll, only if no key exists (MSETNX).
+    SetAllIfNone,
+    /// Move one key's entry to another core (RENAME, RENAMENX).
+    Rename { only_if_new: bool },
+    /// Copy one key's entry to another core (COPY).
+    Copy,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Exec {
+    Shard(ShardFn, Option<CrossCore>),
+    Node(NodeCmd),
+}
+
+/// One command: metadata as COMMAND INFO reports it, and how it runs.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSpec {
+    pub name: &'static str,
+    /// Redis arity: exact when positive, a minimum when negative; the name counts.
+    pub arity: i32,
+    pub flags: &'static [&'static str],
+    /// Position of the first key (0: no keys), of the last (-1: the last argument) and the
+    /// step between keys.
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    pub exec: Exec,
+    pub group: &'static str,
+    pub since: &'static str,
+    pub summary: &'static str,
+}
+
+impl CommandSpec {
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = argc as i32;
+        if self.arity >= 0 {
+            argc == self.arity
+        } else {
+            argc >= -self.arity
+        }
+    }
+
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.contains(&flag)
+    }
+
+    pub fn is_write(&self) -> bool {
+        self.has_flag("write")
+    }
+
+    /// Indexes of the key arguments in a call with `argc` arguments.
+    pub fn key_positions(&self, argc: usize) -> impl Iterator<Item = usize> {
+        let first = self.first_key.max(0) as usize;
+        let last = if self.first_key <= 0 || argc <= first {
+            0
+        } else if self.last_key < 0 {
+            (argc as i32 + self.last_key) as usize
+        } else {
+            (self.last_key as usize).min(argc - 1)
+        };
+        let step = self.step.max(1) as usize;
+        let empty = self.first_key <= 0 || argc <= first;
+        (first..=last).step_by(step).filter(move |_| !empty)
+    }
+}
+
+const RW_STRING: &[&str] = &["write", "denyoom"];
+const RW_STRING_FAST: &[&str] = &["write", "denyoom", "fast"];
+const RO_FAST: &[&str] = &["readonly", "fast"];
+const RO: &[&str] = &["readonly"];
+const W: &[&str] = &["write"];
+const W_FAST: &[&str] = &["write", "fast"];
+const CONN: &[&str] = &["noscript", "loading", "stale", "fast"];
+
+macro_rules! cmd {
+    ($name:literal, $arity:expr, $flags:expr, ($f:expr, $l:expr, $s:expr), $exec:expr, $group:literal, $since:literal, $summary:literal) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            first_key: $f,
+            last_key: $l,
+            step: $s,
+            exec: $exec,
+            group: $group,
+            since: $since,
+            summary: $summary,
+        }
+    };
+}
+
+use CrossCore::*;
+use Exec::{Node, Shard};
+use NodeCmd as N;
+
+pub static TABLE: &[CommandSpec] = &[
+    // strings
+    cmd!("get", 2, RO_FAST, (1, 1, 1), Shard(string::get, None), "string", "1.0.0", "Returns the string value of a key."),
+    cmd!("set", -3, RW_STRING, (1, 1, 1), Shard(string::set, None), "string", "1.0.0", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist."),
+    cmd!("setnx", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::setnx, None), "string", "1.0.0", "Set the string value of a key only when the key doesn't exist."),
+    cmd!("setex", 4, RW_STRING, (1, 1, 1), Shard(string::setex, None), "string", "2.0.0", "Sets the string value and expiration time of a key. Creates the key if it doesn't exist."),
+    cmd!("psetex", 4, RW_STRING, (1, 1, 1), Shard(string::psetex, None), "string", "2.6.0", "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist."),
+    cmd!("getset", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::getset, None), "string", "1.0.0", "Returns the previous string value of a key after setting it to a new value."),
+    cmd!("getdel", 2, W_FAST, (1, 1, 1), Shard(string::getdel, None), "string", "6.2.0", "Returns the string value of a key after deleting the key."),
+    cmd!("getex", -2, W_FAST, (1, 1, 1), Shard(string::getex, None), "string", "6.2.0", "Returns the string value of a key after setting its expiration time."),
+    cmd!("mget", -2, RO_FAST, (1, -1, 1), Shard(string::mget, Some(Gather)), "string", "1.0.0", "Atomically returns the string values of one or more keys."),
+    cmd!("mset", -3, RW_STRING, (1, -1, 2), Shard(string::mset, Some(SetAll)), "string", "1.0.1", "Atomically creates or modifies the string values of one or more keys."),
+    cmd!("msetnx", -3, RW_STRING, (1, -1, 2), Shard(string::msetnx, Some(SetAllIfNone)), "string", "1.0.1", "Atomically modifies the string values of one or more keys only when all keys don't exist."),
+    cmd!("incr", 2, RW_STRING_FAST, (1, 1, 1), Shard(string::incr, None), "string", "1.0.0", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("decr", 2, RW_STRING_FAST, (1, 1, 1), Shard(string::decr, None), "string", "1.0.0", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("incrby", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::incrby, None), "string", "1.0.0", "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("decrby", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::decrby, None), "string", "1.0.0", "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("incrbyfloat", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::incrbyfloat, None), "string", "2.6.0", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("append", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::append, None), "string", "2.0.0", "Appends a string to the value of a key. Creates the key if it doesn't exist."),
+    cmd!("strlen", 2, RO_FAST, (1, 1, 1), Shard(string::strlen, None), "string", "2.2.0", "Returns the length of a string value."),
+    cmd!("getrange", 4, RO, (1, 1, 1), Shard(string::getrange, None), "string", "2.4.0", "Returns a substring of the string stored at a key."),
+    cmd!("substr", 4, RO, (1, 1, 1), Shard(string::getrange, None), "string", "1.0.0", "Returns a substring from a string value."),
+    cmd!("setrange", 4, RW_STRING, (1, 1, 1), Shard(string::setrange, None), "string", "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."),
+    // keys and TTLs
+    cmd!("del", -2, W, (1, -1, 1), Shard(keys::del, Some(Sum)), "generic", "1.0.0", "Deletes one or more keys."),
+    cmd!("unlink", -2, W_FAST, (1, -1, 1), Shard(keys::del, Some(Sum)), "generic", "4.0.0", "Asynchronously deletes one or more keys."),
+    cmd!("exists", -2, RO_FAST, (1, -1, 1), Shard(keys::exists, Some(Sum)), "generic", "1.0.0", "Determines whether one or more keys exist."),
+    cmd!("touch", -2, RO_FAST, (1, -1, 1), Shard(keys::touch, Some(Sum)), "generic", "3.2.1", "Returns the number of existing keys out of those specified after updating the time they were last accessed."),
+    cmd!("type", 2, RO_FAST, (1, 1, 1), Shard(keys::type_, None), "generic", "1.0.0", "Determines the type of value stored at a key."),
+    cmd!("rename", 3, W, (1, 2, 1), Shard(keys::rename, Some(Rename { only_if_new: false })), "generic", "1.0.0", "Renames a key and overwrites the destination."),
+    cmd!("renamenx", 3, W_FAST, (1, 2, 1), Shard(keys::renamenx, Some(Rename { only_if_new: true })), "generic", "1.0.0", "Renames a key only when the target key name doesn't exist."),
+    cmd!("copy", -3, RW_STRING, (1, 2, 1), Shard(keys::copy, Some(Copy)), "generic", "6.2.0", "Copies the value of a key to a new key."),
+    cmd!("expire", -3, W_FAST, (1, 1, 1), Shard(keys::expire, None), "generic", "1.0.0", "Sets the expiration time of a key in seconds."),
+    cmd!("pexpire", -3, W_FAST, (1, 1, 1), Shard(keys::pexpire, None), "generic", "2.6.0", "Sets the expiration time of a key in milliseconds."),
+    cmd!("expireat", -3, W_FAST, (1, 1, 1), Shard(keys::expireat, None), "generic", "1.2.0", "Sets the expiration time of a key to a Unix timestamp."),
+    cmd!("pexpireat", -3, W_FAST, (1, 1, 1), Shard(keys::pexpireat, None), "generic", "2.6.0", "Sets the expiration time of a key to a Unix milliseconds timestamp."),
+    cmd!("ttl", 2, RO_FAST, (1, 1, 1), Shard(keys::ttl, None), "generic", "1.0.0", "Returns the expiration time in seconds of a key."),
+    cmd!("pttl", 2, RO_FAST, (1, 1, 1), Shard(keys::pttl, None), "generic", "2.6.0", "Returns the expiration time in milliseconds of a key."),
+    cmd!("expiretime", 2, RO_FAST, (1, 1, 1), Shard(keys::expiretime, None), "generic", "7.0.0", "Returns the expiration time of a key as a Unix timestamp."),
+    cmd!("pexpiretime", 2, RO_FAST, (1, 1, 1), Shard(keys::pexpiretime, None), "generic", "7.0.0", "Returns the expiration time of a key as a Unix milliseconds timestamp."),
+    cmd!("persist", 2, W_FAST, (1, 1, 1), Shard(keys::persist, None), "generic", "2.2.0", "Removes the expiration time of a key."),
+    cmd!("object", -2, RO, (2, 2, 1), Shard(keys::object, None), "generic", "2.2.3", "A container for object introspection commands (ENCODING, HELP)."),
+    cmd!("keys", 2, RO, (0, 0, 0), Node(N::Keys), "generic", "1.0.0", "Returns all key names that match a pattern."),
+    cmd!("scan", -2, RO, (0, 0, 0), Node(N::Scan), "generic", "2.8.0", "Iterates over the key names in the database."),
+    cmd!("randomkey", 1, RO, (0, 0, 0), Node(N::Randomkey), "generic", "1.0.0", "Returns a random key name from the database."),
+    cmd!("dbsize", 1, RO_FAST, (0, 0, 0), Node(N::Dbsize), "server", "1.0.0", "Returns the number of keys in the database."),
+    cmd!("flushdb", -1, W, (0, 0, 0), Node(N::Flushdb), "server", "1.0.0", "Remove all keys from the current database."),
+    cmd!("flushall", -1, W, (0, 0, 0), Node(N::Flushall), "server", "1.0.0", "Removes all keys from all databases."),
+    // transactions
+    cmd!("multi", 1, CONN, (0, 0, 0), Node(N::Multi), "transactions", "1.2.0", "Starts a transaction."),
+    cmd!("exec", 1, &["noscript", "loading", "stale", "skip_slowlog"], (0, 0, 0), Node(N::Exec), "transactions", "1.2.0", "Executes all commands in a transaction."),
+    cmd!("discard", 1, CONN, (0, 0, 0), Node(N::Discard), "transactions", "2.0.0", "Discards a transaction."),
+    cmd!("watch", -2, CONN, (1, -1, 1), Node(N::Watch), "transactions", "2.2.0", "Monitors changes to keys to determine the execution of a transaction."),
+    cmd!("unwatch", 1, CONN, (0, 0, 0), Node(N::Unwatch), "transactions", "2.2.0", "Forgets about watched keys of a transaction."),
+    // connection
+    cmd!("ping", -1, &["fast"], (0, 0, 0), Node(N::Ping), "connection", "1.0.0", "Returns the server's liveliness response."),
+    cmd!("echo", 2, &["fast"], (0, 0, 0), Node(N::Echo), "connection", "1.0.0", "Returns the given string."),
+    cmd!("hello", -1, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Hello), "connection", "6.0.0", "Handshakes with the Redis server."),
+    cmd!("auth", -2, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Auth), "connection", "1.0.0", "Authenticates the connection."),
+    cmd!("select", 2, CONN, (0, 0, 0), Node(N::Select), "connection", "1.0.0", "Changes the selected database."),
+    cmd!("quit", -1, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Quit), "connection", "1.0.0", "Closes the connection."),
+    cmd!("reset", 1, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Reset), "connection", "6.2.0", "Resets the connection."),
+    cmd!("client", -2, &["noscript", "loading", "stale"], (0, 0, 0), Node(N::Client), "connection", "2.4.0", "A container for client connection commands."),
+    // server
+    cmd!("command", -1, &["loading", "stale"], (0, 0, 0), Node(N::Command), "server", "2.8.13", "Returns detailed information about all commands."),
+    cmd!("config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Config), "server", "2.0.0", "A container for server configuration commands."),
+    cmd!("info", -1, &["loading", "stale"], (0, 0, 0), Node(N::Info), "server", "1.0.0", "Returns information and statistics about the server."),
+    cmd!("time", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Time), "server", "2.6.0", "Returns the server time."),
+    cmd!("lastsave", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Lastsave), "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk."),
+    cmd!("shutdown", -1, &["admin", "noscript", "loading", "stale", "no_multi"], (0, 0, 0), Node(N::Shutdown), "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the server."),
+    cmd!("debug", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Debug), "server", "1.0.0", "tessera test hooks (ADVANCE-CLOCK); needs enable-debug-command."),
+];
+
+/// Finds a command by name, case-insensitively, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    // The table is small; a linear scan over names of mostly different lengths costs less
+    // than hashing a lowercased copy. The most used commands come first.
+    TABLE
+        .iter()
+        .find(|c| c.name.len() == name.len() && c.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_lowercase() {
+        let mut names: Vec<_> = TABLE.iter().map(|c| c.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), TABLE.len());
+        assert!(TABLE.iter().all(|c| c.name == c.name.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn key_positions_follow_redis_key_specs() {
+        let mset = lookup(b"MSET").unwrap();
+        assert_eq!(mset.key_positions(5).collect::<Vec<_>>(), vec![1, 3]);
+        let del = lookup(b"del").unwrap();
+        assert_eq!(del.key_positions(4).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let rename = lookup(b"rename").unwrap();
+        assert_eq!(rename.key_positions(3).collect::<Vec<_>>(), vec![1, 2]);
+        let copy = lookup(b"copy").unwrap();
+        assert_eq!(copy.key_positions(6).collect::<Vec<_>>(), vec![1, 2]);
+        let object = lookup(b"object").unwrap();
+        assert_eq!(object.key_positions(2).count(), 0);
+        assert_eq!(object.key_positions(3).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(lookup(b"ping").unwrap().key_positions(2).count(), 0);
+    }
+}

@@ -1,0 +1,473 @@
+//! Configuration: defaults, the redis.conf-style file, command-line flags, and the
+//! parameters CONFIG GET/SET reach.
+//!
+//! Precedence: defaults, then the file named by the first argument, then flags.
+
+use crate::limits;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub bind: Vec<String>,
+    pub port: u16,
+    pub requirepass: Option<String>,
+    pub maxclients: usize,
+    pub databases: usize,
+    pub dir: PathBuf,
+    /// Longest bulk string a client may send, and longest string value, in bytes.
+    pub proto_max_bulk_len: usize,
+    /// Most arguments in one command.
+    pub proto_max_multibulk_len: usize,
+    /// Bytes a client may have buffered in an incomplete command before it is closed.
+    pub client_query_buffer_limit: usize,
+    pub enable_debug_command: bool,
+    /// Data cores (one glommio executor each).
+    pub cores: usize,
+    /// CPUs to pin data cores to, in order; empty: not pinned.
+    pub cpus: Vec<usize>,
+    pub loglevel: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: vec!["127.0.0.1".into()],
+            port: 6379,
+            requirepass: None,
+            maxclients: limits::MAXCLIENTS_DEFAULT,
+            databases: limits::DATABASES_DEFAULT,
+            dir: PathBuf::from("."),
+            proto_max_bulk_len: limits::PROTO_MAX_BULK_LEN_BYTES,
+            proto_max_multibulk_len: limits::PROTO_MAX_MULTIBULK_LEN,
+            client_query_buffer_limit: limits::CLIENT_QUERY_BUFFER_LIMIT_BYTES,
+            enable_debug_command: false,
+            cores: available_cpus().len().clamp(1, limits::MAX_DATA_CORES),
+            cpus: Vec::new(),
+            loglevel: "notice".into(),
+        }
+    }
+}
+
+/// The CPUs this process may run on.
+pub fn available_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![0])
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{file}:{line}: {msg}\n>>> '{text}'")]
+    File {
+        file: String,
+        line: usize,
+        text: String,
+        msg: String,
+    },
+    #[error("cannot read config file {file}: {msg}")]
+    Read { file: String, msg: String },
+    #[error("--{name}: {msg}")]
+    Flag { name: String, msg: String },
+}
+
+/// `tessera [CONFIG_FILE] [--flag value]…` — a Redis-protocol key-value server,
+/// thread-per-core on io_uring.
+#[derive(Parser, Debug, Default)]
+#[command(name = "tessera", version, about, long_about = None)]
+pub struct Cli {
+    /// A config file in redis.conf syntax (`port 6380`, `bind 0.0.0.0`, …). Flags override it.
+    pub config_file: Option<PathBuf>,
+    /// TCP port to listen on [default: 6379].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Addresses to listen on, space- or comma-separated [default: 127.0.0.1].
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Password clients must give with AUTH or HELLO before other commands.
+    #[arg(long)]
+    pub requirepass: Option<String>,
+    /// Most connected clients at once; further connections get an error and are closed
+    /// [default: 10000].
+    #[arg(long)]
+    pub maxclients: Option<usize>,
+    /// Number of databases (SELECT 0..N-1) [default: 16].
+    #[arg(long)]
+    pub databases: Option<usize>,
+    /// Working directory for files the server writes [default: .].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Longest bulk string a client may send, e.g. 512mb [default: 512mb].
+    #[arg(long)]
+    pub proto_max_bulk_len: Option<String>,
+    /// Most arguments in one command [default: 16777216].
+    #[arg(long)]
+    pub proto_max_multibulk_len: Option<String>,
+    /// Most bytes of one incomplete command buffered per client, e.g. 1gb [default: 1gb].
+    #[arg(long)]
+    pub client_query_buffer_limit: Option<String>,
+    /// yes: allow DEBUG (tessera's test hooks, e.g. DEBUG ADVANCE-CLOCK) [default: no].
+    #[arg(long)]
+    pub enable_debug_command: Option<String>,
+    /// Data cores, one pinned io_uring executor each [default: the CPUs this process may use].
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// CPUs to pin data cores to, e.g. `1` or `0-3,8`; without it cores are not pinned.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Log level: debug, verbose, notice or warning [default: notice].
+    #[arg(long)]
+    pub loglevel: Option<String>,
+}
+
+/// Parses a memory amount the way Redis's `memtoll` does: `1k` is 1000, `1kb` 1024, and so
+/// on for m/mb and g/gb.
+pub fn parse_memory(s: &str) -> Option<usize> {
+    let lower = s.trim().to_ascii_lowercase();
+    let (num, mult) = [
+        ("gb", 1usize << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
+        ("g", 1_000_000_000),
+        ("m", 1_000_000),
+        ("k", 1_000),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| lower.strip_suffix(suffix).map(|n| (n.to_string(), *m)))
+    .unwrap_or((lower.clone(), 1));
+    num.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+fn parse_yes_no(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses a CPU list such as `1`, `0-3,8`.
+pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if a > b {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A parameter as CONFIG GET/SET and the config file see it.
+pub struct Param {
+    pub name: &'static str,
+    pub get: fn(&Config) -> String,
+    pub set: fn(&mut Config, &str) -> Result<(), String>,
+    /// May CONFIG SET change it while running?
+    pub mutable: bool,
+}
+
+fn bad(what: &str) -> String {
+    format!("argument must be {what}")
+}
+
+fn set_memory(v: &str, min: usize) -> Result<usize, String> {
+    match parse_memory(v) {
+        Some(n) if n >= min => Ok(n),
+        _ => Err(bad("a memory value")),
+    }
+}
+
+pub static PARAMS: &[Param] = &[
+    Param {
+        name: "bind",
+        get: |c| c.bind.join(" "),
+        set: |c, v| {
+            let addrs: Vec<String> = v
+                .split([' ', ','])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            if addrs.is_empty() {
+                return Err(bad("one or more addresses"));
+            }
+            c.bind = addrs;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "port",
+        get: |c| c.port.to_string(),
+        set: |c, v| {
+            c.port = v.parse().map_err(|_| bad("a port number"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "requirepass",
+        get: |c| c.requirepass.clone().unwrap_or_default(),
+        set: |c, v| {
+            c.requirepass = (!v.is_empty()).then(|| v.to_string());
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "maxclients",
+        get: |c| c.maxclients.to_string(),
+        set: |c, v| {
+            match v.parse::<usize>() {
+                Ok(n) if n >= 1 => c.maxclients = n,
+                _ => return Err(bad("a positive integer")),
+            }
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "databases",
+        get: |c| c.databases.to_string(),
+        set: |c, v| {
+            match v.parse::<usize>() {
+                Ok(n) if (1..=limits::MAX_DATABASES).contains(&n) => c.databases = n,
+                _ => {
+                    return Err(format!(
+                        "argument must be between 1 and {}",
+                        limits::MAX_DATABASES
+                    ))
+                }
+            }
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "dir",
+        get: |c| c.dir.display().to_string(),
+        set: |c, v| {
+            c.dir = PathBuf::from(v);
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "proto-max-bulk-len",
+        get: |c| c.proto_max_bulk_len.to_string(),
+        set: |c, v| {
+            c.proto_max_bulk_len = set_memory(v, 1024 * 1024)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "proto-max-multibulk-len",
+        get: |c| c.proto_max_multibulk_len.to_string(),
+        set: |c, v| {
+            c.proto_max_multibulk_len = set_memory(v, 1024)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "client-query-buffer-limit",
+        get: |c| c.client_query_buffer_limit.to_string(),
+        set: |c, v| {
+            c.client_query_buffer_limit = set_memory(v, 1024 * 1024)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "enable-debug-command",
+        get: |c| if c.enable_debug_command { "yes" } else { "no" }.into(),
+        set: |c, v| {
+            c.enable_debug_command = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cores",
+        get: |c| c.cores.to_string(),
+        set: |c, v| {
+            match v.parse::<usize>() {
+                Ok(n) if (1..=limits::MAX_DATA_CORES).contains(&n) => c.cores = n,
+                _ => {
+                    return Err(format!(
+                        "argument must be between 1 and {}",
+                        limits::MAX_DATA_CORES
+                    ))
+                }
+            }
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cpus",
+        get: |c| {
+            c.cpus
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        set: |c, v| {
+            c.cpus = parse_cpu_list(v).ok_or_else(|| bad("a CPU list such as 0-3,8"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "loglevel",
+        get: |c| c.loglevel.clone(),
+        set: |c, v| {
+            let v = v.to_ascii_lowercase();
+            if !["debug", "verbose", "notice", "warning"].contains(&v.as_str()) {
+                return Err(bad("one of debug, verbose, notice, warning"));
+            }
+            c.loglevel = v;
+            Ok(())
+        },
+        mutable: false,
+    },
+];
+
+pub fn param(name: &str) -> Option<&'static Param> {
+    PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+/// Splits a config file line into words, honouring double and single quotes.
+fn split_line(line: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut ranges = Vec::new();
+    crate::resp::request::split_args(line.as_bytes(), &mut out, &mut ranges).ok()?;
+    Some(
+        ranges
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(&out[r]).into_owned())
+            .collect(),
+    )
+}
+
+/// Applies a redis.conf-style text. An unknown directive is an error naming the line.
+pub fn apply_file_text(cfg: &mut Config, file: &str, text: &str) -> Result<(), ConfigError> {
+    for (i, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let err = |msg: String| ConfigError::File {
+            file: file.into(),
+            line: i + 1,
+            text: trimmed.into(),
+            msg,
+        };
+        let words = split_line(trimmed).ok_or_else(|| err("unbalanced quotes".into()))?;
+        let name = words[0].to_ascii_lowercase();
+        let p = param(&name).ok_or_else(|| {
+            err(format!(
+                "Bad directive or wrong number of arguments: unknown directive '{name}'"
+            ))
+        })?;
+        if words.len() < 2 {
+            return Err(err("wrong number of arguments".into()));
+        }
+        (p.set)(cfg, &words[1..].join(" ")).map_err(err)?;
+    }
+    Ok(())
+}
+
+impl Cli {
+    /// The configuration this command line asks for.
+    pub fn into_config(self) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let mut cfg = Config::default();
+        if let Some(path) = &self.config_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                file: path.display().to_string(),
+                msg: e.to_string(),
+            })?;
+            apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
+        }
+        let flags: [(&str, Option<String>); 13] = [
+            ("port", self.port.map(|v| v.to_string())),
+            ("bind", self.bind),
+            ("requirepass", self.requirepass),
+            ("maxclients", self.maxclients.map(|v| v.to_string())),
+            ("databases", self.databases.map(|v| v.to_string())),
+            ("dir", self.dir.map(|d| d.display().to_string())),
+            ("proto-max-bulk-len", self.proto_max_bulk_len),
+            ("proto-max-multibulk-len", self.proto_max_multibulk_len),
+            ("client-query-buffer-limit", self.client_query_buffer_limit),
+            ("enable-debug-command", self.enable_debug_command),
+            ("cores", self.cores.map(|v| v.to_string())),
+            ("cpus", self.cpus),
+            ("loglevel", self.loglevel),
+        ];
+        for (name, value) in flags {
+            if let Some(v) = value {
+                let p = param(name).expect("every flag is a parameter");
+                (p.set)(&mut cfg, &v).map_err(|msg| ConfigError::Flag {
+                    name: name.into(),
+                    msg,
+                })?;
+            }
+        }
+        if !cfg.cpus.is_empty() && cfg.cpus.len() < cfg.cores {
+            // Pinning fewer CPUs than cores would put two executors on one CPU, which glommio
+            // handles badly; run as many cores as CPUs were given.
+            cfg.cores = cfg.cpus.len();
+        }
+        Ok((cfg, self.config_file))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units_as_redis() {
+        assert_eq!(parse_memory("1k"), Some(1000));
+        assert_eq!(parse_memory("1kb"), Some(1024));
+        assert_eq!(parse_memory("512mb"), Some(512 << 20));
+        assert_eq!(parse_memory("1GB"), Some(1 << 30));
+        assert_eq!(parse_memory("123"), Some(123));
+        assert_eq!(parse_memory("x"), None);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("1"), Some(vec![1]));
+        assert_eq!(parse_cpu_list("0-3,8"), Some(vec![0, 1, 2, 3, 8]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list(""), None);
+    }
+
+    #[test]
+    fn file_directives_and_errors() {
+        let mut c = Config::default();
+        apply_file_text(
+            &mut c,
+            "t.conf",
+            "# comment\nport 7000\nbind 0.0.0.0 ::1\nrequirepass \"a b\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.port, 7000);
+        assert_eq!(c.bind, vec!["0.0.0.0", "::1"]);
+        assert_eq!(c.requirepass.as_deref(), Some("a b"));
+        let e = apply_file_text(&mut c, "t.conf", "port 1\nfrobnicate yes\n").unwrap_err();
+        assert!(e.to_string().starts_with("t.conf:2:"), "{e}");
+        assert!(e.to_string().contains("frobnicate"));
+    }
+}

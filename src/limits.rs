@@ -1,0 +1,49 @@
+//! Every limit and default of the node, with its unit, in one place. The configurable ones
+//! are defaults for `config.rs`; the rest are fixed by design.
+
+/// `proto-max-bulk-len`: longest bulk string a client may send, and longest string value.
+pub const PROTO_MAX_BULK_LEN_BYTES: usize = 512 * 1024 * 1024;
+/// `proto-max-multibulk-len`: most arguments in one command.
+pub const PROTO_MAX_MULTIBULK_LEN: usize = 16 * 1024 * 1024;
+/// `client-query-buffer-limit`: most bytes buffered for one client's incomplete command.
+pub const CLIENT_QUERY_BUFFER_LIMIT_BYTES: usize = 1024 * 1024 * 1024;
+/// `maxclients`: most connections at once, over all cores.
+pub const MAXCLIENTS_DEFAULT: usize = 10_000;
+/// `databases`: number of SELECT-able databases.
+pub const DATABASES_DEFAULT: usize = 16;
+pub const MAX_DATABASES: usize = 1 << 20;
+
+/// Most data cores; SCAN cursors carry the core index in their top 8 bits.
+pub const MAX_DATA_CORES: usize = 256;
+
+/// Bytes read from a socket at a time (the read buffer grows past this only for one
+/// command that is larger).
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// A read buffer larger than this is given back once the connection is idle.
+pub const READ_BUFFER_KEEP_BYTES: usize = 64 * 1024;
+/// Most commands in one batch to another core; a longer pipeline crosses in several.
+pub const PIPELINE_BATCH_MAX_COMMANDS: usize = 1024;
+/// Output buffered before it is written even in the middle of a pipeline.
+pub const OUTPUT_FLUSH_BYTES: usize = 256 * 1024;
+/// Most commands queued in one MULTI.
+pub const MULTI_MAX_QUEUED: usize = 1 << 20;
+
+/// Locked memory glommio needs per executor beyond its io_memory, in bytes, and the
+/// io_memory we give each executor.
+pub const IO_MEMORY_BYTES: usize = 1024 * 1024;
+pub const MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
+/// How long the cores may take to join the channel mesh before start-up fails.
+pub const MESH_JOIN_TIMEOUT_MS: u64 = 10_000;
+/// How often an idle accept loop checks for shutdown.
+pub const SHUTDOWN_POLL_MS: u64 = 50;
+/// How long shutdown waits for connections to finish their replies.
+pub const SHUTDOWN_DRAIN_MS: u64 = 2_000;
+
+/// SCAN's default COUNT.
+pub const SCAN_DEFAULT_COUNT: usize = 10;
+
+const _: () = assert!(
+    MAX_DATA_CORES <= 256,
+    "SCAN cursors keep the core in 8 bits"
+);
+const _: () = assert!(READ_CHUNK_BYTES <= READ_BUFFER_KEEP_BYTES);

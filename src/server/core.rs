@@ -1,0 +1,244 @@
+//! The state one data core owns, and what the node's cores share.
+
+use super::mesh::{Gate, Mesh};
+use crate::cmd::ShardLimits;
+use crate::config::Config;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tessera_shards::{ClientId, Shard};
+
+/// What all cores of the node share: read-mostly facts and a few atomics that are touched
+/// outside the data path (shutdown, the test clock).
+pub struct NodeShared {
+    pub started: Instant,
+    pub started_unix_s: u64,
+    pub run_id: String,
+    pub config_file: Option<std::path::PathBuf>,
+    pub executable: String,
+    pub cpus: Vec<Option<usize>>,
+    shutdown: AtomicBool,
+    /// Added to the wall clock; moved only by `DEBUG ADVANCE-CLOCK` in tests.
+    clock_offset_ms: AtomicI64,
+}
+
+impl NodeShared {
+    pub fn new(config_file: Option<std::path::PathBuf>, cpus: Vec<Option<usize>>) -> NodeShared {
+        let started_unix_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let seed = started_unix_s ^ (std::process::id() as u64) << 32;
+        let run_id = (0..5)
+            .map(|i| format!("{:08x}", splitmix(seed.wrapping_add(i)) as u32))
+            .collect::<String>();
+        NodeShared {
+            started: Instant::now(),
+            started_unix_s,
+            run_id,
+            config_file,
+            executable: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            cpus,
+            shutdown: AtomicBool::new(false),
+            clock_offset_ms: AtomicI64::new(0),
+        }
+    }
+
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Unix time in milliseconds, as the node sees it.
+    pub fn now_ms(&self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        (wall + self.clock_offset_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    /// Unix time in microseconds (TIME, server_time_usec).
+    pub fn now_us(&self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        (wall + self.clock_offset_ms.load(Ordering::Relaxed) * 1000).max(0) as u64
+    }
+
+    pub fn advance_clock(&self, ms: i64) {
+        self.clock_offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+pub fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e3779b97f4a7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
+}
+
+/// Counters one core keeps; INFO adds them up over all cores.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct CoreStats {
+    pub total_connections_received: u64,
+    pub total_commands_processed: u64,
+    pub total_net_input_bytes: u64,
+    pub total_net_output_bytes: u64,
+    pub rejected_connections: u64,
+    pub total_error_replies: u64,
+}
+
+/// What CLIENT LIST shows of a connection; the connection task keeps it current.
+#[derive(Debug, Clone)]
+pub struct ClientRecord {
+    pub id: ClientId,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub name: String,
+    pub created: Instant,
+    pub last_active: Instant,
+    pub db: usize,
+    pub multi: Option<usize>,
+    pub watching: usize,
+    pub last_cmd: &'static str,
+    pub resp: u8,
+    pub lib_name: String,
+    pub lib_ver: String,
+    pub query_buffer_bytes: usize,
+    pub authenticated: bool,
+}
+
+impl ClientRecord {
+    /// One line of CLIENT LIST / CLIENT INFO, with Redis's field names.
+    pub fn line(&self) -> String {
+        let age = self.created.elapsed().as_secs();
+        let idle = self.last_active.elapsed().as_secs();
+        let flags = if self.multi.is_some() { "x" } else { "N" };
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} watch={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.name,
+            age,
+            idle,
+            flags,
+            self.db,
+            self.multi.map_or(-1, |n| n as i64),
+            self.watching,
+            self.query_buffer_bytes,
+            self.last_cmd,
+            self.resp,
+            self.lib_name,
+            self.lib_ver,
+        )
+    }
+}
+
+/// A connection as its core's registry knows it: its record and a way to close it.
+pub struct ClientHandle {
+    pub record: Rc<RefCell<ClientRecord>>,
+    pub kill: Rc<Cell<bool>>,
+    pub wake: RefCell<Option<futures_channel::oneshot::Sender<()>>>,
+}
+
+/// One data core: its shard, its lock gate, its connections and its mesh endpoints.
+pub struct Core {
+    pub id: usize,
+    pub cores: usize,
+    pub shard: RefCell<Shard>,
+    pub gate: Gate,
+    pub config: RefCell<Config>,
+    pub clients: RefCell<BTreeMap<ClientId, ClientHandle>>,
+    pub stats: Cell<CoreStats>,
+    pub node: Arc<NodeShared>,
+    pub(super) mesh: OnceCell<Mesh>,
+    pub(super) tx_seq: Cell<u64>,
+    next_client_seq: Cell<u64>,
+    rng: Cell<u64>,
+}
+
+impl Core {
+    pub fn new(id: usize, cores: usize, config: Config, node: Arc<NodeShared>) -> Rc<Core> {
+        Rc::new(Core {
+            id,
+            cores,
+            shard: RefCell::new(Shard::new(config.databases)),
+            gate: Gate::default(),
+            config: RefCell::new(config),
+            clients: RefCell::new(BTreeMap::new()),
+            stats: Cell::new(CoreStats::default()),
+            node: node.clone(),
+            mesh: OnceCell::new(),
+            tx_seq: Cell::new(1),
+            next_client_seq: Cell::new(0),
+            rng: Cell::new(splitmix(node.started_unix_s ^ id as u64)),
+        })
+    }
+
+    pub fn set_mesh(&self, mesh: Mesh) {
+        if self.mesh.set(mesh).is_err() {
+            panic!("mesh joined twice");
+        }
+    }
+
+    /// Client ids are unique across the node and grow over time: core `c` hands out
+    /// `c+1, c+1+n, c+1+2n, …`.
+    pub fn next_client_id(&self) -> ClientId {
+        let seq = self.next_client_seq.get();
+        self.next_client_seq.set(seq + 1);
+        seq * self.cores as u64 + self.id as u64 + 1
+    }
+
+    pub fn random(&self) -> u64 {
+        let v = splitmix(self.rng.get());
+        self.rng.set(v);
+        v
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.node.now_ms()
+    }
+
+    pub fn shard_limits(&self) -> ShardLimits {
+        ShardLimits {
+            max_string_bytes: self.config.borrow().proto_max_bulk_len,
+        }
+    }
+
+    pub fn bump(&self, f: impl FnOnce(&mut CoreStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    /// Closes every connection on this core that `matches`, except `skip`; returns how
+    /// many it closed.
+    pub fn kill_clients(
+        &self,
+        skip: Option<ClientId>,
+        matches: impl Fn(&ClientRecord) -> bool,
+    ) -> usize {
+        let clients = self.clients.borrow();
+        let mut n = 0;
+        for (id, h) in clients.iter() {
+            if Some(*id) == skip || !matches(&h.record.borrow()) {
+                continue;
+            }
+            h.kill.set(true);
+            if let Some(w) = h.wake.borrow_mut().take() {
+                let _ = w.send(());
+            }
+            n += 1;
+        }
+        n
+    }
+}

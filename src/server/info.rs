@@ -1,0 +1,218 @@
+//! INFO, with Redis's section and field names.
+
+use super::core::{Core, CoreStats};
+use crate::cmd::Args;
+use crate::resp::Out;
+use std::fmt::Write;
+use std::rc::Rc;
+
+/// The Redis version whose behaviour we follow; reported as `redis_version` so clients that
+/// check it enable the features we have.
+pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
+
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "keyspace",
+];
+
+/// What every core reports for INFO.
+struct CoreReport {
+    stats: CoreStats,
+    clients: usize,
+    heap_bytes: i64,
+    shard_stats: tessera_shards::db::DbStats,
+    /// Per database: (keys, keys with a TTL).
+    keyspace: Vec<(usize, usize)>,
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.2}{}", units[u])
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * page)
+}
+
+fn rusage() -> (f64, f64) {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_stime), secs(ru.ru_utime))
+}
+
+pub async fn info(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
+    let mut wanted: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    if wanted.is_empty() || wanted.iter().any(|w| w == "default") {
+        wanted.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
+    }
+    if wanted.iter().any(|w| w == "all" || w == "everything") {
+        wanted.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
+    }
+    let reports = core
+        .invoke_all(None, |c| {
+            let shard = c.shard.borrow();
+            CoreReport {
+                stats: c.stats.get(),
+                clients: c.clients.borrow().len(),
+                heap_bytes: crate::alloc::thread_bytes(),
+                shard_stats: shard.stats(),
+                keyspace: (0..shard.databases())
+                    .map(|db| (shard.db_ref(db).len(), shard.db_ref(db).volatile_len()))
+                    .collect(),
+            }
+        })
+        .await;
+    let text = render(core, &wanted, &reports);
+    o.verbatim(&text);
+}
+
+fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
+    let want = |s: &str| wanted.iter().any(|w| w == s);
+    let sum = |f: fn(&CoreStats) -> u64| reports.iter().map(|r| f(&r.stats)).sum::<u64>();
+    let cfg = core.config.borrow();
+    let node = &core.node;
+    let mut t = String::new();
+    if want("server") {
+        let uptime = node.started.elapsed().as_secs();
+        let cpus: Vec<String> = node
+            .cpus
+            .iter()
+            .map(|c| c.map_or("unpinned".into(), |c| c.to_string()))
+            .collect();
+        let _ = write!(
+            t,
+            "# Server\r\nredis_version:{}\r\ntessera_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\ndata_cores:{}\r\ndata_core_cpus:{}\r\n\r\n",
+            REDIS_COMPAT_VERSION,
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            node.run_id,
+            cfg.port,
+            node.now_us(),
+            uptime,
+            uptime / 86400,
+            node.executable,
+            node.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            core.cores,
+            cpus.join(","),
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            t,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            reports.iter().map(|r| r.clients).sum::<usize>(),
+            cfg.maxclients
+        );
+    }
+    if want("memory") {
+        let used = (reports.iter().map(|r| r.heap_bytes).sum::<i64>()
+            + crate::alloc::published_bytes())
+        .max(0) as u64;
+        let rss = rss_bytes();
+        let frag = if used > 0 {
+            rss as f64 / used as f64
+        } else {
+            0.0
+        };
+        let _ = write!(
+            t,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_fragmentation_ratio:{frag:.2}\r\nmem_allocator:libc\r\n",
+            human_bytes(used),
+            human_bytes(rss),
+        );
+        for (i, r) in reports.iter().enumerate() {
+            let _ = write!(t, "core{i}_heap_bytes:{}\r\n", r.heap_bytes);
+        }
+        t.push_str("\r\n");
+    }
+    if want("persistence") {
+        let _ = write!(
+            t,
+            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\naof_enabled:0\r\n\r\n",
+            node.started_unix_s
+        );
+    }
+    if want("stats") {
+        let shard = reports.iter().fold((0, 0, 0), |acc, r| {
+            (
+                acc.0 + r.shard_stats.expired_keys,
+                acc.1 + r.shard_stats.keyspace_hits,
+                acc.2 + r.shard_stats.keyspace_misses,
+            )
+        });
+        let _ = write!(
+            t,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            sum(|s| s.total_connections_received),
+            sum(|s| s.total_commands_processed),
+            sum(|s| s.total_net_input_bytes),
+            sum(|s| s.total_net_output_bytes),
+            sum(|s| s.rejected_connections),
+            shard.0,
+            shard.1,
+            shard.2,
+            sum(|s| s.total_error_replies),
+        );
+    }
+    if want("replication") {
+        let _ = write!(
+            t,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_replid:{}\r\nmaster_repl_offset:0\r\n\r\n",
+            format!("{}{}", node.run_id, node.run_id).get(..40).unwrap_or(&node.run_id)
+        );
+    }
+    if want("cpu") {
+        let (sys, user) = rusage();
+        let _ = write!(
+            t,
+            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n"
+        );
+    }
+    if want("keyspace") {
+        t.push_str("# Keyspace\r\n");
+        for db in 0..cfg.databases {
+            let (keys, expires) = reports.iter().fold((0, 0), |acc, r| {
+                (acc.0 + r.keyspace[db].0, acc.1 + r.keyspace[db].1)
+            });
+            if keys > 0 {
+                let _ = write!(t, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+            }
+        }
+        t.push_str("\r\n");
+    }
+    while t.ends_with("\r\n\r\n") {
+        t.truncate(t.len() - 2);
+    }
+    t
+}

@@ -1,0 +1,328 @@
+//! The node's runtime: one glommio executor per data core, each accepting on the client
+//! port (SO_REUSEPORT) and owning one shard; cores reach each other only over the mesh.
+//!
+//! - [`core`]: what a core owns (shard, gate, connections, stats) and what cores share.
+//! - [`mesh`]: cross-core calls and shard locks; the only user of the channel mesh.
+//! - [`conn`]: a connection's read–decode–run–write loop.
+//! - [`pipeline`]: reply ordering and per-core batching of a pipeline.
+//! - [`session`]: a connection's state (database, protocol, MULTI queue, watches).
+//! - [`tx`]: atomic work across cores: multi-key commands and MULTI/EXEC.
+//! - [`node_cmds`], [`admin`], [`info`]: commands that run on the connection's core.
+
+pub mod admin;
+pub mod conn;
+pub mod core;
+pub mod info;
+pub mod mesh;
+pub mod node_cmds;
+pub mod pipeline;
+pub mod session;
+pub mod tx;
+
+use self::core::{Core, NodeShared};
+use crate::config::Config;
+use crate::limits;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("memlock limit {have_kib} KiB is too low for glommio's io_uring buffers; raise it with `ulimit -l {need_kib}` (or LimitMEMLOCK= in a systemd unit; need at least {need_kib} KiB)")]
+    Memlock { have_kib: u64, need_kib: u64 },
+    #[error("io_uring is not available ({0}); tessera needs Linux 5.8 or newer with io_uring enabled (check the sysctl kernel.io_uring_disabled and seccomp profiles of containers)")]
+    NoIoUring(std::io::Error),
+    #[error("core {core}: cannot listen on {addr}: {err}")]
+    Bind {
+        core: usize,
+        addr: String,
+        err: String,
+    },
+    #[error("the {cores} cores did not join the channel mesh within {ms} ms; try fewer cores (--cores) than CPUs")]
+    MeshTimeout { cores: usize, ms: u64 },
+    #[error("cannot start executor for core {core}: {err}")]
+    Executor { core: usize, err: String },
+}
+
+/// Checks that the process may lock enough memory for glommio.
+pub fn check_memlock(cores: usize) -> Result<(), StartError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Ok(());
+    }
+    let need = limits::MEMLOCK_MIN_BYTES;
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < need && !is_root {
+        return Err(StartError::Memlock {
+            have_kib: lim.rlim_cur / 1024,
+            need_kib: need * cores as u64 / 1024,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that the kernel lets us create an io_uring.
+pub fn check_io_uring() -> Result<(), StartError> {
+    // io_uring_setup(2) with 1 entry: params is 120 bytes, all zero.
+    let mut params = [0u8; 120];
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(StartError::NoIoUring(std::io::Error::last_os_error()));
+    }
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+impl NodeShared {
+    /// Counts a new connection; false if `maxclients` are already connected.
+    pub fn client_opened(&self, maxclients: usize) -> bool {
+        if CONNECTED.fetch_add(1, Ordering::AcqRel) >= maxclients {
+            CONNECTED.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn client_closed(&self) {
+        CONNECTED.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Connections open on the node (for `maxclients`); touched on connect and close only.
+static CONNECTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs a node until it is shut down. Returns once every core has stopped.
+pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
+    check_memlock(config.cores)?;
+    check_io_uring()?;
+    let cores = config.cores;
+    let requests = MeshBuilder::full(cores, mesh::MESH_CHANNEL_CAPACITY);
+    let replies = MeshBuilder::full(cores, mesh::MESH_CHANNEL_CAPACITY);
+    let peers = Arc::new(Mutex::new(vec![(0usize, 0usize); cores]));
+    let barrier = Arc::new(Barrier::new(cores));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, StartError>>();
+    let mut handles = Vec::new();
+    for id in 0..cores {
+        let placement = match config.cpus.get(id) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let (cfg, node, requests, replies, peers, barrier, ready) = (
+            config.clone(),
+            node.clone(),
+            requests.clone(),
+            replies.clone(),
+            peers.clone(),
+            barrier.clone(),
+            ready_tx.clone(),
+        );
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("core-{id}"))
+            .io_memory(limits::IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                let setup = CoreSetup {
+                    id,
+                    config: cfg,
+                    node,
+                    requests,
+                    replies,
+                    peers,
+                    barrier,
+                };
+                core_main(setup, ready).await;
+            })
+            .map_err(|e| StartError::Executor {
+                core: id,
+                err: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut result = Ok(());
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                node.request_shutdown();
+                result = Err(e);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if result.is_ok() {
+        tracing::info!("Ready to accept connections");
+    }
+    crate::alloc::publish_thread_bytes();
+    for h in handles {
+        let _ = h.join();
+    }
+    result
+}
+
+struct CoreSetup {
+    id: usize,
+    config: Config,
+    node: Arc<NodeShared>,
+    requests: MeshBuilder<mesh::Request, glommio::channels::channel_mesh::Full>,
+    replies: MeshBuilder<mesh::Reply, glommio::channels::channel_mesh::Full>,
+    peers: Arc<Mutex<Vec<(usize, usize)>>>,
+    barrier: Arc<Barrier>,
+}
+
+async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartError>>) {
+    let CoreSetup {
+        id,
+        config,
+        node,
+        requests,
+        replies,
+        peers,
+        barrier,
+    } = setup;
+    let cores = config.cores;
+    let deadline = Duration::from_millis(limits::MESH_JOIN_TIMEOUT_MS);
+    let joined = glommio::timer::timeout(deadline, async {
+        let rq = requests.join().await;
+        let rp = replies.join().await;
+        Ok((rq, rp))
+    })
+    .await;
+    let ((rq_tx, rq_rx), (rp_tx, rp_rx)) = match joined {
+        Ok((Ok(rq), Ok(rp))) => (rq, rp),
+        _ => {
+            let _ = ready.send(Err(StartError::MeshTimeout {
+                cores,
+                ms: limits::MESH_JOIN_TIMEOUT_MS,
+            }));
+            return;
+        }
+    };
+    peers.lock().expect("setup lock")[id] = (rq_tx.peer_id(), rp_tx.peer_id());
+    // Every core has joined both meshes; wait until all have published their peer ids.
+    barrier.wait();
+    let peer_ids = peers.lock().expect("setup lock").clone();
+    assert!(
+        peer_ids.iter().all(|(a, b)| a == b),
+        "both meshes number the cores alike"
+    );
+    let peer_of_core = peer_ids.iter().map(|(a, _)| *a).collect();
+    let core = Core::new(id, cores, config.clone(), node.clone());
+    core.set_mesh(mesh::Mesh::new(rq_tx, rp_tx, peer_of_core));
+    mesh::spawn_receivers(core.clone(), rq_rx, rp_rx);
+
+    let mut listeners = Vec::new();
+    for addr in &config.bind {
+        let target = if addr.contains(':') {
+            format!("[{addr}]:{}", config.port)
+        } else {
+            format!("{addr}:{}", config.port)
+        };
+        match TcpListener::bind(&target) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                let _ = ready.send(Err(StartError::Bind {
+                    core: id,
+                    addr: target,
+                    err: e.to_string(),
+                }));
+                return;
+            }
+        }
+    }
+    if id == 0 {
+        let cpus = config
+            .cpus
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>();
+        tracing::info!(
+            "tessera {} listening on {} port {}; {} data cores, cpus: {}",
+            env!("CARGO_PKG_VERSION"),
+            config.bind.join(" "),
+            config.port,
+            cores,
+            if cpus.is_empty() {
+                "unpinned".to_string()
+            } else {
+                cpus.join(",")
+            }
+        );
+    }
+    let _ = ready.send(Ok(id));
+    drop(ready);
+    let accepts: Vec<_> = listeners
+        .into_iter()
+        .map(|l| glommio::spawn_local(accept_loop(core.clone(), l)))
+        .collect();
+    for a in accepts {
+        a.await;
+    }
+    drain(&core).await;
+    // Stay up, answering other cores' calls, until every core has drained its clients.
+    DRAINED.fetch_add(1, Ordering::AcqRel);
+    while DRAINED.load(Ordering::Acquire) < cores {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    crate::alloc::publish_thread_bytes();
+}
+
+/// Cores that have closed all their connections during shutdown.
+static DRAINED: AtomicUsize = AtomicUsize::new(0);
+
+async fn wait_for_shutdown(core: &Core) {
+    while !core.node.shutting_down() {
+        glommio::timer::sleep(Duration::from_millis(limits::SHUTDOWN_POLL_MS)).await;
+    }
+}
+
+async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            wait_for_shutdown(&core).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        core.bump(|s| s.total_connections_received += 1);
+        let maxclients = core.config.borrow().maxclients;
+        if !core.node.client_opened(maxclients) {
+            core.bump(|s| s.rejected_connections += 1);
+            glommio::spawn_local(async move {
+                use futures_lite::AsyncWriteExt;
+                let mut stream = stream;
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+                let _ = stream.close().await;
+            })
+            .detach();
+            continue;
+        }
+        glommio::spawn_local(conn::serve(core.clone(), stream)).detach();
+    }
+}
+
+/// Closes this core's connections (each finishes the replies it is writing) and waits a
+/// bounded time for them to go.
+async fn drain(core: &Core) {
+    core.kill_clients(None, |_| true);
+    let deadline = std::time::Instant::now() + Duration::from_millis(limits::SHUTDOWN_DRAIN_MS);
+    while !core.clients.borrow().is_empty() && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}

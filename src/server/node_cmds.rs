@@ -1,0 +1,414 @@
+//! Commands that run on the connection's core: connection state, transactions, and
+//! commands over the whole keyspace (which reach every core).
+
+use super::core::Core;
+use super::session::Session;
+use super::{admin, info, tx};
+use crate::cmd::parse::{eq, int, uint};
+use crate::cmd::table::NodeCmd;
+use crate::cmd::{arity_error, errors, unknown_subcommand_error, Args};
+use crate::limits;
+use crate::resp::{Out, Protocol};
+use std::rc::Rc;
+use tessera_shards::glob;
+
+pub async fn run(
+    core: &Rc<Core>,
+    s: &mut Session,
+    which: NodeCmd,
+    args: Args<'_>,
+    out: &mut Vec<u8>,
+) {
+    let proto = s.proto;
+    let mut o = Out::new(out, proto);
+    match which {
+        NodeCmd::Ping => match args.len() {
+            1 => o.simple("PONG"),
+            2 => o.bulk(args.get(1)),
+            _ => o.error(&arity_error("ping")),
+        },
+        NodeCmd::Echo => o.bulk(args.get(1)),
+        NodeCmd::Hello => hello(core, s, args, out),
+        NodeCmd::Auth => auth(core, s, args, &mut o),
+        NodeCmd::Select => match int(args.get(1)) {
+            None => o.error(errors::NOT_INTEGER),
+            Some(n) if n < 0 || n as usize >= core.config.borrow().databases => {
+                o.error(errors::DB_RANGE)
+            }
+            Some(n) => {
+                s.db = n as usize;
+                s.record.borrow_mut().db = s.db;
+                o.ok()
+            }
+        },
+        NodeCmd::Quit => {
+            o.ok();
+            s.closing = true;
+        }
+        NodeCmd::Reset => {
+            if s.in_multi() {
+                s.multi = None;
+                s.multi_failed = false;
+            }
+            tx::unwatch_all(core, s).await;
+            s.db = 0;
+            s.proto = Protocol::Resp2;
+            s.authenticated = core.config.borrow().requirepass.is_none();
+            {
+                let mut r = s.record.borrow_mut();
+                r.db = 0;
+                r.name.clear();
+                r.resp = 2;
+                r.multi = None;
+            }
+            Out::new(out, Protocol::Resp2).simple("RESET");
+        }
+        NodeCmd::Client => admin::client(core, s, args, &mut o).await,
+        NodeCmd::Command => admin::command(args, &mut o),
+        NodeCmd::Config => admin::config(core, args, &mut o).await,
+        NodeCmd::Info => info::info(core, args, &mut o).await,
+        NodeCmd::Time => {
+            let us = core.node.now_us();
+            o.array(2);
+            o.bulk_int((us / 1_000_000) as i64);
+            o.bulk_int((us % 1_000_000) as i64);
+        }
+        NodeCmd::Lastsave => o.int(core.node.started_unix_s as i64),
+        NodeCmd::Shutdown => shutdown(core, s, args, &mut o),
+        NodeCmd::Debug => debug(core, args, &mut o),
+        NodeCmd::Multi => tx::multi(s, &mut o),
+        NodeCmd::Exec => tx::exec(core, s, out).await,
+        NodeCmd::Discard => tx::discard(core, s, &mut o).await,
+        NodeCmd::Watch => tx::watch(core, s, args, &mut o).await,
+        NodeCmd::Unwatch => {
+            tx::unwatch_all(core, s).await;
+            o.ok()
+        }
+        NodeCmd::Dbsize => {
+            let db = s.db;
+            let counts = with_all_locked(core, s, move |c| c.shard.borrow().db_ref(db).len()).await;
+            o.int(counts.iter().sum::<usize>() as i64)
+        }
+        NodeCmd::Flushdb | NodeCmd::Flushall => flush(core, s, which, args, &mut o).await,
+        NodeCmd::Keys => keys(core, s, args.get(1).to_vec(), &mut o).await,
+        NodeCmd::Scan => scan(core, s, args, &mut o).await,
+        NodeCmd::Randomkey => randomkey(core, s, &mut o).await,
+    }
+}
+
+/// Runs `f` on every core with all shards locked (or under the session's transaction).
+async fn with_all_locked<T, F>(core: &Rc<Core>, s: &Session, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(&Core) -> T + Send + Sync + Clone + 'static,
+{
+    if s.tx.is_some() || core.cores == 1 {
+        return core.invoke_all(s.tx, f).await;
+    }
+    let locks = core.acquire((0..core.cores).collect()).await;
+    let r = core.invoke_all(Some(locks.tx), f).await;
+    core.release(locks).await;
+    r
+}
+
+fn check_password(core: &Core, user: Option<&[u8]>, pass: &[u8]) -> bool {
+    if user.is_some_and(|u| u != b"default") {
+        return false;
+    }
+    match &core.config.borrow().requirepass {
+        // The default user has no password: any password is accepted, as in Redis.
+        None => true,
+        Some(p) => constant_time_eq(p.as_bytes(), pass),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn auth(core: &Core, s: &mut Session, args: Args, o: &mut Out) {
+    let (user, pass) = match args.len() {
+        2 => (None, args.get(1)),
+        3 => (Some(args.get(1)), args.get(2)),
+        _ => return o.error(errors::SYNTAX),
+    };
+    if user.is_none() && core.config.borrow().requirepass.is_none() {
+        return o.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    }
+    if check_password(core, user, pass) {
+        s.authenticated = true;
+        s.record.borrow_mut().authenticated = true;
+        o.ok()
+    } else {
+        tracing::debug!(client = s.id, "AUTH failed");
+        o.error(errors::WRONGPASS)
+    }
+}
+
+/// Client names, library names and versions: printable ASCII without spaces, as Redis
+/// checks them.
+pub fn valid_name(name: &[u8]) -> bool {
+    name.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+fn hello(core: &Core, s: &mut Session, args: Args, out: &mut Vec<u8>) {
+    let mut o = Out::new(out, s.proto);
+    let mut proto = s.proto;
+    let mut i = 1;
+    if args.len() > 1 {
+        match int(args.get(1)) {
+            Some(2) => proto = Protocol::Resp2,
+            Some(3) => proto = Protocol::Resp3,
+            Some(_) => return o.error("NOPROTO unsupported protocol version"),
+            None => return o.error("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    let mut name = None;
+    let mut authed = false;
+    while i < args.len() {
+        let a = args.get(i);
+        if eq(a, "AUTH") && i + 2 < args.len() {
+            if !check_password(core, Some(args.get(i + 1)), args.get(i + 2)) {
+                return o.error(errors::WRONGPASS);
+            }
+            authed = true;
+            i += 3;
+        } else if eq(a, "SETNAME") && i + 1 < args.len() {
+            if !valid_name(args.get(i + 1)) {
+                return o.error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            name = Some(String::from_utf8_lossy(args.get(i + 1)).into_owned());
+            i += 2;
+        } else {
+            return o.error(&format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(a)
+            ));
+        }
+    }
+    if !s.authenticated && !authed {
+        return o.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    s.authenticated = true;
+    s.proto = proto;
+    {
+        let mut r = s.record.borrow_mut();
+        r.authenticated = true;
+        r.resp = if proto == Protocol::Resp3 { 3 } else { 2 };
+        if let Some(n) = name {
+            r.name = n;
+        }
+    }
+    let mut o = Out::new(out, proto);
+    o.map(7);
+    o.bulk(b"server");
+    o.bulk(b"redis");
+    o.bulk(b"version");
+    o.bulk(info::REDIS_COMPAT_VERSION.as_bytes());
+    o.bulk(b"proto");
+    o.int(if proto == Protocol::Resp3 { 3 } else { 2 });
+    o.bulk(b"id");
+    o.int(s.id as i64);
+    o.bulk(b"mode");
+    o.bulk(b"standalone");
+    o.bulk(b"role");
+    o.bulk(b"master");
+    o.bulk(b"modules");
+    o.array(0);
+}
+
+fn shutdown(core: &Core, s: &mut Session, args: Args, o: &mut Out) {
+    for a in args.iter().skip(1) {
+        if eq(a, "ABORT") {
+            return o.error("ERR No shutdown in progress.");
+        }
+        if !(eq(a, "NOSAVE") || eq(a, "SAVE") || eq(a, "NOW") || eq(a, "FORCE")) {
+            return o.error(errors::SYNTAX);
+        }
+    }
+    tracing::warn!(client = s.id, "User requested shutdown...");
+    // No persistence exists yet, so SAVE and NOSAVE both have nothing to write.
+    core.node.request_shutdown();
+    s.closing = true;
+}
+
+fn debug(core: &Core, args: Args, o: &mut Out) {
+    if !core.config.borrow().enable_debug_command {
+        return o.error("ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.");
+    }
+    let sub = args.get(1);
+    if eq(sub, "ADVANCE-CLOCK") && args.len() == 3 {
+        match int(args.get(2)) {
+            Some(ms) => {
+                core.node.advance_clock(ms);
+                o.ok()
+            }
+            None => o.error(errors::NOT_INTEGER),
+        }
+    } else if eq(sub, "HELP") {
+        o.array(2);
+        o.simple("DEBUG ADVANCE-CLOCK <milliseconds>");
+        o.simple("    Move the server's clock forward (tests of TTLs without sleeping).");
+    } else {
+        o.error(&unknown_subcommand_error("DEBUG", sub))
+    }
+}
+
+async fn flush(core: &Rc<Core>, s: &Session, which: NodeCmd, args: Args<'_>, o: &mut Out<'_>) {
+    let name = if which == NodeCmd::Flushall {
+        "flushall"
+    } else {
+        "flushdb"
+    };
+    if args.len() > 2 {
+        return o.error(&arity_error(name));
+    }
+    if args.len() == 2 && !(eq(args.get(1), "ASYNC") || eq(args.get(1), "SYNC")) {
+        return o.error(errors::SYNTAX);
+    }
+    let db = (which == NodeCmd::Flushdb).then_some(s.db);
+    with_all_locked(core, s, move |c| {
+        let mut shard = c.shard.borrow_mut();
+        match db {
+            Some(db) => shard.db(db).flush(),
+            None => shard.flush_all(),
+        }
+    })
+    .await;
+    o.ok()
+}
+
+async fn keys(core: &Rc<Core>, s: &Session, pattern: Vec<u8>, o: &mut Out<'_>) {
+    let db = s.db;
+    let per_core = with_all_locked(core, s, move |c| {
+        let now = c.now_ms();
+        let shard = c.shard.borrow();
+        shard
+            .db_ref(db)
+            .live_slots(now)
+            .filter(|slot| glob::matches(&pattern, &slot.key))
+            .map(|slot| slot.key.to_vec())
+            .collect::<Vec<_>>()
+    })
+    .await;
+    o.array(per_core.iter().map(Vec::len).sum());
+    for k in per_core.iter().flatten() {
+        o.bulk(k);
+    }
+}
+
+/// A SCAN cursor: the core in the top 8 bits, the hash position (without its low 8 bits,
+/// see `keyspace::SCAN_POSITION_SHIFT`) below. 0 starts and ends a scan.
+fn split_cursor(cursor: u64) -> (usize, u64) {
+    (
+        (cursor >> 56) as usize,
+        (cursor & ((1 << 56) - 1)) << tessera_shards::keyspace::SCAN_POSITION_SHIFT,
+    )
+}
+
+fn join_cursor(core: usize, pos: u64) -> u64 {
+    ((core as u64) << 56) | (pos >> tessera_shards::keyspace::SCAN_POSITION_SHIFT)
+}
+
+async fn scan(core: &Rc<Core>, s: &Session, args: Args<'_>, o: &mut Out<'_>) {
+    let Some(cursor) = uint(args.get(1)) else {
+        return o.error("ERR invalid cursor");
+    };
+    let mut count = limits::SCAN_DEFAULT_COUNT;
+    let mut pattern: Option<Vec<u8>> = None;
+    let mut type_filter: Option<Vec<u8>> = None;
+    let mut i = 2;
+    while i < args.len() {
+        let a = args.get(i);
+        if i + 1 >= args.len() {
+            return o.error(errors::SYNTAX);
+        }
+        if eq(a, "COUNT") {
+            match int(args.get(i + 1)) {
+                None => return o.error(errors::NOT_INTEGER),
+                Some(n) if n < 1 => return o.error(errors::SYNTAX),
+                Some(n) => count = n as usize,
+            }
+        } else if eq(a, "MATCH") {
+            pattern = Some(args.get(i + 1).to_vec());
+        } else if eq(a, "TYPE") {
+            type_filter = Some(args.get(i + 1).to_ascii_lowercase());
+        } else {
+            return o.error(errors::SYNTAX);
+        }
+        i += 2;
+    }
+    let (target, pos) = split_cursor(cursor);
+    let (db, n) = (s.db, core.cores);
+    let (keys, next) = if target >= n {
+        (Vec::new(), 0)
+    } else {
+        core.invoke_on(target, s.tx, move |c| {
+            let now = c.now_ms();
+            let shard = c.shard.borrow();
+            let mut keys = Vec::new();
+            let next = shard.db_ref(db).scan(pos, count, now, |slot| {
+                let type_ok = type_filter
+                    .as_deref()
+                    .is_none_or(|t| t == slot.entry.value.type_name().as_bytes());
+                let match_ok = pattern
+                    .as_deref()
+                    .is_none_or(|p| glob::matches(p, &slot.key));
+                if type_ok && match_ok {
+                    keys.push(slot.key.to_vec());
+                }
+            });
+            let next = match next {
+                Some(p) => join_cursor(target, p),
+                None if target + 1 < n => join_cursor(target + 1, 0),
+                None => 0,
+            };
+            (keys, next)
+        })
+        .await
+    };
+    o.array(2);
+    o.bulk_int(next as i64);
+    o.array(keys.len());
+    for k in &keys {
+        o.bulk(k);
+    }
+}
+
+async fn randomkey(core: &Rc<Core>, s: &Session, o: &mut Out<'_>) {
+    let db = s.db;
+    let counts = core
+        .invoke_all(s.tx, move |c| c.shard.borrow().db_ref(db).len())
+        .await;
+    let total: usize = counts.iter().sum();
+    if total > 0 {
+        // Pick a core in proportion to its keys, then a key on it; try the others if the
+        // pick finds only expired keys.
+        let mut pick = (core.random() % total as u64) as usize;
+        let mut first = 0;
+        for (c, &n) in counts.iter().enumerate() {
+            if pick < n {
+                first = c;
+                break;
+            }
+            pick -= n;
+        }
+        for step in 0..core.cores {
+            let target = (first + step) % core.cores;
+            let seed = core.random();
+            let key = core
+                .invoke_on(target, s.tx, move |c| {
+                    let now = c.now_ms();
+                    c.shard.borrow_mut().db(db).random_key(now, seed)
+                })
+                .await;
+            if let Some(k) = key {
+                return o.bulk(&k);
+            }
+        }
+    }
+    o.null()
+}

@@ -1,0 +1,150 @@
+//! Pipelined execution: a connection's commands run in arrival order of their replies,
+//! local ones at once, others batched per owning core so that a pipeline of many commands
+//! for another core crosses the mesh once per batch, not once per command.
+
+use super::core::Core;
+use super::mesh::Pending;
+use super::session::Session;
+use crate::cmd::table::Exec;
+use crate::cmd::{Args, CommandSpec, ShardCtx};
+use crate::resp::{Out, Protocol};
+use std::ops::Range;
+
+/// Commands for one other core, with their arguments copied into one buffer.
+#[derive(Default)]
+pub struct RemoteBatch {
+    data: Vec<u8>,
+    ranges: Vec<Range<usize>>,
+    cmds: Vec<(&'static CommandSpec, Range<usize>)>,
+}
+
+impl RemoteBatch {
+    fn push(&mut self, spec: &'static CommandSpec, args: Args) {
+        let first = self.ranges.len();
+        for a in args.iter() {
+            let start = self.data.len();
+            self.data.extend_from_slice(a);
+            self.ranges.push(start..self.data.len());
+        }
+        self.cmds.push((spec, first..self.ranges.len()));
+    }
+
+    /// Runs on the owning core: every command against its shard, replies concatenated.
+    /// Returns the replies and where each ends.
+    fn run(self, core: &Core, db: usize, proto: Protocol) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = Vec::with_capacity(64 * self.cmds.len());
+        let mut ends = Vec::with_capacity(self.cmds.len());
+        let mut shard = core.shard.borrow_mut();
+        let mut ctx = ShardCtx {
+            shard: &mut shard,
+            db,
+            now_ms: core.now_ms(),
+            limits: core.shard_limits(),
+        };
+        for (spec, r) in &self.cmds {
+            if let Exec::Shard(f, _) = spec.exec {
+                f(
+                    &mut ctx,
+                    Args::new(&self.data, &self.ranges[r.clone()]),
+                    &mut Out::new(&mut buf, proto),
+                );
+            }
+            ends.push(buf.len());
+        }
+        (buf, ends)
+    }
+}
+
+enum Seg {
+    /// A reply produced here while remote replies were pending: `side[range]`.
+    Side(Range<usize>),
+    /// The `idx`-th reply of the batch sent to `core`.
+    Remote { core: usize, idx: usize },
+}
+
+/// Reply ordering and per-core batches of one connection.
+pub struct Pipeline {
+    segs: Vec<Seg>,
+    side: Vec<u8>,
+    batches: Vec<RemoteBatch>,
+    remote_cmds: usize,
+}
+
+impl Pipeline {
+    pub fn new(cores: usize) -> Pipeline {
+        Pipeline {
+            segs: Vec::new(),
+            side: Vec::new(),
+            batches: (0..cores).map(|_| RemoteBatch::default()).collect(),
+            remote_cmds: 0,
+        }
+    }
+
+    pub fn has_remote(&self) -> bool {
+        self.remote_cmds > 0
+    }
+
+    /// Writes a reply produced on this core, in order: straight into `out` when nothing
+    /// is pending elsewhere (the common case), else aside until [`Pipeline::flush`].
+    pub fn reply_here(&mut self, out: &mut Vec<u8>, proto: Protocol, f: impl FnOnce(&mut Out)) {
+        if !self.has_remote() {
+            return f(&mut Out::new(out, proto));
+        }
+        let start = self.side.len();
+        f(&mut Out::new(&mut self.side, proto));
+        self.segs.push(Seg::Side(start..self.side.len()));
+    }
+
+    /// Queues a command for another core; returns that core's batch length.
+    pub fn push_remote(&mut self, core: usize, spec: &'static CommandSpec, args: Args) -> usize {
+        if !self.has_remote() {
+            self.segs.clear();
+            self.side.clear();
+        }
+        let batch = &mut self.batches[core];
+        batch.push(spec, args);
+        self.remote_cmds += 1;
+        self.segs.push(Seg::Remote {
+            core,
+            idx: batch.cmds.len() - 1,
+        });
+        batch.cmds.len()
+    }
+
+    /// Sends every pending batch (all at once), waits for their replies and appends all
+    /// replies to `out` in command order.
+    pub async fn flush(&mut self, core: &Core, s: &Session, out: &mut Vec<u8>) {
+        if !self.has_remote() {
+            return;
+        }
+        let mut pending: Vec<(usize, Pending<(Vec<u8>, Vec<usize>)>)> = Vec::new();
+        for target in 0..self.batches.len() {
+            if self.batches[target].cmds.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut self.batches[target]);
+            let (db, proto) = (s.db, s.proto);
+            let p = core
+                .start_on(target, s.tx, move |c| batch.run(c, db, proto))
+                .await;
+            pending.push((target, p));
+        }
+        let mut results: Vec<(Vec<u8>, Vec<usize>)> =
+            vec![(Vec::new(), Vec::new()); self.batches.len()];
+        for (target, p) in pending {
+            results[target] = p.wait().await;
+        }
+        for seg in self.segs.drain(..) {
+            match seg {
+                Seg::Side(r) => out.extend_from_slice(&self.side[r]),
+                Seg::Remote { core, idx } => {
+                    let (buf, ends) = &results[core];
+                    let start = if idx == 0 { 0 } else { ends[idx - 1] };
+                    out.extend_from_slice(&buf[start..ends[idx]]);
+                }
+            }
+        }
+        self.side.clear();
+        self.remote_cmds = 0;
+    }
+}

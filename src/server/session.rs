@@ -1,0 +1,76 @@
+//! A connection's state, apart from its buffers.
+
+use super::core::ClientRecord;
+use super::mesh::TxId;
+use crate::cmd::CommandSpec;
+use crate::resp::Protocol;
+use std::cell::RefCell;
+use std::ops::Range;
+use std::rc::Rc;
+use tessera_shards::ClientId;
+
+/// A command queued by MULTI: its arguments copied into one buffer.
+pub struct Queued {
+    pub spec: &'static CommandSpec,
+    pub data: Vec<u8>,
+    pub ranges: Vec<Range<usize>>,
+}
+
+impl Queued {
+    pub fn new(spec: &'static CommandSpec, args: crate::cmd::Args) -> Queued {
+        let mut data = Vec::with_capacity(args.ranges.iter().map(|r| r.len()).sum());
+        let mut ranges = Vec::with_capacity(args.len());
+        for a in args.iter() {
+            let start = data.len();
+            data.extend_from_slice(a);
+            ranges.push(start..data.len());
+        }
+        Queued { spec, data, ranges }
+    }
+}
+
+/// A key under WATCH: where it lives and in which database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub core: usize,
+    pub db: usize,
+    pub key: Vec<u8>,
+}
+
+pub struct Session {
+    pub id: ClientId,
+    pub db: usize,
+    pub proto: Protocol,
+    pub authenticated: bool,
+    /// Commands queued since MULTI; `None` outside a transaction.
+    pub multi: Option<Vec<Queued>>,
+    /// A command was refused while queuing: EXEC must abort.
+    pub multi_failed: bool,
+    pub watched: Vec<Watched>,
+    /// The transaction whose locks this connection holds while EXEC runs.
+    pub tx: Option<TxId>,
+    /// Close after the replies so far are written (QUIT, protocol error, CLIENT KILL).
+    pub closing: bool,
+    pub record: Rc<RefCell<ClientRecord>>,
+}
+
+impl Session {
+    pub fn new(id: ClientId, record: Rc<RefCell<ClientRecord>>, needs_auth: bool) -> Session {
+        Session {
+            id,
+            db: 0,
+            proto: Protocol::Resp2,
+            authenticated: !needs_auth,
+            multi: None,
+            multi_failed: false,
+            watched: Vec::new(),
+            tx: None,
+            closing: false,
+            record,
+        }
+    }
+
+    pub fn in_multi(&self) -> bool {
+        self.multi.is_some()
+    }
+}

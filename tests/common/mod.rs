@@ -1,0 +1,338 @@
+//! Test harness: start the real `tessera` binary on a free port, talk to it with the
+//! `redis` crate or with raw RESP bytes, and stop it. Every wait has a deadline.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start answering PING.
+pub const START_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a raw reply may take to arrive.
+pub const REPLY_DEADLINE: Duration = Duration::from_secs(20);
+
+pub struct Server {
+    pub port: u16,
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+impl Server {
+    /// A node with `cores` data cores and extra flags (e.g. `["--requirepass", "x"]`).
+    pub fn start(cores: usize, extra: &[&str]) -> Server {
+        for _ in 0..5 {
+            if let Some(s) = Self::try_start(cores, extra) {
+                return s;
+            }
+        }
+        panic!("tessera did not start after 5 attempts");
+    }
+
+    pub fn with_cores(cores: usize) -> Server {
+        Self::start(cores, &[])
+    }
+
+    fn try_start(cores: usize, extra: &[&str]) -> Option<Server> {
+        let port = free_port();
+        let log =
+            std::env::temp_dir().join(format!("tessera-test-{port}-{}.log", std::process::id()));
+        let logfile = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["--port", &port.to_string(), "--cores", &cores.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(logfile)
+            .spawn()
+            .expect("spawn tessera");
+        let mut server = Server {
+            port,
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(status) = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                eprintln!(
+                    "tessera exited during start ({status}): {}",
+                    server.log_text()
+                );
+                server.child = None;
+                return None;
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let mut buf = [0u8; 64];
+                    if let Ok(n) = s.read(&mut buf) {
+                        // With requirepass, PING answers NOAUTH: the server is up either way.
+                        if n > 0 {
+                            return Some(server);
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "tessera did not answer within {START_DEADLINE:?}: {}",
+            server.log_text()
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        let c = redis::Client::open(self.url()).expect("client");
+        let con = c
+            .get_connection_with_timeout(Duration::from_secs(10))
+            .expect("connect");
+        con.set_read_timeout(Some(REPLY_DEADLINE)).expect("timeout");
+        con
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process has exited (waiting up to `within`); its exit status if so.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    let _ = std::fs::remove_file(&self.log);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A RESP value as a raw-socket test reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Resp>),
+    NilArray,
+    /// RESP3 types, kept apart so tests can check the protocol chosen.
+    Map(Vec<(Resp, Resp)>),
+    Set(Vec<Resp>),
+    Null,
+    Double(String),
+    Bool(bool),
+    Verbatim(String),
+}
+
+impl Resp {
+    pub fn bulk(s: &str) -> Resp {
+        Resp::Bulk(s.as_bytes().to_vec())
+    }
+    pub fn ok() -> Resp {
+        Resp::Simple("OK".into())
+    }
+    pub fn err(s: &str) -> Resp {
+        Resp::Error(s.into())
+    }
+}
+
+/// Parses one RESP value from the front of `buf`: `Some((value, consumed))` or `None` if
+/// incomplete.
+pub fn parse_resp(buf: &[u8]) -> Option<(Resp, usize)> {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[1..line_end]).expect("utf8 header");
+    let rest = line_end + 2;
+    let n = || line.parse::<i64>().expect("length");
+    let agg = |count: i64, buf: &[u8]| -> Option<(Vec<Resp>, usize)> {
+        let mut items = Vec::new();
+        let mut pos = rest;
+        for _ in 0..count {
+            let (v, used) = parse_resp(&buf[pos..])?;
+            items.push(v);
+            pos += used;
+        }
+        Some((items, pos))
+    };
+    match buf[0] {
+        b'+' => Some((Resp::Simple(line.into()), rest)),
+        b'-' => Some((Resp::Error(line.into()), rest)),
+        b':' => Some((Resp::Int(n()), rest)),
+        b',' => Some((Resp::Double(line.into()), rest)),
+        b'#' => Some((Resp::Bool(line == "t"), rest)),
+        b'_' => Some((Resp::Null, rest)),
+        b'$' | b'=' => {
+            let len = n();
+            if len < 0 {
+                return Some((Resp::Nil, rest));
+            }
+            let len = len as usize;
+            if buf.len() < rest + len + 2 {
+                return None;
+            }
+            let data = buf[rest..rest + len].to_vec();
+            let v = if buf[0] == b'=' {
+                Resp::Verbatim(String::from_utf8_lossy(&data[4..]).into_owned())
+            } else {
+                Resp::Bulk(data)
+            };
+            Some((v, rest + len + 2))
+        }
+        b'*' | b'~' => {
+            let count = n();
+            if count < 0 {
+                return Some((Resp::NilArray, rest));
+            }
+            let (items, used) = agg(count, buf)?;
+            Some((
+                if buf[0] == b'*' {
+                    Resp::Array(items)
+                } else {
+                    Resp::Set(items)
+                },
+                used,
+            ))
+        }
+        b'%' => {
+            let (items, used) = agg(2 * n(), buf)?;
+            let mut it = items.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            Some((Resp::Map(pairs), used))
+        }
+        other => panic!("unexpected RESP type byte {:?}", other as char),
+    }
+}
+
+/// A raw TCP connection speaking bytes.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(REPLY_DEADLINE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Sends a command as a RESP multibulk.
+    pub fn send_cmd(&mut self, args: &[&[u8]]) {
+        self.send(&encode_cmd(args));
+    }
+
+    /// Reads one reply (panics after the deadline).
+    pub fn read(&mut self) -> Resp {
+        let deadline = Instant::now() + REPLY_DEADLINE;
+        loop {
+            if let Some((v, used)) = parse_resp(&self.buf) {
+                self.buf.drain(..used);
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reply within {REPLY_DEADLINE:?}"
+            );
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).expect("read");
+            assert!(
+                n > 0,
+                "server closed the connection; had {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub fn cmd(&mut self, args: &[&str]) -> Resp {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        self.send_cmd(&a);
+        self.read()
+    }
+
+    /// Whether the server closed the connection (reads until EOF or the deadline).
+    pub fn is_closed(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+pub fn encode_cmd(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Keys that live on core 0 and on core 1 of a 2-core node (slot < 8192 is core 0).
+pub fn key_on_core(core: usize, cores: usize, prefix: &str) -> String {
+    (0..100_000)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| tessera::slot::key_core(k.as_bytes(), cores) == core)
+        .expect("some key lands on every core")
+}
