@@ -50,14 +50,14 @@ impl Db {
 
     /// Reads a key; an expired key is deleted on the way and reported missing.
     pub fn lookup(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        self.expire_if_due(key, now_ms);
-        self.keys.get(key).map(|s| &s.entry)
+        let hash = self.expire_if_due(key, now_ms);
+        self.keys.get_hashed(hash, key).map(|s| &s.entry)
     }
 
     /// Like [`Db::lookup`], and counts a keyspace hit or miss (for reads by GET-like commands).
     pub fn lookup_counted(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        self.expire_if_due(key, now_ms);
-        match self.keys.get(key) {
+        let hash = self.expire_if_due(key, now_ms);
+        match self.keys.get_hashed(hash, key) {
             Some(s) => {
                 self.stats.keyspace_hits += 1;
                 Some(&s.entry)
@@ -76,11 +76,11 @@ impl Db {
     /// A key about to be changed in place. The caller must keep `volatile` right: use
     /// [`Db::set_expiry`] to change a TTL, not this.
     pub fn lookup_mut(&mut self, key: &[u8], now_ms: u64) -> Option<&mut Entry> {
-        self.expire_if_due(key, now_ms);
-        if self.keys.get(key).is_some() {
+        let hash = self.expire_if_due(key, now_ms);
+        if !self.watchers.is_empty() && self.keys.get_hashed(hash, key).is_some() {
             self.touch(key);
         }
-        self.keys.get_mut(key).map(|s| &mut s.entry)
+        self.keys.get_mut_hashed(hash, key).map(|s| &mut s.entry)
     }
 
     /// Stores `entry` under `key`; returns the live entry it replaced.
@@ -138,11 +138,14 @@ impl Db {
         self.volatile = 0;
     }
 
-    fn expire_if_due(&mut self, key: &[u8], now_ms: u64) {
-        let due = matches!(self.keys.get(key), Some(s) if s.entry.is_expired(now_ms));
+    /// Deletes `key` if its TTL has passed; returns the key's hash for the caller's lookup.
+    fn expire_if_due(&mut self, key: &[u8], now_ms: u64) -> u64 {
+        let hash = self.keys.hash(key);
+        let due = matches!(self.keys.get_hashed(hash, key), Some(s) if s.entry.is_expired(now_ms));
         if due {
             self.remove(key, now_ms);
         }
+        hash
     }
 
     fn touch(&mut self, key: &[u8]) {

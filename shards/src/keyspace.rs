@@ -90,13 +90,16 @@ impl Keyspace {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Slot> {
-        let hash = self.hash(key);
+        self.get_hashed(self.hash(key), key)
+    }
+
+    /// [`Keyspace::get`] with the key's hash already computed by [`Keyspace::hash`].
+    pub fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
         let seg = &self.segments[self.segment_index(hash)];
         seg.table.find(hash, |s| s.hash == hash && &*s.key == key)
     }
 
-    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Slot> {
-        let hash = self.hash(key);
+    pub fn get_mut_hashed(&mut self, hash: u64, key: &[u8]) -> Option<&mut Slot> {
         let idx = self.segment_index(hash);
         self.segments[idx]
             .table
@@ -105,7 +108,10 @@ impl Keyspace {
 
     /// Inserts or replaces; returns the entry that was there.
     pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
-        let hash = self.hash(key);
+        self.insert_hashed(self.hash(key), key, entry)
+    }
+
+    pub fn insert_hashed(&mut self, hash: u64, key: &[u8], entry: Entry) -> Option<Entry> {
         let idx = self.segment_index(hash);
         let seg = &mut self.segments[idx];
         match seg
@@ -131,7 +137,10 @@ impl Keyspace {
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let hash = self.hash(key);
+        self.remove_hashed(self.hash(key), key)
+    }
+
+    pub fn remove_hashed(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
         let idx = self.segment_index(hash);
         let found = self.segments[idx]
             .table

@@ -227,7 +227,9 @@ const OBJECT_HELP: &[&str] = &[
 /// OBJECT ENCODING key (the key is args[2]); OBJECT HELP is answered by the node.
 pub fn object(c: &mut ShardCtx, args: Args, out: &mut Out) {
     let sub = args.get(1);
-    if eq(sub, "ENCODING") && args.len() == 3 {
+    if eq(sub, "ENCODING") && args.len() != 3 {
+        out.error(&super::arity_error("object|encoding"))
+    } else if eq(sub, "ENCODING") {
         match op::encoding(c.shard.db(c.db), args.get(2), c.now_ms) {
             Some(e) => out.bulk(e.as_bytes()),
             None => out.null(),

@@ -250,4 +250,17 @@ mod tests {
         assert_eq!(object.key_positions(3).collect::<Vec<_>>(), vec![2]);
         assert_eq!(lookup(b"ping").unwrap().key_positions(2).count(), 0);
     }
+
+    #[test]
+    fn readme_lists_every_command() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Commands").expect("a Commands section")..];
+        for c in TABLE {
+            let upper = c.name.to_ascii_uppercase();
+            assert!(
+                section.split(|ch: char| !ch.is_ascii_alphanumeric()).any(|w| w == upper),
+                "README's command list lacks {upper}"
+            );
+        }
+    }
 }

@@ -452,4 +452,49 @@ mod tests {
         );
         assert!(d.args.capacity() < 16);
     }
+
+    /// Decodes `input` delivered in pieces of pseudo-random sizes from `seed`.
+    fn decode_in_pieces(input: &[u8], seed: u64) -> (Vec<Vec<Vec<u8>>>, Option<ProtocolError>) {
+        let mut dec = RequestDecoder::new();
+        let (mut start, mut avail, mut rng) = (0, 0, seed | 1);
+        let mut cmds = Vec::new();
+        loop {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            avail = (avail + 1 + (rng % 9) as usize).min(input.len());
+            loop {
+                let buf = &input[start..avail];
+                match dec.decode(buf, &LIMITS) {
+                    Decoded::Command { consumed, inline } => {
+                        let src = if inline { dec.inline_bytes() } else { buf };
+                        cmds.push(dec.args().iter().map(|r| src[r.clone()].to_vec()).collect());
+                        start += consumed;
+                    }
+                    Decoded::Skip { consumed } => start += consumed,
+                    Decoded::Incomplete => break,
+                    Decoded::Invalid(e) => return (cmds, Some(e)),
+                }
+            }
+            if avail == input.len() {
+                return (cmds, None);
+            }
+        }
+    }
+
+    #[test]
+    fn decoding_does_not_depend_on_how_bytes_arrive() {
+        // The property the fuzz target checks, on a fixed corpus.
+        let corpus: &[&[u8]] = &[
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*0\r\nSET a \"b c\"\r\n*1\r\n$4\r\nPING\r\n",
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10\r\n0123456789\r\n*1\r\n+x\r\n",
+            b"\r\n\r\nECHO 'q'\n*1\r\n$-5\r\n",
+        ];
+        for input in corpus {
+            let whole = decode_in_pieces(input, 0);
+            for seed in 1..200 {
+                assert_eq!(decode_in_pieces(input, seed), whole, "seed {seed}");
+            }
+        }
+    }
 }

@@ -31,11 +31,7 @@ pub async fn run_command(
         s.multi_failed |= s.in_multi();
         return pipe.reply_here(out, proto, |o| o.error(&cmd::unknown_command_error(&args)));
     };
-    {
-        let mut r = s.record.borrow_mut();
-        r.last_cmd = spec.name;
-        r.last_active = Instant::now();
-    }
+    s.record.borrow_mut().last_cmd = spec.name;
     if !spec.arity_ok(args.len()) {
         s.multi_failed |= s.in_multi();
         return pipe.reply_here(out, proto, |o| o.error(&cmd::arity_error(spec.name)));
@@ -215,6 +211,7 @@ async fn serve_loop(
         };
         filled += n;
         core.bump(|st| st.total_net_input_bytes += n as u64);
+        s.record.borrow_mut().last_active = Instant::now();
         if kill.get() {
             return;
         }

@@ -93,7 +93,6 @@ pub struct CoreStats {
     pub total_net_input_bytes: u64,
     pub total_net_output_bytes: u64,
     pub rejected_connections: u64,
-    pub total_error_replies: u64,
 }
 
 /// What CLIENT LIST shows of a connection; the connection task keeps it current.
