@@ -26,7 +26,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +104,7 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
     let cores = config.cores;
     let requests = MeshBuilder::full(cores, mesh::MESH_CHANNEL_CAPACITY);
     let replies = MeshBuilder::full(cores, mesh::MESH_CHANNEL_CAPACITY);
-    let peers = Arc::new(Mutex::new(vec![(0usize, 0usize); cores]));
-    let barrier = Arc::new(Barrier::new(cores));
+    let peers = Arc::new(Mutex::new(vec![None; cores]));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, StartError>>();
     let mut handles = Vec::new();
     for id in 0..cores {
@@ -113,13 +112,12 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
             Some(&cpu) => Placement::Fixed(cpu),
             None => Placement::Unbound,
         };
-        let (cfg, node, requests, replies, peers, barrier, ready) = (
+        let (cfg, node, requests, replies, peers, ready) = (
             config.clone(),
             node.clone(),
             requests.clone(),
             replies.clone(),
             peers.clone(),
-            barrier.clone(),
             ready_tx.clone(),
         );
         let handle = LocalExecutorBuilder::new(placement)
@@ -133,7 +131,6 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
                     requests,
                     replies,
                     peers,
-                    barrier,
                 };
                 core_main(setup, ready).await;
             })
@@ -172,8 +169,7 @@ struct CoreSetup {
     node: Arc<NodeShared>,
     requests: MeshBuilder<mesh::Request, glommio::channels::channel_mesh::Full>,
     replies: MeshBuilder<mesh::Reply, glommio::channels::channel_mesh::Full>,
-    peers: Arc<Mutex<Vec<(usize, usize)>>>,
-    barrier: Arc<Barrier>,
+    peers: Arc<Mutex<Vec<Option<(usize, usize)>>>>,
 }
 
 async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartError>>) {
@@ -184,7 +180,6 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
         requests,
         replies,
         peers,
-        barrier,
     } = setup;
     let cores = config.cores;
     let deadline = Duration::from_millis(limits::MESH_JOIN_TIMEOUT_MS);
@@ -204,15 +199,28 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
             return;
         }
     };
-    peers.lock().expect("setup lock")[id] = (rq_tx.peer_id(), rp_tx.peer_id());
-    // Every core has joined both meshes; wait until all have published their peer ids.
-    barrier.wait();
-    let peer_ids = peers.lock().expect("setup lock").clone();
-    assert!(
-        peer_ids.iter().all(|(a, b)| a == b),
-        "both meshes number the cores alike"
-    );
-    let peer_of_core = peer_ids.iter().map(|(a, _)| *a).collect();
+    peers.lock().expect("setup lock")[id] = Some((rq_tx.peer_id(), rp_tx.peer_id()));
+    // Wait, with the same deadline, until every core has published its peer ids.
+    let mut waited_ms = 0;
+    let peer_ids: Vec<(usize, usize)> = loop {
+        let ids = peers.lock().expect("setup lock").clone();
+        if ids.iter().all(Option::is_some) {
+            break ids.into_iter().flatten().collect();
+        }
+        if waited_ms >= limits::MESH_JOIN_TIMEOUT_MS {
+            let _ = ready.send(Err(StartError::MeshTimeout {
+                cores,
+                ms: limits::MESH_JOIN_TIMEOUT_MS,
+            }));
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+        waited_ms += 1;
+    };
+    let peer_of_core: Vec<usize> = peer_ids.iter().map(|(requests, _)| *requests).collect();
+    if peer_ids.iter().any(|(a, b)| a != b) {
+        panic!("the request and reply meshes numbered the cores differently: {peer_ids:?}");
+    }
     let core = Core::new(id, cores, config.clone(), node.clone());
     core.set_mesh(mesh::Mesh::new(rq_tx, rp_tx, peer_of_core));
     mesh::spawn_receivers(core.clone(), rq_rx, rp_rx);
