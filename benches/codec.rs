@@ -16,7 +16,9 @@ fn pipeline(n: usize) -> Vec<u8> {
     let mut buf = Vec::new();
     for i in 0..n {
         let key = format!("key:{i:08}");
-        buf.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$32\r\n", key.len()).as_bytes());
+        buf.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$32\r\n", key.len()).as_bytes(),
+        );
         buf.extend_from_slice(&[b'v'; 32]);
         buf.extend_from_slice(b"\r\n");
     }
@@ -52,9 +54,15 @@ fn decode(c: &mut Criterion) {
 }
 
 fn hashing(c: &mut Criterion) {
-    let keys: Vec<String> = (0..1024).map(|i| format!("user:{i}:{{tag}}:session")).collect();
+    let keys: Vec<String> = (0..1024)
+        .map(|i| format!("user:{i}:{{tag}}:session"))
+        .collect();
     c.bench_function("slot of 1024 keys", |b| {
-        b.iter(|| keys.iter().map(|k| tessera::slot::key_slot(k.as_bytes()) as u64).sum::<u64>())
+        b.iter(|| {
+            keys.iter()
+                .map(|k| tessera::slot::key_slot(k.as_bytes()) as u64)
+                .sum::<u64>()
+        })
     });
 }
 
@@ -62,19 +70,37 @@ fn shard(c: &mut Criterion) {
     let mut shard = Shard::new(1);
     let keys: Vec<String> = (0..100_000).map(|i| format!("key:{i:08}")).collect();
     for k in &keys {
-        op::set(shard.db(0), k.as_bytes(), &[b'v'; 32], Default::default(), 0).unwrap();
+        op::set(
+            shard.db(0),
+            k.as_bytes(),
+            &[b'v'; 32],
+            Default::default(),
+            0,
+        )
+        .unwrap();
     }
     let mut i = 0usize;
     c.bench_function("shard GET (100k keys)", |b| {
         b.iter(|| {
             i = (i + 7919) % keys.len();
-            black_box(op::get(shard.db(0), keys[i].as_bytes(), 0).unwrap().is_some())
+            black_box(
+                op::get(shard.db(0), keys[i].as_bytes(), 0)
+                    .unwrap()
+                    .is_some(),
+            )
         })
     });
     c.bench_function("shard SET (100k keys)", |b| {
         b.iter(|| {
             i = (i + 7919) % keys.len();
-            op::set(shard.db(0), keys[i].as_bytes(), &[b'w'; 32], Default::default(), 0).unwrap();
+            op::set(
+                shard.db(0),
+                keys[i].as_bytes(),
+                &[b'w'; 32],
+                Default::default(),
+                0,
+            )
+            .unwrap();
         })
     });
 }

@@ -258,7 +258,9 @@ mod tests {
         for c in TABLE {
             let upper = c.name.to_ascii_uppercase();
             assert!(
-                section.split(|ch: char| !ch.is_ascii_alphanumeric()).any(|w| w == upper),
+                section
+                    .split(|ch: char| !ch.is_ascii_alphanumeric())
+                    .any(|w| w == upper),
                 "README's command list lacks {upper}"
             );
         }

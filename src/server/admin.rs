@@ -1,6 +1,7 @@
 //! CLIENT, COMMAND and CONFIG.
 
 use super::core::Core;
+use super::mesh::BYPASS_LOCKS;
 use super::node_cmds::valid_name;
 use super::session::Session;
 use crate::cmd::parse::{eq, int, text};
@@ -91,7 +92,7 @@ fn client_type_ok(t: &[u8]) -> Option<bool> {
 
 async fn client_lines(core: &Rc<Core>, filter: ClientFilter) -> String {
     let per_core = core
-        .invoke_all(None, move |c| {
+        .invoke_all(Some(BYPASS_LOCKS), move |c| {
             c.clients
                 .borrow()
                 .values()
@@ -288,7 +289,7 @@ fn killed_self(s: &Session, args: &Args) -> bool {
 }
 
 async fn kill_matching(core: &Rc<Core>, skip: Option<u64>, filter: ClientFilter) -> usize {
-    core.invoke_all(None, move |c| c.kill_clients(skip, |r| filter.matches(r)))
+    core.invoke_all(Some(BYPASS_LOCKS), move |c| c.kill_clients(skip, |r| filter.matches(r)))
         .await
         .into_iter()
         .sum()
@@ -489,11 +490,11 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
                 ));
             }
         }
-        core.invoke_all(None, move |c| *c.config.borrow_mut() = cfg.clone())
+        core.invoke_all(Some(BYPASS_LOCKS), move |c| *c.config.borrow_mut() = cfg.clone())
             .await;
         o.ok()
     } else if eq(sub, "RESETSTAT") {
-        core.invoke_all(None, |c| {
+        core.invoke_all(Some(BYPASS_LOCKS), |c| {
             c.stats.set(Default::default());
             c.shard.borrow_mut().reset_stats();
         })

@@ -1,6 +1,7 @@
 //! INFO, with Redis's section and field names.
 
 use super::core::{Core, CoreStats};
+use super::mesh::BYPASS_LOCKS;
 use crate::cmd::Args;
 use crate::resp::Out;
 use std::fmt::Write;
@@ -78,7 +79,7 @@ pub async fn info(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
         wanted.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
     }
     let reports = core
-        .invoke_all(None, |c| {
+        .invoke_all(Some(BYPASS_LOCKS), |c| {
             let shard = c.shard.borrow();
             CoreReport {
                 stats: c.stats.get(),
