@@ -179,10 +179,24 @@ fn bad(what: &str) -> String {
     format!("argument must be {what}")
 }
 
+/// Redis's wording for a number outside a parameter's range.
+fn out_of_range(min: usize, max: u64) -> String {
+    format!("argument must be between {min} and {max} inclusive")
+}
+
 fn set_memory(v: &str, min: usize) -> Result<usize, String> {
     match parse_memory(v) {
         Some(n) if n >= min => Ok(n),
-        _ => Err(bad("a memory value")),
+        Some(_) => Err(out_of_range(min, i64::MAX as u64)),
+        None => Err(bad("a memory value")),
+    }
+}
+
+fn set_int(v: &str, min: usize, max: u64) -> Result<usize, String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= min as i64 && n as u64 <= max => Ok(n as usize),
+        Ok(_) => Err(out_of_range(min, max)),
+        Err(_) => Err("argument couldn't be parsed into an integer".into()),
     }
 }
 
@@ -226,10 +240,7 @@ pub static PARAMS: &[Param] = &[
         name: "maxclients",
         get: |c| c.maxclients.to_string(),
         set: |c, v| {
-            match v.parse::<usize>() {
-                Ok(n) if n >= 1 => c.maxclients = n,
-                _ => return Err(bad("a positive integer")),
-            }
+            c.maxclients = set_int(v, 1, u32::MAX as u64)?;
             Ok(())
         },
         mutable: true,

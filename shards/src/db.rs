@@ -18,14 +18,22 @@ pub struct DbStats {
     pub keyspace_misses: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Watcher {
+    client: ClientId,
+    /// Redis 7: deleting a key that had already expired when it was watched is no change.
+    expired_at_watch: bool,
+}
+
 #[derive(Default)]
 pub struct Db {
     keys: Keyspace,
     /// Keys with a TTL; kept so INFO keyspace can report `expires=` without a walk.
     volatile: usize,
-    /// Key → clients that WATCH it. Empty for nearly every workload, so a write pays one
-    /// `is_empty` check.
-    watchers: HashMap<Box<[u8]>, Vec<ClientId>>,
+    /// Key → clients that WATCH it, each with whether the key was already expired (but
+    /// not yet deleted) when it was watched. Empty for nearly every workload, so a write
+    /// pays one `is_empty` check.
+    watchers: HashMap<Box<[u8]>, Vec<Watcher>>,
     /// Clients one of whose watched keys has changed since they watched it.
     dirty: HashSet<ClientId>,
     pub stats: DbStats,
@@ -85,11 +93,12 @@ impl Db {
 
     /// Stores `entry` under `key`; returns the live entry it replaced.
     pub fn set(&mut self, key: &[u8], entry: Entry, now_ms: u64) -> Option<Entry> {
-        self.touch(key);
         if entry.is_volatile() {
             self.volatile += 1;
         }
-        let old = self.keys.insert(key, entry)?;
+        let old = self.keys.insert(key, entry);
+        self.touch(key);
+        let old = old?;
         if old.is_volatile() {
             self.volatile -= 1;
         }
@@ -129,10 +138,20 @@ impl Db {
         true
     }
 
-    /// Drops every key, and marks every watcher of this database dirty.
+    /// Drops every key. Watchers of keys that existed are marked dirty, except where the
+    /// key had already expired when watched (Redis 7's rule).
     pub fn flush(&mut self) {
-        for clients in self.watchers.values() {
-            self.dirty.extend(clients.iter().copied());
+        for (key, watchers) in &mut self.watchers {
+            if self.keys.get(key).is_none() {
+                continue;
+            }
+            for w in watchers {
+                if w.expired_at_watch {
+                    w.expired_at_watch = false;
+                } else {
+                    self.dirty.insert(w.client);
+                }
+            }
         }
         self.keys.clear();
         self.volatile = 0;
@@ -148,12 +167,21 @@ impl Db {
         hash
     }
 
+    /// Marks the watchers of `key` dirty; called after a key is written or removed.
     fn touch(&mut self, key: &[u8]) {
         if self.watchers.is_empty() {
             return;
         }
-        if let Some(clients) = self.watchers.get(key) {
-            self.dirty.extend(clients.iter().copied());
+        let gone = self.keys.get(key).is_none();
+        if let Some(watchers) = self.watchers.get_mut(key) {
+            for w in watchers {
+                if w.expired_at_watch && gone {
+                    // The expired key was deleted: logically no change.
+                    w.expired_at_watch = false;
+                } else {
+                    self.dirty.insert(w.client);
+                }
+            }
         }
     }
 
@@ -196,10 +224,14 @@ impl Db {
     }
 
     /// Starts watching `key` for `client`.
-    pub fn watch(&mut self, key: &[u8], client: ClientId) {
+    pub fn watch(&mut self, key: &[u8], client: ClientId, now_ms: u64) {
+        let expired_at_watch = matches!(self.keys.get(key), Some(s) if s.entry.is_expired(now_ms));
         let list = self.watchers.entry(key.into()).or_default();
-        if !list.contains(&client) {
-            list.push(client);
+        if !list.iter().any(|w| w.client == client) {
+            list.push(Watcher {
+                client,
+                expired_at_watch,
+            });
         }
     }
 
@@ -207,7 +239,7 @@ impl Db {
     pub fn unwatch(&mut self, keys: &[Vec<u8>], client: ClientId) {
         for key in keys {
             if let Some(list) = self.watchers.get_mut(key.as_slice()) {
-                list.retain(|&c| c != client);
+                list.retain(|w| w.client != client);
                 if list.is_empty() {
                     self.watchers.remove(key.as_slice());
                 }
@@ -216,13 +248,19 @@ impl Db {
         self.dirty.remove(&client);
     }
 
-    /// Whether a key `client` watches has changed, or has expired by `now_ms`.
+    /// Whether a key `client` watches has changed, or has expired by `now_ms` (a key that
+    /// was already expired when watched does not count).
     pub fn watch_broken(&mut self, keys: &[Vec<u8>], client: ClientId, now_ms: u64) -> bool {
         if self.dirty.contains(&client) {
             return true;
         }
-        keys.iter()
-            .any(|k| matches!(self.keys.get(k), Some(s) if s.entry.is_expired(now_ms)))
+        keys.iter().any(|k| {
+            let expired_at_watch = self
+                .watchers
+                .get(k.as_slice())
+                .is_some_and(|ws| ws.iter().any(|w| w.client == client && w.expired_at_watch));
+            !expired_at_watch && matches!(self.keys.get(k), Some(s) if s.entry.is_expired(now_ms))
+        })
     }
 }
 
@@ -240,8 +278,9 @@ mod tests {
         let mut db = Db::new();
         db.set(b"a", e(1, 100), 0);
         assert_eq!(db.volatile_len(), 1);
-        assert!(db.lookup(b"a", 99).is_some());
-        assert!(db.lookup(b"a", 100).is_none());
+        // Redis: a key is expired once now > its expiry time.
+        assert!(db.lookup(b"a", 100).is_some());
+        assert!(db.lookup(b"a", 101).is_none());
         assert_eq!(db.len(), 0);
         assert_eq!(db.volatile_len(), 0);
         assert_eq!(db.stats.expired_keys, 1);
@@ -259,20 +298,39 @@ mod tests {
     fn watch_marks_dirty_on_every_kind_of_change() {
         let mut db = Db::new();
         let keys = vec![b"w".to_vec()];
-        db.watch(b"w", 7);
+        db.watch(b"w", 7, 0);
         assert!(!db.watch_broken(&keys, 7, 0));
         db.set(b"other", e(1, 0), 0);
         assert!(!db.watch_broken(&keys, 7, 0));
         db.set(b"w", e(1, 0), 0);
         assert!(db.watch_broken(&keys, 7, 0));
         db.unwatch(&keys, 7);
-        db.watch(b"w", 7);
+        db.watch(b"w", 7, 0);
         db.remove(b"w", 0);
         assert!(db.watch_broken(&keys, 7, 0));
         db.unwatch(&keys, 7);
-        db.watch(b"w", 7);
+        db.watch(b"w", 7, 0);
+        db.flush(); // the key does not exist: nothing changed
+        assert!(!db.watch_broken(&keys, 7, 0));
+        db.set(b"w", e(1, 0), 0);
+        db.unwatch(&keys, 7);
+        db.watch(b"w", 7, 0);
         db.flush();
         assert!(db.watch_broken(&keys, 7, 0));
+    }
+
+    #[test]
+    fn a_key_already_expired_when_watched_does_not_break_the_watch() {
+        // Redis 7 (multi.c, isWatchedKeyExpired and touchWatchedKey).
+        let mut db = Db::new();
+        let keys = vec![b"w".to_vec()];
+        db.set(b"w", e(1, 50), 0);
+        db.watch(b"w", 1, 60);
+        assert!(!db.watch_broken(&keys, 1, 70));
+        assert!(db.lookup(b"w", 70).is_none()); // lazily deleted: still no change
+        assert!(!db.watch_broken(&keys, 1, 70));
+        db.set(b"w", e(2, 0), 70); // written afterwards: a change
+        assert!(db.watch_broken(&keys, 1, 70));
     }
 
     #[test]
@@ -280,7 +338,7 @@ mod tests {
         let mut db = Db::new();
         let keys = vec![b"w".to_vec()];
         db.set(b"w", e(1, 50), 0);
-        db.watch(b"w", 1);
+        db.watch(b"w", 1, 0);
         assert!(!db.watch_broken(&keys, 1, 10));
         assert!(db.watch_broken(&keys, 1, 60));
     }

@@ -3,6 +3,14 @@
 
 /// Whether `text` matches `pattern` as Redis's `stringmatchlen` decides.
 pub fn matches(pattern: &[u8], text: &[u8]) -> bool {
+    // KEYS and SCAN take a lone `*` as "everything" without matching; Redis's matcher
+    // itself never matches an empty string against a non-empty pattern.
+    if pattern == b"*" {
+        return true;
+    }
+    if text.is_empty() {
+        return pattern.is_empty();
+    }
     // Iterative matcher with one backtrack point for the last `*`: linear in practice and
     // immune to the exponential blow-up of naive recursion on patterns like `a*a*a*a*b`.
     let (mut p, mut t) = (0usize, 0usize);
@@ -79,7 +87,7 @@ fn class_matches(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
         if pattern[i] == b'\\' && i + 1 < pattern.len() {
             hit |= pattern[i + 1] == c;
             i += 2;
-        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' {
             let (lo, hi) = (
                 pattern[i].min(pattern[i + 2]),
                 pattern[i].max(pattern[i + 2]),
@@ -127,6 +135,12 @@ mod tests {
             ("*x", "abcx", true),
             ("*x", "abcxy", false),
             ("[", "[", false),
+            // Redis quirks: `a-]` is a range from ']' to 'a' and the class runs on.
+            ("h[a-]llo", "hallo", false),
+            ("h[a-]llo", "h-llo", false),
+            ("**", "", false),
+            ("*", "", true),
+            ("", "", true),
         ] {
             assert_eq!(matches(p.as_bytes(), t.as_bytes()), want, "{p} ~ {t}");
         }

@@ -145,8 +145,9 @@ impl Entry {
         }
     }
 
+    /// Expired once the clock has passed the expiry time (Redis's `now > when`).
     pub fn is_expired(&self, now_ms: u64) -> bool {
-        self.expire_at_ms != 0 && self.expire_at_ms <= now_ms
+        self.expire_at_ms != 0 && now_ms > self.expire_at_ms
     }
 
     pub fn is_volatile(&self) -> bool {

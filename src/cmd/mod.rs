@@ -10,6 +10,7 @@
 //!   (`server/node_cmds.rs`): connection state, transactions, server-wide commands, and
 //!   multi-key commands whose keys live on several cores.
 
+pub mod docs;
 pub mod keys;
 pub mod parse;
 pub mod string;

@@ -15,11 +15,6 @@ pub fn uint(arg: &[u8]) -> Option<u64> {
     int(arg).and_then(|n| u64::try_from(n).ok())
 }
 
-/// A float argument as Redis's `getLongDoubleFromObject` accepts it.
-pub fn float(arg: &[u8]) -> Option<f64> {
-    tessera_shards::ops::string::parse_float(arg)
-}
-
 pub fn text(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
 }

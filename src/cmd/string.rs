@@ -1,6 +1,6 @@
 //! String commands: parse arguments into `ops::string` calls, turn results into replies.
 
-use super::parse::{eq, float, int};
+use super::parse::{eq, int};
 use super::{errors, reply_op_error, Args, ShardCtx};
 use crate::resp::Out;
 use tessera_shards::ops::string::{self as op, SetCondition, SetOptions, Ttl};
@@ -54,24 +54,95 @@ fn expiry_error(out: &mut Out, cmd: &str, e: &'static str) {
     }
 }
 
-/// Parses an `EX|PX|EXAT|PXAT <n>` pair at `args[i]`; `Ok(None)` if `args[i]` is none of them.
-fn ttl_option(args: &Args, i: usize, now_ms: u64) -> Result<Option<u64>, &'static str> {
-    let a = args.get(i);
-    let (unit, absolute) = if eq(a, "EX") {
-        (1000, false)
-    } else if eq(a, "PX") {
-        (1, false)
-    } else if eq(a, "EXAT") {
-        (1000, true)
-    } else if eq(a, "PXAT") {
-        (1, true)
-    } else {
-        return Ok(None);
-    };
-    if i + 1 >= args.len() {
-        return Err(errors::SYNTAX);
+/// Which expiry option a SET or GETEX gave, with its unit and whether it is absolute.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TtlKind {
+    Ex,
+    Px,
+    ExAt,
+    PxAt,
+}
+
+impl TtlKind {
+    fn parse(a: &[u8]) -> Option<TtlKind> {
+        [
+            ("EX", TtlKind::Ex),
+            ("PX", TtlKind::Px),
+            ("EXAT", TtlKind::ExAt),
+            ("PXAT", TtlKind::PxAt),
+        ]
+        .into_iter()
+        .find_map(|(w, k)| eq(a, w).then_some(k))
     }
-    expiry_at(args.get(i + 1), unit, absolute, now_ms, false).map(Some)
+
+    /// The absolute time in ms for `arg`, or the error to reply.
+    fn resolve(self, arg: &[u8], now_ms: u64, cmd: &str) -> Result<u64, String> {
+        let (unit, absolute) = match self {
+            TtlKind::Ex => (1000, false),
+            TtlKind::Px => (1, false),
+            TtlKind::ExAt => (1000, true),
+            TtlKind::PxAt => (1, true),
+        };
+        expiry_at(arg, unit, absolute, now_ms, false).map_err(|e| {
+            if e == "invalid" {
+                format!("ERR invalid expire time in '{cmd}' command")
+            } else {
+                e.to_string()
+            }
+        })
+    }
+}
+
+/// SET's and GETEX's options, checked as Redis's `parseExtendedStringArgumentsOrReply`
+/// does: an option may repeat (the last value wins) but not conflict, and the time value
+/// is parsed only after the whole syntax is known to be right.
+struct StringOptions<'a> {
+    condition: SetCondition,
+    get: bool,
+    keep_ttl: bool,
+    persist: bool,
+    ttl: Option<(TtlKind, &'a [u8])>,
+}
+
+fn parse_string_options<'a>(
+    args: &Args<'a>,
+    from: usize,
+    for_set: bool,
+) -> Option<StringOptions<'a>> {
+    let mut o = StringOptions {
+        condition: SetCondition::Always,
+        get: false,
+        keep_ttl: false,
+        persist: false,
+        ttl: None,
+    };
+    let mut i = from;
+    while i < args.len() {
+        let a = args.get(i);
+        let ttl_kind = TtlKind::parse(a);
+        let other_ttl = |k: TtlKind| o.ttl.is_some_and(|(t, _)| t != k);
+        if for_set && eq(a, "NX") && o.condition != SetCondition::IfExists {
+            o.condition = SetCondition::IfMissing;
+        } else if for_set && eq(a, "XX") && o.condition != SetCondition::IfMissing {
+            o.condition = SetCondition::IfExists;
+        } else if for_set && eq(a, "GET") {
+            o.get = true;
+        } else if for_set && eq(a, "KEEPTTL") && o.ttl.is_none() {
+            o.keep_ttl = true;
+        } else if !for_set && eq(a, "PERSIST") && o.ttl.is_none() {
+            o.persist = true;
+        } else if let Some(k) = ttl_kind.filter(|&k| !o.keep_ttl && !o.persist && !other_ttl(k)) {
+            if i + 1 >= args.len() {
+                return None;
+            }
+            o.ttl = Some((k, args.get(i + 1)));
+            i += 1;
+        } else {
+            return None;
+        }
+        i += 1;
+    }
+    Some(o)
 }
 
 pub fn get(c: &mut ShardCtx, args: Args, out: &mut Out) {
@@ -82,33 +153,22 @@ pub fn get(c: &mut ShardCtx, args: Args, out: &mut Out) {
 }
 
 pub fn set(c: &mut ShardCtx, args: Args, out: &mut Out) {
-    let mut opts = SetOptions::default();
-    let mut ttl_given = false;
-    let mut i = 3;
-    while i < args.len() {
-        let a = args.get(i);
-        if eq(a, "NX") && opts.condition != SetCondition::IfExists {
-            opts.condition = SetCondition::IfMissing;
-        } else if eq(a, "XX") && opts.condition != SetCondition::IfMissing {
-            opts.condition = SetCondition::IfExists;
-        } else if eq(a, "GET") {
-            opts.get_old = true;
-        } else if eq(a, "KEEPTTL") && !ttl_given {
-            opts.ttl = Ttl::Keep;
-            ttl_given = true;
-        } else {
-            match ttl_option(&args, i, c.now_ms) {
-                Ok(Some(at)) if !ttl_given => {
-                    opts.ttl = Ttl::At(at);
-                    ttl_given = true;
-                    i += 1;
-                }
-                Ok(_) => return out.error(errors::SYNTAX),
-                Err(e) => return expiry_error(out, "set", e),
-            }
-        }
-        i += 1;
-    }
+    let Some(parsed) = parse_string_options(&args, 3, true) else {
+        return out.error(errors::SYNTAX);
+    };
+    let ttl = match parsed.ttl {
+        Some((kind, arg)) => match kind.resolve(arg, c.now_ms, "set") {
+            Ok(at) => Ttl::At(at),
+            Err(e) => return out.error(&e),
+        },
+        None if parsed.keep_ttl => Ttl::Keep,
+        None => Ttl::Clear,
+    };
+    let opts = SetOptions {
+        ttl,
+        condition: parsed.condition,
+        get_old: parsed.get,
+    };
     match op::set(c.shard.db(c.db), args.get(1), args.get(2), opts, c.now_ms) {
         Err(e) => reply_op_error(out, e),
         Ok(r) if opts.get_old => reply_bytes(out, r.old),
@@ -170,23 +230,17 @@ pub fn getdel(c: &mut ShardCtx, args: Args, out: &mut Out) {
 }
 
 pub fn getex(c: &mut ShardCtx, args: Args, out: &mut Out) {
-    let mut ttl = None;
-    let mut i = 2;
-    while i < args.len() {
-        if eq(args.get(i), "PERSIST") && ttl.is_none() {
-            ttl = Some(Ttl::Clear);
-        } else {
-            match ttl_option(&args, i, c.now_ms) {
-                Ok(Some(at)) if ttl.is_none() => {
-                    ttl = Some(Ttl::At(at));
-                    i += 1;
-                }
-                Ok(_) => return out.error(errors::SYNTAX),
-                Err(e) => return expiry_error(out, "getex", e),
-            }
-        }
-        i += 1;
-    }
+    let Some(parsed) = parse_string_options(&args, 2, false) else {
+        return out.error(errors::SYNTAX);
+    };
+    let ttl = match parsed.ttl {
+        Some((kind, arg)) => match kind.resolve(arg, c.now_ms, "getex") {
+            Ok(at) => Some(Ttl::At(at)),
+            Err(e) => return out.error(&e),
+        },
+        None if parsed.persist => Some(Ttl::Clear),
+        None => None,
+    };
     match op::getex(c.shard.db(c.db), args.get(1), ttl, c.now_ms) {
         Ok(v) => reply_bytes(out, v),
         Err(e) => reply_op_error(out, e),
@@ -266,16 +320,13 @@ pub fn incrby(c: &mut ShardCtx, args: Args, out: &mut Out) {
 pub fn decrby(c: &mut ShardCtx, args: Args, out: &mut Out) {
     match int(args.get(2)).and_then(i64::checked_neg) {
         Some(d) => incr_common(c, args.get(1), d, out),
-        None if int(args.get(2)).is_some() => out.error(errors::OVERFLOW),
+        None if int(args.get(2)).is_some() => out.error("ERR decrement would overflow"),
         None => out.error(errors::NOT_INTEGER),
     }
 }
 
 pub fn incrbyfloat(c: &mut ShardCtx, args: Args, out: &mut Out) {
-    let Some(d) = float(args.get(2)) else {
-        return out.error(errors::NOT_FLOAT);
-    };
-    match op::incr_by_float(c.shard.db(c.db), args.get(1), d, c.now_ms) {
+    match op::incr_by_float(c.shard.db(c.db), args.get(1), args.get(2), c.now_ms) {
         Ok(v) => out.bulk(&v),
         Err(e) => reply_op_error(out, e),
     }

@@ -75,6 +75,32 @@ pub struct CommandSpec {
     pub group: &'static str,
     pub since: &'static str,
     pub summary: &'static str,
+    /// The arguments as `COMMAND DOCS` reports them, in the syntax of [`super::docs`]
+    /// (`""`: none; a container's are under its [`SubcommandDoc`]s).
+    pub args: &'static str,
+}
+
+/// A subcommand's documentation for `COMMAND DOCS` (`client|list`): its group is its
+/// container's.
+#[derive(Debug, Clone, Copy)]
+pub struct SubcommandDoc {
+    /// `container|subcommand`, lowercase.
+    pub name: &'static str,
+    /// Arity counting the container and the subcommand, as Redis reports it.
+    pub arity: i32,
+    pub since: &'static str,
+    pub summary: &'static str,
+    /// As [`CommandSpec::args`].
+    pub args: &'static str,
+}
+
+/// The subcommand `sub` of container `container` (case-insensitive), if we serve it.
+pub fn lookup_subcommand(container: &str, sub: &[u8]) -> Option<&'static SubcommandDoc> {
+    SUBCOMMANDS.iter().find(|s| {
+        s.name.len() == container.len() + 1 + sub.len()
+            && s.name.starts_with(container)
+            && s.name.as_bytes()[container.len() + 1..].eq_ignore_ascii_case(sub)
+    })
 }
 
 impl CommandSpec {
@@ -120,7 +146,7 @@ const W_FAST: &[&str] = &["write", "fast"];
 const CONN: &[&str] = &["noscript", "loading", "stale", "fast"];
 
 macro_rules! cmd {
-    ($name:literal, $arity:expr, $flags:expr, ($f:expr, $l:expr, $s:expr), $exec:expr, $group:literal, $since:literal, $summary:literal) => {
+    ($name:literal, $arity:expr, $flags:expr, ($f:expr, $l:expr, $s:expr), $exec:expr, $group:literal, $since:literal, $summary:literal, $args:literal) => {
         CommandSpec {
             name: $name,
             arity: $arity,
@@ -132,6 +158,7 @@ macro_rules! cmd {
             group: $group,
             since: $since,
             summary: $summary,
+            args: $args,
         }
     };
 }
@@ -142,76 +169,125 @@ use NodeCmd as N;
 
 pub static TABLE: &[CommandSpec] = &[
     // strings
-    cmd!("get", 2, RO_FAST, (1, 1, 1), Shard(string::get, None), "string", "1.0.0", "Returns the string value of a key."),
-    cmd!("set", -3, RW_STRING, (1, 1, 1), Shard(string::set, None), "string", "1.0.0", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist."),
-    cmd!("setnx", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::setnx, None), "string", "1.0.0", "Set the string value of a key only when the key doesn't exist."),
-    cmd!("setex", 4, RW_STRING, (1, 1, 1), Shard(string::setex, None), "string", "2.0.0", "Sets the string value and expiration time of a key. Creates the key if it doesn't exist."),
-    cmd!("psetex", 4, RW_STRING, (1, 1, 1), Shard(string::psetex, None), "string", "2.6.0", "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist."),
-    cmd!("getset", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::getset, None), "string", "1.0.0", "Returns the previous string value of a key after setting it to a new value."),
-    cmd!("getdel", 2, W_FAST, (1, 1, 1), Shard(string::getdel, None), "string", "6.2.0", "Returns the string value of a key after deleting the key."),
-    cmd!("getex", -2, W_FAST, (1, 1, 1), Shard(string::getex, None), "string", "6.2.0", "Returns the string value of a key after setting its expiration time."),
-    cmd!("mget", -2, RO_FAST, (1, -1, 1), Shard(string::mget, Some(Gather)), "string", "1.0.0", "Atomically returns the string values of one or more keys."),
-    cmd!("mset", -3, RW_STRING, (1, -1, 2), Shard(string::mset, Some(SetAll)), "string", "1.0.1", "Atomically creates or modifies the string values of one or more keys."),
-    cmd!("msetnx", -3, RW_STRING, (1, -1, 2), Shard(string::msetnx, Some(SetAllIfNone)), "string", "1.0.1", "Atomically modifies the string values of one or more keys only when all keys don't exist."),
-    cmd!("incr", 2, RW_STRING_FAST, (1, 1, 1), Shard(string::incr, None), "string", "1.0.0", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
-    cmd!("decr", 2, RW_STRING_FAST, (1, 1, 1), Shard(string::decr, None), "string", "1.0.0", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
-    cmd!("incrby", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::incrby, None), "string", "1.0.0", "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
-    cmd!("decrby", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::decrby, None), "string", "1.0.0", "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist."),
-    cmd!("incrbyfloat", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::incrbyfloat, None), "string", "2.6.0", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
-    cmd!("append", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::append, None), "string", "2.0.0", "Appends a string to the value of a key. Creates the key if it doesn't exist."),
-    cmd!("strlen", 2, RO_FAST, (1, 1, 1), Shard(string::strlen, None), "string", "2.2.0", "Returns the length of a string value."),
-    cmd!("getrange", 4, RO, (1, 1, 1), Shard(string::getrange, None), "string", "2.4.0", "Returns a substring of the string stored at a key."),
-    cmd!("substr", 4, RO, (1, 1, 1), Shard(string::getrange, None), "string", "1.0.0", "Returns a substring from a string value."),
-    cmd!("setrange", 4, RW_STRING, (1, 1, 1), Shard(string::setrange, None), "string", "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."),
+    cmd!("get", 2, RO_FAST, (1, 1, 1), Shard(string::get, None), "string", "1.0.0", "Returns the string value of a key.", "key:key"),
+    cmd!("set", -3, RW_STRING, (1, 1, 1), Shard(string::set, None), "string", "1.0.0", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.", "key:key value:string condition:[NX|XX] [GET] expiration:[EX seconds:integer|PX milliseconds:integer|EXAT unix-time-seconds:unix-time|PXAT unix-time-milliseconds:unix-time|KEEPTTL]"),
+    cmd!("setnx", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::setnx, None), "string", "1.0.0", "Set the string value of a key only when the key doesn't exist.", "key:key value:string"),
+    cmd!("setex", 4, RW_STRING, (1, 1, 1), Shard(string::setex, None), "string", "2.0.0", "Sets the string value and expiration time of a key. Creates the key if it doesn't exist.", "key:key seconds:integer value:string"),
+    cmd!("psetex", 4, RW_STRING, (1, 1, 1), Shard(string::psetex, None), "string", "2.6.0", "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.", "key:key milliseconds:integer value:string"),
+    cmd!("getset", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::getset, None), "string", "1.0.0", "Returns the previous string value of a key after setting it to a new value.", "key:key value:string"),
+    cmd!("getdel", 2, W_FAST, (1, 1, 1), Shard(string::getdel, None), "string", "6.2.0", "Returns the string value of a key after deleting the key.", "key:key"),
+    cmd!("getex", -2, W_FAST, (1, 1, 1), Shard(string::getex, None), "string", "6.2.0", "Returns the string value of a key after setting its expiration time.", "key:key expiration:[EX seconds:integer|PX milliseconds:integer|EXAT unix-time-seconds:unix-time|PXAT unix-time-milliseconds:unix-time|PERSIST]"),
+    cmd!("mget", -2, RO_FAST, (1, -1, 1), Shard(string::mget, Some(Gather)), "string", "1.0.0", "Atomically returns the string values of one or more keys.", "key:key..."),
+    cmd!("mset", -3, RW_STRING, (1, -1, 2), Shard(string::mset, Some(SetAll)), "string", "1.0.1", "Atomically creates or modifies the string values of one or more keys.", "(key:key value:string)..."),
+    cmd!("msetnx", -3, RW_STRING, (1, -1, 2), Shard(string::msetnx, Some(SetAllIfNone)), "string", "1.0.1", "Atomically modifies the string values of one or more keys only when all keys don't exist.", "(key:key value:string)..."),
+    cmd!("incr", 2, RW_STRING_FAST, (1, 1, 1), Shard(string::incr, None), "string", "1.0.0", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", "key:key"),
+    cmd!("decr", 2, RW_STRING_FAST, (1, 1, 1), Shard(string::decr, None), "string", "1.0.0", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", "key:key"),
+    cmd!("incrby", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::incrby, None), "string", "1.0.0", "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.", "key:key increment:integer"),
+    cmd!("decrby", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::decrby, None), "string", "1.0.0", "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.", "key:key decrement:integer"),
+    cmd!("incrbyfloat", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::incrbyfloat, None), "string", "2.6.0", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.", "key:key increment:double"),
+    cmd!("append", 3, RW_STRING_FAST, (1, 1, 1), Shard(string::append, None), "string", "2.0.0", "Appends a string to the value of a key. Creates the key if it doesn't exist.", "key:key value:string"),
+    cmd!("strlen", 2, RO_FAST, (1, 1, 1), Shard(string::strlen, None), "string", "2.2.0", "Returns the length of a string value.", "key:key"),
+    cmd!("getrange", 4, RO, (1, 1, 1), Shard(string::getrange, None), "string", "2.4.0", "Returns a substring of the string stored at a key.", "key:key start:integer end:integer"),
+    cmd!("substr", 4, RO, (1, 1, 1), Shard(string::getrange, None), "string", "1.0.0", "Returns a substring from a string value.", "key:key start:integer end:integer"),
+    cmd!("setrange", 4, RW_STRING, (1, 1, 1), Shard(string::setrange, None), "string", "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.", "key:key offset:integer value:string"),
     // keys and TTLs
-    cmd!("del", -2, W, (1, -1, 1), Shard(keys::del, Some(Sum)), "generic", "1.0.0", "Deletes one or more keys."),
-    cmd!("unlink", -2, W_FAST, (1, -1, 1), Shard(keys::del, Some(Sum)), "generic", "4.0.0", "Asynchronously deletes one or more keys."),
-    cmd!("exists", -2, RO_FAST, (1, -1, 1), Shard(keys::exists, Some(Sum)), "generic", "1.0.0", "Determines whether one or more keys exist."),
-    cmd!("touch", -2, RO_FAST, (1, -1, 1), Shard(keys::touch, Some(Sum)), "generic", "3.2.1", "Returns the number of existing keys out of those specified after updating the time they were last accessed."),
-    cmd!("type", 2, RO_FAST, (1, 1, 1), Shard(keys::type_, None), "generic", "1.0.0", "Determines the type of value stored at a key."),
-    cmd!("rename", 3, W, (1, 2, 1), Shard(keys::rename, Some(Rename { only_if_new: false })), "generic", "1.0.0", "Renames a key and overwrites the destination."),
-    cmd!("renamenx", 3, W_FAST, (1, 2, 1), Shard(keys::renamenx, Some(Rename { only_if_new: true })), "generic", "1.0.0", "Renames a key only when the target key name doesn't exist."),
-    cmd!("copy", -3, RW_STRING, (1, 2, 1), Shard(keys::copy, Some(Copy)), "generic", "6.2.0", "Copies the value of a key to a new key."),
-    cmd!("expire", -3, W_FAST, (1, 1, 1), Shard(keys::expire, None), "generic", "1.0.0", "Sets the expiration time of a key in seconds."),
-    cmd!("pexpire", -3, W_FAST, (1, 1, 1), Shard(keys::pexpire, None), "generic", "2.6.0", "Sets the expiration time of a key in milliseconds."),
-    cmd!("expireat", -3, W_FAST, (1, 1, 1), Shard(keys::expireat, None), "generic", "1.2.0", "Sets the expiration time of a key to a Unix timestamp."),
-    cmd!("pexpireat", -3, W_FAST, (1, 1, 1), Shard(keys::pexpireat, None), "generic", "2.6.0", "Sets the expiration time of a key to a Unix milliseconds timestamp."),
-    cmd!("ttl", 2, RO_FAST, (1, 1, 1), Shard(keys::ttl, None), "generic", "1.0.0", "Returns the expiration time in seconds of a key."),
-    cmd!("pttl", 2, RO_FAST, (1, 1, 1), Shard(keys::pttl, None), "generic", "2.6.0", "Returns the expiration time in milliseconds of a key."),
-    cmd!("expiretime", 2, RO_FAST, (1, 1, 1), Shard(keys::expiretime, None), "generic", "7.0.0", "Returns the expiration time of a key as a Unix timestamp."),
-    cmd!("pexpiretime", 2, RO_FAST, (1, 1, 1), Shard(keys::pexpiretime, None), "generic", "7.0.0", "Returns the expiration time of a key as a Unix milliseconds timestamp."),
-    cmd!("persist", 2, W_FAST, (1, 1, 1), Shard(keys::persist, None), "generic", "2.2.0", "Removes the expiration time of a key."),
-    cmd!("object", -2, RO, (2, 2, 1), Shard(keys::object, None), "generic", "2.2.3", "A container for object introspection commands (ENCODING, HELP)."),
-    cmd!("keys", 2, RO, (0, 0, 0), Node(N::Keys), "generic", "1.0.0", "Returns all key names that match a pattern."),
-    cmd!("scan", -2, RO, (0, 0, 0), Node(N::Scan), "generic", "2.8.0", "Iterates over the key names in the database."),
-    cmd!("randomkey", 1, RO, (0, 0, 0), Node(N::Randomkey), "generic", "1.0.0", "Returns a random key name from the database."),
-    cmd!("dbsize", 1, RO_FAST, (0, 0, 0), Node(N::Dbsize), "server", "1.0.0", "Returns the number of keys in the database."),
-    cmd!("flushdb", -1, W, (0, 0, 0), Node(N::Flushdb), "server", "1.0.0", "Remove all keys from the current database."),
-    cmd!("flushall", -1, W, (0, 0, 0), Node(N::Flushall), "server", "1.0.0", "Removes all keys from all databases."),
+    cmd!("del", -2, W, (1, -1, 1), Shard(keys::del, Some(Sum)), "generic", "1.0.0", "Deletes one or more keys.", "key:key..."),
+    cmd!("unlink", -2, W_FAST, (1, -1, 1), Shard(keys::del, Some(Sum)), "generic", "4.0.0", "Asynchronously deletes one or more keys.", "key:key..."),
+    cmd!("exists", -2, RO_FAST, (1, -1, 1), Shard(keys::exists, Some(Sum)), "generic", "1.0.0", "Determines whether one or more keys exist.", "key:key..."),
+    cmd!("touch", -2, RO_FAST, (1, -1, 1), Shard(keys::touch, Some(Sum)), "generic", "3.2.1", "Returns the number of existing keys out of those specified after updating the time they were last accessed.", "key:key..."),
+    cmd!("type", 2, RO_FAST, (1, 1, 1), Shard(keys::type_, None), "generic", "1.0.0", "Determines the type of value stored at a key.", "key:key"),
+    cmd!("rename", 3, W, (1, 2, 1), Shard(keys::rename, Some(Rename { only_if_new: false })), "generic", "1.0.0", "Renames a key and overwrites the destination.", "key:key newkey:key"),
+    cmd!("renamenx", 3, W_FAST, (1, 2, 1), Shard(keys::renamenx, Some(Rename { only_if_new: true })), "generic", "1.0.0", "Renames a key only when the target key name doesn't exist.", "key:key newkey:key"),
+    cmd!("copy", -3, RW_STRING, (1, 2, 1), Shard(keys::copy, Some(Copy)), "generic", "6.2.0", "Copies the value of a key to a new key.", "source:key destination:key [DB destination-db:integer] [REPLACE]"),
+    cmd!("expire", -3, W_FAST, (1, 1, 1), Shard(keys::expire, None), "generic", "1.0.0", "Sets the expiration time of a key in seconds.", "key:key seconds:integer condition:[NX|XX|GT|LT]"),
+    cmd!("pexpire", -3, W_FAST, (1, 1, 1), Shard(keys::pexpire, None), "generic", "2.6.0", "Sets the expiration time of a key in milliseconds.", "key:key milliseconds:integer condition:[NX|XX|GT|LT]"),
+    cmd!("expireat", -3, W_FAST, (1, 1, 1), Shard(keys::expireat, None), "generic", "1.2.0", "Sets the expiration time of a key to a Unix timestamp.", "key:key unix-time-seconds:unix-time condition:[NX|XX|GT|LT]"),
+    cmd!("pexpireat", -3, W_FAST, (1, 1, 1), Shard(keys::pexpireat, None), "generic", "2.6.0", "Sets the expiration time of a key to a Unix milliseconds timestamp.", "key:key unix-time-milliseconds:unix-time condition:[NX|XX|GT|LT]"),
+    cmd!("ttl", 2, RO_FAST, (1, 1, 1), Shard(keys::ttl, None), "generic", "1.0.0", "Returns the expiration time in seconds of a key.", "key:key"),
+    cmd!("pttl", 2, RO_FAST, (1, 1, 1), Shard(keys::pttl, None), "generic", "2.6.0", "Returns the expiration time in milliseconds of a key.", "key:key"),
+    cmd!("expiretime", 2, RO_FAST, (1, 1, 1), Shard(keys::expiretime, None), "generic", "7.0.0", "Returns the expiration time of a key as a Unix timestamp.", "key:key"),
+    cmd!("pexpiretime", 2, RO_FAST, (1, 1, 1), Shard(keys::pexpiretime, None), "generic", "7.0.0", "Returns the expiration time of a key as a Unix milliseconds timestamp.", "key:key"),
+    cmd!("persist", 2, W_FAST, (1, 1, 1), Shard(keys::persist, None), "generic", "2.2.0", "Removes the expiration time of a key.", "key:key"),
+    cmd!("object", -2, RO, (2, 2, 1), Shard(keys::object, None), "generic", "2.2.3", "A container for object introspection commands (ENCODING, HELP).", ""),
+    cmd!("keys", 2, RO, (0, 0, 0), Node(N::Keys), "generic", "1.0.0", "Returns all key names that match a pattern.", "pattern:pattern"),
+    cmd!("scan", -2, RO, (0, 0, 0), Node(N::Scan), "generic", "2.8.0", "Iterates over the key names in the database.", "cursor:integer [MATCH pattern:pattern] [COUNT count:integer] [TYPE type:string]"),
+    cmd!("randomkey", 1, RO, (0, 0, 0), Node(N::Randomkey), "generic", "1.0.0", "Returns a random key name from the database.", ""),
+    cmd!("dbsize", 1, RO_FAST, (0, 0, 0), Node(N::Dbsize), "server", "1.0.0", "Returns the number of keys in the database.", ""),
+    cmd!("flushdb", -1, W, (0, 0, 0), Node(N::Flushdb), "server", "1.0.0", "Remove all keys from the current database.", "async:[ASYNC|SYNC]"),
+    cmd!("flushall", -1, W, (0, 0, 0), Node(N::Flushall), "server", "1.0.0", "Removes all keys from all databases.", "async:[ASYNC|SYNC]"),
     // transactions
-    cmd!("multi", 1, CONN, (0, 0, 0), Node(N::Multi), "transactions", "1.2.0", "Starts a transaction."),
-    cmd!("exec", 1, &["noscript", "loading", "stale", "skip_slowlog"], (0, 0, 0), Node(N::Exec), "transactions", "1.2.0", "Executes all commands in a transaction."),
-    cmd!("discard", 1, CONN, (0, 0, 0), Node(N::Discard), "transactions", "2.0.0", "Discards a transaction."),
-    cmd!("watch", -2, CONN, (1, -1, 1), Node(N::Watch), "transactions", "2.2.0", "Monitors changes to keys to determine the execution of a transaction."),
-    cmd!("unwatch", 1, CONN, (0, 0, 0), Node(N::Unwatch), "transactions", "2.2.0", "Forgets about watched keys of a transaction."),
+    cmd!("multi", 1, CONN, (0, 0, 0), Node(N::Multi), "transactions", "1.2.0", "Starts a transaction.", ""),
+    cmd!("exec", 1, &["noscript", "loading", "stale", "skip_slowlog"], (0, 0, 0), Node(N::Exec), "transactions", "1.2.0", "Executes all commands in a transaction.", ""),
+    cmd!("discard", 1, CONN, (0, 0, 0), Node(N::Discard), "transactions", "2.0.0", "Discards a transaction.", ""),
+    cmd!("watch", -2, CONN, (1, -1, 1), Node(N::Watch), "transactions", "2.2.0", "Monitors changes to keys to determine the execution of a transaction.", "key:key..."),
+    cmd!("unwatch", 1, CONN, (0, 0, 0), Node(N::Unwatch), "transactions", "2.2.0", "Forgets about watched keys of a transaction.", ""),
     // connection
-    cmd!("ping", -1, &["fast"], (0, 0, 0), Node(N::Ping), "connection", "1.0.0", "Returns the server's liveliness response."),
-    cmd!("echo", 2, &["fast"], (0, 0, 0), Node(N::Echo), "connection", "1.0.0", "Returns the given string."),
-    cmd!("hello", -1, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Hello), "connection", "6.0.0", "Handshakes with the Redis server."),
-    cmd!("auth", -2, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Auth), "connection", "1.0.0", "Authenticates the connection."),
-    cmd!("select", 2, CONN, (0, 0, 0), Node(N::Select), "connection", "1.0.0", "Changes the selected database."),
-    cmd!("quit", -1, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Quit), "connection", "1.0.0", "Closes the connection."),
-    cmd!("reset", 1, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Reset), "connection", "6.2.0", "Resets the connection."),
-    cmd!("client", -2, &["noscript", "loading", "stale"], (0, 0, 0), Node(N::Client), "connection", "2.4.0", "A container for client connection commands."),
+    cmd!("ping", -1, &["fast"], (0, 0, 0), Node(N::Ping), "connection", "1.0.0", "Returns the server's liveliness response.", "[message:string]"),
+    cmd!("echo", 2, &["fast"], (0, 0, 0), Node(N::Echo), "connection", "1.0.0", "Returns the given string.", "message:string"),
+    cmd!("hello", -1, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Hello), "connection", "6.0.0", "Handshakes with the Redis server.", "arguments:[protover:integer [AUTH (username:string password:string)] [SETNAME clientname:string]]"),
+    cmd!("auth", -2, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Auth), "connection", "1.0.0", "Authenticates the connection.", "[username:string] password:string"),
+    cmd!("select", 2, CONN, (0, 0, 0), Node(N::Select), "connection", "1.0.0", "Changes the selected database.", "index:integer"),
+    cmd!("quit", -1, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Quit), "connection", "1.0.0", "Closes the connection.", ""),
+    cmd!("reset", 1, &["noscript", "loading", "stale", "fast", "no_auth"], (0, 0, 0), Node(N::Reset), "connection", "6.2.0", "Resets the connection.", ""),
+    cmd!("client", -2, &["noscript", "loading", "stale"], (0, 0, 0), Node(N::Client), "connection", "2.4.0", "A container for client connection commands.", ""),
     // server
-    cmd!("command", -1, &["loading", "stale"], (0, 0, 0), Node(N::Command), "server", "2.8.13", "Returns detailed information about all commands."),
-    cmd!("config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Config), "server", "2.0.0", "A container for server configuration commands."),
-    cmd!("info", -1, &["loading", "stale"], (0, 0, 0), Node(N::Info), "server", "1.0.0", "Returns information and statistics about the server."),
-    cmd!("time", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Time), "server", "2.6.0", "Returns the server time."),
-    cmd!("lastsave", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Lastsave), "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk."),
-    cmd!("shutdown", -1, &["admin", "noscript", "loading", "stale", "no_multi"], (0, 0, 0), Node(N::Shutdown), "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the server."),
-    cmd!("debug", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Debug), "server", "1.0.0", "tessera test hooks (ADVANCE-CLOCK); needs enable-debug-command."),
+    cmd!("command", -1, &["loading", "stale"], (0, 0, 0), Node(N::Command), "server", "2.8.13", "Returns detailed information about all commands.", ""),
+    cmd!("config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Config), "server", "2.0.0", "A container for server configuration commands.", ""),
+    cmd!("info", -1, &["loading", "stale"], (0, 0, 0), Node(N::Info), "server", "1.0.0", "Returns information and statistics about the server.", "[section:string...]"),
+    cmd!("time", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Time), "server", "2.6.0", "Returns the server time.", ""),
+    cmd!("lastsave", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Lastsave), "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk.", ""),
+    cmd!("shutdown", -1, &["admin", "noscript", "loading", "stale", "no_multi"], (0, 0, 0), Node(N::Shutdown), "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the server.", "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]"),
+    cmd!("debug", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Debug), "server", "1.0.0", "tessera test hooks (ADVANCE-CLOCK); needs enable-debug-command.", ""),
 ];
+
+macro_rules! sub {
+    ($name:literal, $arity:expr, $since:literal, $summary:literal, $args:literal) => {
+        SubcommandDoc {
+            name: $name,
+            arity: $arity,
+            since: $since,
+            summary: $summary,
+            args: $args,
+        }
+    };
+}
+
+/// The subcommands of the containers in [`TABLE`] (those we serve), as `COMMAND DOCS`
+/// reports them.
+pub static SUBCOMMANDS: &[SubcommandDoc] = &[
+    sub!("object|encoding", 3, "2.2.3", "Returns the internal encoding of a Redis object.", "key:key"),
+    sub!("object|help", 2, "6.2.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("client|id", 2, "5.0.0", "Returns the unique client ID of the connection.", ""),
+    sub!("client|setname", 3, "2.6.9", "Sets the connection name.", "connection-name:string"),
+    sub!("client|getname", 2, "2.6.9", "Returns the name of the connection.", ""),
+    sub!("client|info", 2, "6.2.0", "Returns information about the connection.", ""),
+    sub!("client|list", -2, "2.4.0", "Lists open connections.", "[TYPE (NORMAL|MASTER|REPLICA|PUBSUB)] [ID id:(client-id:integer...)]"),
+    sub!("client|kill", -3, "2.4.0", "Terminates open connections.", "filter:(ip:port:string|new-format:([ID client-id:integer]|[TYPE normal_master_slave_pubsub:(NORMAL|MASTER|SLAVE|REPLICA|PUBSUB)]|[USER username:string]|[ADDR ip:port:string]|[LADDR ip:port:string]|[SKIPME skipme:(YES|NO)]|[MAXAGE maxage:integer])...)"),
+    sub!("client|setinfo", 4, "7.2.0", "Sets information specific to the client or connection.", "attr:(LIB-NAME libname:string|LIB-VER libver:string)"),
+    sub!("client|no-evict", 3, "7.0.0", "Sets the client eviction mode of the connection.", "enabled:(ON|OFF)"),
+    sub!("client|help", 2, "5.0.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("command|count", 2, "2.8.13", "Returns a count of commands.", ""),
+    sub!("command|docs", -2, "7.0.0", "Returns documentary information about one, multiple or all commands.", "[command-name:string...]"),
+    sub!("command|info", -2, "2.8.13", "Returns information about one, multiple or all commands.", "[command-name:string...]"),
+    sub!("command|list", -2, "7.0.0", "Returns a list of command names.", "[FILTERBY filterby:(MODULE module-name:string|ACLCAT category:string|PATTERN pattern:pattern)]"),
+    sub!("command|help", 2, "5.0.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("config|get", -3, "2.0.0", "Returns the effective values of configuration parameters.", "parameter:(parameter:string)..."),
+    sub!("config|set", -4, "2.0.0", "Sets configuration parameters in-flight.", "(parameter:string value:string)..."),
+    sub!("config|resetstat", 2, "2.0.0", "Resets the server's statistics.", ""),
+    sub!("config|help", 2, "5.0.0", "Returns helpful text about the different subcommands.", ""),
+    // tessera's own test hook, as old as its container.
+    sub!("debug|advance-clock", 3, "1.0.0", "Moves the server's clock forward (tests of TTLs without sleeping).", "milliseconds:integer"),
+    sub!("debug|help", 2, "1.0.0", "Returns helpful text about the different subcommands.", ""),
+];
+
+/// The documented subcommands of container `name` (lowercase), in table order.
+pub fn subcommands(name: &str) -> impl Iterator<Item = &'static SubcommandDoc> + '_ {
+    SUBCOMMANDS.iter().filter(move |s| {
+        s.name
+            .split_once('|')
+            .is_some_and(|(container, _)| container == name)
+    })
+}
 
 /// Finds a command by name, case-insensitively, without allocating.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
@@ -249,6 +325,46 @@ mod tests {
         assert_eq!(object.key_positions(2).count(), 0);
         assert_eq!(object.key_positions(3).collect::<Vec<_>>(), vec![2]);
         assert_eq!(lookup(b"ping").unwrap().key_positions(2).count(), 0);
+    }
+
+    #[test]
+    fn argument_docs_parse_and_agree_with_the_key_positions() {
+        use super::super::docs::{self, ArgType};
+        fn keys(args: &[docs::Arg]) -> usize {
+            args.iter()
+                .map(|a| usize::from(a.kind == ArgType::Key) + keys(&a.args))
+                .sum()
+        }
+        for c in TABLE {
+            let args = docs::parse(c.args).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            let container = subcommands(c.name).next().is_some();
+            assert!(
+                !container || args.is_empty(),
+                "{}: a container's arguments are its subcommands'",
+                c.name
+            );
+            if !container {
+                assert_eq!(
+                    keys(&args) > 0,
+                    c.first_key > 0,
+                    "{}: key arguments vs first_key",
+                    c.name
+                );
+            }
+        }
+        for s in SUBCOMMANDS {
+            docs::parse(s.args).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            let (container, sub) = s.name.split_once('|').expect("container|subcommand");
+            assert!(
+                lookup(container.as_bytes()).is_some(),
+                "{}: no such container",
+                s.name
+            );
+            assert_eq!(sub, sub.to_ascii_lowercase());
+        }
+        let names: Vec<_> = subcommands("client").map(|s| s.name).collect();
+        assert!(names.contains(&"client|list") && names.contains(&"client|kill"));
+        assert_eq!(subcommands("get").count(), 0);
     }
 
     #[test]

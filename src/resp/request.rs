@@ -9,8 +9,10 @@
 
 use std::ops::Range;
 
-/// Longest header line (`*<n>`, `$<n>`) or inline command without its newline, as in
-/// Redis's PROTO_INLINE_MAX_SIZE.
+/// Most bytes buffered of a header line (`*<n>`, `$<n>`) or an inline command while its
+/// newline has not arrived, as Redis's PROTO_INLINE_MAX_SIZE. Like Redis, the limit applies
+/// only while no newline is buffered: a longer line that arrives whole is accepted (and a
+/// header too long to be a number is an invalid length).
 pub const INLINE_MAX_BYTES: usize = 64 * 1024;
 
 /// Limits the decoder enforces; the connection fills them from the configuration.
@@ -132,9 +134,6 @@ impl RequestDecoder {
             }
             return Err(Decoded::Incomplete);
         };
-        if end > INLINE_MAX_BYTES {
-            return Err(Decoded::Invalid(ProtocolError::MultibulkCountTooBig));
-        }
         let n = parse_len(&buf[1..end])
             .ok_or(Decoded::Invalid(ProtocolError::InvalidMultibulkLength))?;
         if limits.unauthenticated && n > UNAUTHENTICATED_MAX_MULTIBULK_LEN as i64 {
@@ -172,9 +171,6 @@ impl RequestDecoder {
                 }
                 return Decoded::Incomplete;
             };
-            if end - self.pos > INLINE_MAX_BYTES {
-                return Decoded::Invalid(ProtocolError::BulkCountTooBig);
-            }
             let len = match parse_len(&buf[self.pos + 1..end]) {
                 Some(n) if n >= 0 && n as u64 <= max_bulk as u64 => n as usize,
                 Some(n) if limits.unauthenticated && n >= 0 => {
@@ -205,9 +201,6 @@ impl RequestDecoder {
             }
             return Decoded::Incomplete;
         };
-        if nl > INLINE_MAX_BYTES {
-            return Decoded::Invalid(ProtocolError::InlineTooBig);
-        }
         let line = &buf[..nl];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         self.inline.clear();
@@ -237,10 +230,13 @@ pub fn split_args(
     out: &mut Vec<u8>,
     ranges: &mut Vec<Range<usize>>,
 ) -> Result<(), ProtocolError> {
+    // Redis splits a C string: a NUL byte ends the line.
+    let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
+    let is_space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
     let mut i = 0;
     let n = line.len();
     loop {
-        while i < n && line[i].is_ascii_whitespace() {
+        while i < n && is_space(line[i]) {
             i += 1;
         }
         if i >= n {
@@ -273,7 +269,7 @@ pub fn split_args(
                     });
                     i += 2;
                 } else if c == b'"' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !is_space(line[i + 1]) {
                         return Err(ProtocolError::UnbalancedQuotes);
                     }
                     i += 1;
@@ -291,7 +287,7 @@ pub fn split_args(
                     out.push(b'\'');
                     i += 2;
                 } else if c == b'\'' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !is_space(line[i + 1]) {
                         return Err(ProtocolError::UnbalancedQuotes);
                     }
                     i += 1;
@@ -305,7 +301,7 @@ pub fn split_args(
                     break;
                 }
                 match line[i] {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    c if is_space(c) => break,
                     b'"' => in_dq = true,
                     b'\'' => in_sq = true,
                     c => out.push(c),
@@ -415,6 +411,23 @@ mod tests {
             decode_all(&long).0,
             Decoded::Invalid(ProtocolError::MultibulkCountTooBig)
         );
+    }
+
+    #[test]
+    fn a_nul_byte_ends_an_inline_line() {
+        // Found by the fuzz target: NUL used to loop forever pushing empty arguments.
+        assert_eq!(decode_all(b"\0\0\0\n").0, Decoded::Skip { consumed: 4 });
+        let (r, a) = decode_all(b"PING\0junk\r\n");
+        assert!(matches!(
+            r,
+            Decoded::Command {
+                consumed: 11,
+                inline: true
+            }
+        ));
+        assert_eq!(a, vec![b"PING".to_vec()]);
+        let (_, a) = decode_all(b"ECHO\x0bx\r\n");
+        assert_eq!(a, vec![b"ECHO".to_vec(), b"x".to_vec()]);
     }
 
     #[test]

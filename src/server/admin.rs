@@ -6,7 +6,7 @@ use super::node_cmds::valid_name;
 use super::session::Session;
 use crate::cmd::parse::{eq, int, text};
 use crate::cmd::table::{CommandSpec, TABLE};
-use crate::cmd::{arity_error, errors, lookup, unknown_subcommand_error, Args};
+use crate::cmd::{errors, lookup, unknown_subcommand_error, Args};
 use crate::config::{param, PARAMS};
 use crate::resp::Out;
 use std::rc::Rc;
@@ -41,7 +41,7 @@ const CLIENT_HELP: &[&str] = &[
     "NO-EVICT (ON|OFF)",
     "    Accepted for compatibility: tessera does not evict clients, so every client is exempt.",
     "HELP",
-    "    Print this help.",
+    "    Prints this help.",
 ];
 
 /// Which clients CLIENT KILL / CLIENT LIST select.
@@ -52,7 +52,6 @@ struct ClientFilter {
     laddr: Option<String>,
     /// Only "normal" clients exist on a standalone node; other types match nothing.
     type_matches: bool,
-    user_matches: bool,
     max_age_s: Option<u64>,
 }
 
@@ -60,14 +59,12 @@ impl ClientFilter {
     fn new() -> Self {
         ClientFilter {
             type_matches: true,
-            user_matches: true,
             ..Default::default()
         }
     }
 
     fn matches(&self, r: &super::core::ClientRecord) -> bool {
         self.type_matches
-            && self.user_matches
             && self.ids.as_ref().is_none_or(|ids| ids.contains(&r.id))
             && self.addr.as_ref().is_none_or(|a| *a == r.addr.to_string())
             && self
@@ -110,16 +107,9 @@ async fn client_lines(core: &Rc<Core>, filter: ClientFilter) -> String {
 pub async fn client(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Out<'_>) {
     let sub = args.get(1);
     let n = args.len();
-    let sub_arity = |name: &str| arity_error(&format!("client|{name}"));
     if eq(sub, "ID") {
-        if n != 2 {
-            return o.error(&sub_arity("id"));
-        }
         o.int(s.id as i64)
     } else if eq(sub, "SETNAME") {
-        if n != 3 {
-            return o.error(&sub_arity("setname"));
-        }
         if !valid_name(args.get(2)) {
             return o
                 .error("ERR Client names cannot contain spaces, newlines or special characters.");
@@ -127,9 +117,6 @@ pub async fn client(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Ou
         s.record.borrow_mut().name = text(args.get(2));
         o.ok()
     } else if eq(sub, "GETNAME") {
-        if n != 2 {
-            return o.error(&sub_arity("getname"));
-        }
         let name = s.record.borrow().name.clone();
         if name.is_empty() {
             o.null()
@@ -137,9 +124,6 @@ pub async fn client(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Ou
             o.bulk(name.as_bytes())
         }
     } else if eq(sub, "INFO") {
-        if n != 2 {
-            return o.error(&sub_arity("info"));
-        }
         let line = s.record.borrow().line() + "\n";
         o.verbatim(&line)
     } else if eq(sub, "LIST") {
@@ -176,9 +160,6 @@ pub async fn client(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Ou
     } else if eq(sub, "KILL") {
         client_kill(core, s, args, o).await
     } else if eq(sub, "SETINFO") {
-        if n != 4 {
-            return o.error(&sub_arity("setinfo"));
-        }
         let (attr, value) = (args.get(2), args.get(3));
         let field = if eq(attr, "LIB-NAME") {
             "lib-name"
@@ -200,9 +181,6 @@ pub async fn client(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Ou
         }
         o.ok()
     } else if eq(sub, "NO-EVICT") {
-        if n != 3 {
-            return o.error(&sub_arity("no-evict"));
-        }
         if eq(args.get(2), "ON") || eq(args.get(2), "OFF") {
             o.ok()
         } else {
@@ -254,7 +232,9 @@ async fn client_kill(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
                 None => return o.error(&format!("ERR Unknown client type '{}'", text(v))),
             }
         } else if eq(k, "USER") {
-            filter.user_matches = v == b"default";
+            if v != b"default" {
+                return o.error(&format!("ERR No such user '{}'", text(v)));
+            }
         } else if eq(k, "SKIPME") {
             if eq(v, "YES") {
                 skipme = true;
@@ -289,10 +269,12 @@ fn killed_self(s: &Session, args: &Args) -> bool {
 }
 
 async fn kill_matching(core: &Rc<Core>, skip: Option<u64>, filter: ClientFilter) -> usize {
-    core.invoke_all(Some(BYPASS_LOCKS), move |c| c.kill_clients(skip, |r| filter.matches(r)))
-        .await
-        .into_iter()
-        .sum()
+    core.invoke_all(Some(BYPASS_LOCKS), move |c| {
+        c.kill_clients(skip, |r| filter.matches(r))
+    })
+    .await
+    .into_iter()
+    .sum()
 }
 
 /// ACL categories as Redis derives them from a command's flags and group.
@@ -343,15 +325,88 @@ fn command_info(o: &mut Out, spec: &CommandSpec) {
     o.array(0); // subcommands
 }
 
+/// One command's entry in `COMMAND DOCS`, as Redis 7 writes it: its name, then a map of
+/// summary, since, group, and "arguments" and "subcommands" when it has any.
 fn command_docs(o: &mut Out, spec: &CommandSpec) {
+    use crate::cmd::table::subcommands;
     o.bulk(spec.name.as_bytes());
-    o.map(3);
+    let subs: Vec<_> = subcommands(spec.name).collect();
+    let args = doc_args(spec.name, spec.args);
+    o.map(3 + usize::from(!args.is_empty()) + usize::from(!subs.is_empty()));
+    doc_fields(o, spec.summary, spec.since, spec.group, &args);
+    if !subs.is_empty() {
+        o.bulk(b"subcommands");
+        o.map(subs.len());
+        for sub in subs {
+            let args = doc_args(sub.name, sub.args);
+            o.bulk(sub.name.as_bytes());
+            o.map(3 + usize::from(!args.is_empty()));
+            doc_fields(o, sub.summary, sub.since, spec.group, &args);
+        }
+    }
+}
+
+/// The parsed argument docs (the table's are checked by its tests, so none fails here).
+fn doc_args(name: &str, syntax: &str) -> Vec<crate::cmd::docs::Arg> {
+    crate::cmd::docs::parse(syntax).unwrap_or_else(|e| {
+        debug_assert!(false, "{name}: bad argument docs {e}");
+        Vec::new()
+    })
+}
+
+fn doc_fields(
+    o: &mut Out,
+    summary: &str,
+    since: &str,
+    group: &str,
+    args: &[crate::cmd::docs::Arg],
+) {
     o.bulk(b"summary");
-    o.bulk(spec.summary.as_bytes());
+    o.bulk(summary.as_bytes());
     o.bulk(b"since");
-    o.bulk(spec.since.as_bytes());
+    o.bulk(since.as_bytes());
     o.bulk(b"group");
-    o.bulk(spec.group.as_bytes());
+    o.bulk(group.as_bytes());
+    if !args.is_empty() {
+        o.bulk(b"arguments");
+        doc_arg_list(o, args);
+    }
+}
+
+/// An argument list: an array of maps with name, type, key_spec_index, token, flags and
+/// (for oneof and block) arguments, in Redis's order; flags are a set of simple strings.
+fn doc_arg_list(o: &mut Out, args: &[crate::cmd::docs::Arg]) {
+    o.array(args.len());
+    for a in args {
+        let flags = a.flags();
+        o.map(
+            2 + usize::from(a.key_spec_index.is_some())
+                + usize::from(a.token.is_some())
+                + usize::from(!flags.is_empty())
+                + usize::from(!a.args.is_empty()),
+        );
+        o.bulk(b"name");
+        o.bulk(a.name.as_bytes());
+        o.bulk(b"type");
+        o.bulk(a.kind.as_str().as_bytes());
+        if let Some(i) = a.key_spec_index {
+            o.bulk(b"key_spec_index");
+            o.int(i as i64);
+        }
+        if let Some(t) = &a.token {
+            o.bulk(b"token");
+            o.bulk(t.as_bytes());
+        }
+        if !flags.is_empty() {
+            o.bulk(b"flags");
+            o.set(flags.len());
+            flags.iter().for_each(|f| o.simple(f));
+        }
+        if !a.args.is_empty() {
+            o.bulk(b"arguments");
+            doc_arg_list(o, &a.args);
+        }
+    }
 }
 
 const COMMAND_HELP: &[&str] = &[
@@ -367,7 +422,7 @@ const COMMAND_HELP: &[&str] = &[
     "DOCS [<command-name> ...]",
     "    Return documentation details about the given commands, or all of them.",
     "HELP",
-    "    Print this help.",
+    "    Prints this help.",
 ];
 
 pub fn command(args: Args, o: &mut Out) {
@@ -387,7 +442,7 @@ pub fn command(args: Args, o: &mut Out) {
         for name in args.iter().skip(2) {
             match lookup(name) {
                 Some(spec) => command_info(o, spec),
-                None => o.null_array(),
+                None => o.null(),
             }
         }
     } else if eq(sub, "DOCS") {
@@ -442,15 +497,12 @@ const CONFIG_HELP: &[&str] = &[
     "RESETSTAT",
     "    Reset statistics reported by the INFO command.",
     "HELP",
-    "    Print this help.",
+    "    Prints this help.",
 ];
 
 pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
     let sub = args.get(1);
     if eq(sub, "GET") {
-        if args.len() < 3 {
-            return o.error(&arity_error("config|get"));
-        }
         let cfg = core.config.borrow().clone();
         let mut found: Vec<(&str, String)> = Vec::new();
         for pattern in args.iter().skip(2) {
@@ -469,8 +521,8 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
             o.bulk(value.as_bytes());
         }
     } else if eq(sub, "SET") {
-        if args.len() < 4 || args.len() % 2 != 0 {
-            return o.error(&arity_error("config|set"));
+        if args.len() % 2 != 0 {
+            return o.error(errors::SYNTAX);
         }
         let mut cfg = core.config.borrow().clone();
         for pair in (2..args.len()).step_by(2) {
@@ -490,8 +542,10 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
                 ));
             }
         }
-        core.invoke_all(Some(BYPASS_LOCKS), move |c| *c.config.borrow_mut() = cfg.clone())
-            .await;
+        core.invoke_all(Some(BYPASS_LOCKS), move |c| {
+            *c.config.borrow_mut() = cfg.clone()
+        })
+        .await;
         o.ok()
     } else if eq(sub, "RESETSTAT") {
         core.invoke_all(Some(BYPASS_LOCKS), |c| {

@@ -3,7 +3,7 @@
 
 use super::core::{ClientHandle, ClientRecord, Core};
 use super::node_cmds;
-use super::pipeline::Pipeline;
+use super::pipeline::{is_error_reply, Pipeline};
 use super::session::{Queued, Session};
 use super::tx;
 use crate::cmd::table::{Exec, NodeCmd};
@@ -39,6 +39,12 @@ pub async fn run_command(
     if !s.authenticated && !spec.has_flag("no_auth") {
         s.multi_failed |= s.in_multi();
         return pipe.reply_here(out, proto, |o| o.error(errors::NOAUTH));
+    }
+    if s.in_multi() && spec.has_flag("no_multi") {
+        s.multi_failed = true;
+        return pipe.reply_here(out, proto, |o| {
+            o.error("ERR Command not allowed inside a transaction")
+        });
     }
     if s.in_multi() && !runs_inside_multi(spec) {
         let queue = s.multi.as_mut().expect("in multi");
@@ -121,7 +127,11 @@ pub async fn dispatch(
         }
         Exec::Node(which) => {
             pipe.flush(core, s, out).await;
+            let start = out.len();
             node_cmds::run(core, s, which, args, out).await;
+            if is_error_reply(&out[start..]) {
+                core.bump(|st| st.total_error_replies += 1);
+            }
         }
     }
 }
@@ -242,10 +252,11 @@ async fn serve_loop(
                     if s.closing || kill.get() {
                         break;
                     }
-                    if out.len() >= limits::OUTPUT_FLUSH_BYTES && !pipe.has_remote() {
-                        if write_out(core, stream, &mut out).await.is_err() {
-                            return;
-                        }
+                    if out.len() >= limits::OUTPUT_FLUSH_BYTES
+                        && !pipe.has_remote()
+                        && write_out(core, stream, &mut out).await.is_err()
+                    {
+                        return;
                     }
                 }
                 Decoded::Skip { consumed } => pos += consumed,
@@ -260,6 +271,8 @@ async fn serve_loop(
             }
         }
         pipe.flush(core, s, &mut out).await;
+        let errors = pipe.take_errors();
+        core.bump(|st| st.total_error_replies += errors);
         if !out.is_empty() && write_out(core, stream, &mut out).await.is_err() {
             return;
         }

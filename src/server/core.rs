@@ -7,7 +7,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tessera_shards::{ClientId, Shard};
@@ -24,6 +24,7 @@ pub struct NodeShared {
     shutdown: AtomicBool,
     /// Added to the wall clock; moved only by `DEBUG ADVANCE-CLOCK` in tests.
     clock_offset_ms: AtomicI64,
+    next_client_id: AtomicU64,
 }
 
 impl NodeShared {
@@ -46,6 +47,7 @@ impl NodeShared {
             cpus,
             shutdown: AtomicBool::new(false),
             clock_offset_ms: AtomicI64::new(0),
+            next_client_id: AtomicU64::new(0),
         }
     }
 
@@ -93,6 +95,7 @@ pub struct CoreStats {
     pub total_net_input_bytes: u64,
     pub total_net_output_bytes: u64,
     pub rejected_connections: u64,
+    pub total_error_replies: u64,
 }
 
 /// What CLIENT LIST shows of a connection; the connection task keeps it current.
@@ -161,7 +164,6 @@ pub struct Core {
     pub node: Arc<NodeShared>,
     pub(super) mesh: OnceCell<Mesh>,
     pub(super) tx_seq: Cell<u64>,
-    next_client_seq: Cell<u64>,
     rng: Cell<u64>,
 }
 
@@ -178,7 +180,6 @@ impl Core {
             node: node.clone(),
             mesh: OnceCell::new(),
             tx_seq: Cell::new(1),
-            next_client_seq: Cell::new(0),
             rng: Cell::new(splitmix(node.started_unix_s ^ id as u64)),
         })
     }
@@ -189,12 +190,10 @@ impl Core {
         }
     }
 
-    /// Client ids are unique across the node and grow over time: core `c` hands out
-    /// `c+1, c+1+n, c+1+2n, …`.
+    /// Client ids are unique across the node and grow in connection order, as Redis
+    /// promises; one shared counter, touched once per connection.
     pub fn next_client_id(&self) -> ClientId {
-        let seq = self.next_client_seq.get();
-        self.next_client_seq.set(seq + 1);
-        seq * self.cores as u64 + self.id as u64 + 1
+        self.node.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn random(&self) -> u64 {

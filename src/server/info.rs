@@ -174,7 +174,7 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
         });
         let _ = write!(
             t,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
             sum(|s| s.total_connections_received),
             sum(|s| s.total_commands_processed),
             sum(|s| s.total_net_input_bytes),
@@ -183,6 +183,7 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
             shard.0,
             shard.1,
             shard.2,
+            sum(|s| s.total_error_replies),
         );
     }
     if want("replication") {

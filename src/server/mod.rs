@@ -163,13 +163,16 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
     result
 }
 
+/// Each core's peer index in the request and reply meshes, filled in as cores join.
+type PeerIds = Arc<Mutex<Vec<Option<(usize, usize)>>>>;
+
 struct CoreSetup {
     id: usize,
     config: Config,
     node: Arc<NodeShared>,
     requests: MeshBuilder<mesh::Request, glommio::channels::channel_mesh::Full>,
     replies: MeshBuilder<mesh::Reply, glommio::channels::channel_mesh::Full>,
-    peers: Arc<Mutex<Vec<Option<(usize, usize)>>>>,
+    peers: PeerIds,
 }
 
 async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartError>>) {

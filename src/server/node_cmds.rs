@@ -4,13 +4,24 @@
 use super::core::Core;
 use super::session::Session;
 use super::{admin, info, tx};
-use crate::cmd::parse::{eq, int, uint};
-use crate::cmd::table::NodeCmd;
+use crate::cmd::parse::{eq, int};
+use crate::cmd::table::{lookup_subcommand, NodeCmd};
 use crate::cmd::{arity_error, errors, unknown_subcommand_error, Args};
 use crate::limits;
 use crate::resp::{Out, Protocol};
 use std::rc::Rc;
 use tessera_shards::glob;
+
+/// The container commands whose subcommands have their own arity and name.
+fn container_name(which: NodeCmd) -> Option<&'static str> {
+    match which {
+        NodeCmd::Client => Some("client"),
+        NodeCmd::Config => Some("config"),
+        NodeCmd::Command => Some("command"),
+        NodeCmd::Debug => Some("debug"),
+        _ => None,
+    }
+}
 
 pub async fn run(
     core: &Rc<Core>,
@@ -21,6 +32,19 @@ pub async fn run(
 ) {
     let proto = s.proto;
     let mut o = Out::new(out, proto);
+    if let Some(container) = container_name(which).filter(|_| args.len() > 1) {
+        if let Some(sub) = lookup_subcommand(container, args.get(1)) {
+            s.record.borrow_mut().last_cmd = sub.name;
+            let ok = if sub.arity >= 0 {
+                args.len() == sub.arity as usize
+            } else {
+                args.len() >= (-sub.arity) as usize
+            };
+            if !ok {
+                return o.error(&arity_error(sub.name));
+            }
+        }
+    }
     match which {
         NodeCmd::Ping => match args.len() {
             1 => o.simple("PONG"),
@@ -258,15 +282,8 @@ fn debug(core: &Core, args: Args, o: &mut Out) {
 }
 
 async fn flush(core: &Rc<Core>, s: &Session, which: NodeCmd, args: Args<'_>, o: &mut Out<'_>) {
-    let name = if which == NodeCmd::Flushall {
-        "flushall"
-    } else {
-        "flushdb"
-    };
-    if args.len() > 2 {
-        return o.error(&arity_error(name));
-    }
-    if args.len() == 2 && !(eq(args.get(1), "ASYNC") || eq(args.get(1), "SYNC")) {
+    let mode_ok = |a: &[u8]| eq(a, "ASYNC") || eq(a, "SYNC");
+    if args.len() > 2 || (args.len() == 2 && !mode_ok(args.get(1))) {
         return o.error(errors::SYNTAX);
     }
     let db = (which == NodeCmd::Flushdb).then_some(s.db);
@@ -314,7 +331,11 @@ fn join_cursor(core: usize, pos: u64) -> u64 {
 }
 
 async fn scan(core: &Rc<Core>, s: &Session, args: Args<'_>, o: &mut Out<'_>) {
-    let Some(cursor) = uint(args.get(1)) else {
+    // Any unsigned 64-bit number is a cursor, as Redis's strtoull reads it.
+    let Some(cursor) = std::str::from_utf8(args.get(1))
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+    else {
         return o.error("ERR invalid cursor");
     };
     let mut count = limits::SCAN_DEFAULT_COUNT;
@@ -341,35 +362,53 @@ async fn scan(core: &Rc<Core>, s: &Session, args: Args<'_>, o: &mut Out<'_>) {
         }
         i += 2;
     }
-    let (target, pos) = split_cursor(cursor);
+    let (mut target, mut pos) = split_cursor(cursor);
     let (db, n) = (s.db, core.cores);
-    let (keys, next) = if target >= n {
-        (Vec::new(), 0)
-    } else {
-        core.invoke_on(target, s.tx, move |c| {
-            let now = c.now_ms();
-            let shard = c.shard.borrow();
-            let mut keys = Vec::new();
-            let next = shard.db_ref(db).scan(pos, count, now, |slot| {
-                let type_ok = type_filter
-                    .as_deref()
-                    .is_none_or(|t| t == slot.entry.value.type_name().as_bytes());
-                let match_ok = pattern
-                    .as_deref()
-                    .is_none_or(|p| glob::matches(p, &slot.key));
-                if type_ok && match_ok {
-                    keys.push(slot.key.to_vec());
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut next = 0;
+    while target < n {
+        let (pattern, type_filter) = (pattern.clone(), type_filter.clone());
+        let want = count.saturating_sub(keys.len()).max(1);
+        let (found, step) = core
+            .invoke_on(target, s.tx, move |c| {
+                let now = c.now_ms();
+                let shard = c.shard.borrow();
+                let mut found = Vec::new();
+                let step = shard.db_ref(db).scan(pos, want, now, |slot| {
+                    let type_ok = type_filter
+                        .as_deref()
+                        .is_none_or(|t| t == slot.entry.value.type_name().as_bytes());
+                    let match_ok = pattern
+                        .as_deref()
+                        .is_none_or(|p| glob::matches(p, &slot.key));
+                    if type_ok && match_ok {
+                        found.push(slot.key.to_vec());
+                    }
+                });
+                (found, step)
+            })
+            .await;
+        keys.extend(found);
+        match step {
+            Some(p) => {
+                next = join_cursor(target, p);
+                break;
+            }
+            None if target + 1 < n => {
+                target += 1;
+                pos = 0;
+                next = join_cursor(target, 0);
+                // An exhausted core with room left in this page: go on to the next core.
+                if keys.len() >= count {
+                    break;
                 }
-            });
-            let next = match next {
-                Some(p) => join_cursor(target, p),
-                None if target + 1 < n => join_cursor(target + 1, 0),
-                None => 0,
-            };
-            (keys, next)
-        })
-        .await
-    };
+            }
+            None => {
+                next = 0;
+                break;
+            }
+        }
+    }
     o.array(2);
     o.bulk_int(next as i64);
     o.array(keys.len());

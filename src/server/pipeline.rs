@@ -10,6 +10,9 @@ use crate::cmd::{Args, CommandSpec, ShardCtx};
 use crate::resp::{Out, Protocol};
 use std::ops::Range;
 
+/// A batch's replies, concatenated, and where each one ends.
+type BatchReply = (Vec<u8>, Vec<usize>);
+
 /// Commands for one other core, with their arguments copied into one buffer.
 #[derive(Default)]
 pub struct RemoteBatch {
@@ -31,7 +34,7 @@ impl RemoteBatch {
 
     /// Runs on the owning core: every command against its shard, replies concatenated.
     /// Returns the replies and where each ends.
-    fn run(self, core: &Core, db: usize, proto: Protocol) -> (Vec<u8>, Vec<usize>) {
+    fn run(self, core: &Core, db: usize, proto: Protocol) -> BatchReply {
         let mut buf = Vec::with_capacity(64 * self.cmds.len());
         let mut ends = Vec::with_capacity(self.cmds.len());
         let mut shard = core.shard.borrow_mut();
@@ -41,7 +44,9 @@ impl RemoteBatch {
             now_ms: core.now_ms(),
             limits: core.shard_limits(),
         };
+        let mut errors = 0;
         for (spec, r) in &self.cmds {
+            let start = buf.len();
             if let Exec::Shard(f, _) = spec.exec {
                 f(
                     &mut ctx,
@@ -49,10 +54,18 @@ impl RemoteBatch {
                     &mut Out::new(&mut buf, proto),
                 );
             }
+            errors += is_error_reply(&buf[start..]) as u64;
             ends.push(buf.len());
         }
+        drop(shard);
+        core.bump(|st| st.total_error_replies += errors);
         (buf, ends)
     }
+}
+
+/// Whether an encoded reply is an error reply.
+pub fn is_error_reply(reply: &[u8]) -> bool {
+    reply.first() == Some(&b'-')
 }
 
 enum Seg {
@@ -68,6 +81,7 @@ pub struct Pipeline {
     side: Vec<u8>,
     batches: Vec<RemoteBatch>,
     remote_cmds: usize,
+    errors: u64,
 }
 
 impl Pipeline {
@@ -77,6 +91,7 @@ impl Pipeline {
             side: Vec::new(),
             batches: (0..cores).map(|_| RemoteBatch::default()).collect(),
             remote_cmds: 0,
+            errors: 0,
         }
     }
 
@@ -87,12 +102,18 @@ impl Pipeline {
     /// Writes a reply produced on this core, in order: straight into `out` when nothing
     /// is pending elsewhere (the common case), else aside until [`Pipeline::flush`].
     pub fn reply_here(&mut self, out: &mut Vec<u8>, proto: Protocol, f: impl FnOnce(&mut Out)) {
-        if !self.has_remote() {
-            return f(&mut Out::new(out, proto));
+        let target = if self.has_remote() { &mut self.side } else { out };
+        let start = target.len();
+        f(&mut Out::new(target, proto));
+        self.errors += is_error_reply(&target[start..]) as u64;
+        if self.has_remote() {
+            self.segs.push(Seg::Side(start..self.side.len()));
         }
-        let start = self.side.len();
-        f(&mut Out::new(&mut self.side, proto));
-        self.segs.push(Seg::Side(start..self.side.len()));
+    }
+
+    /// Error replies written here since the last call (for INFO's `total_error_replies`).
+    pub fn take_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.errors)
     }
 
     /// Queues a command for another core; returns that core's batch length.
@@ -117,7 +138,7 @@ impl Pipeline {
         if !self.has_remote() {
             return;
         }
-        let mut pending: Vec<(usize, Pending<(Vec<u8>, Vec<usize>)>)> = Vec::new();
+        let mut pending: Vec<(usize, Pending<BatchReply>)> = Vec::new();
         for target in 0..self.batches.len() {
             if self.batches[target].cmds.is_empty() {
                 continue;
@@ -129,7 +150,7 @@ impl Pipeline {
                 .await;
             pending.push((target, p));
         }
-        let mut results: Vec<(Vec<u8>, Vec<usize>)> =
+        let mut results: Vec<BatchReply> =
             vec![(Vec::new(), Vec::new()); self.batches.len()];
         for (target, p) in pending {
             results[target] = p.wait().await;

@@ -407,9 +407,10 @@ pub async fn watch(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Out
             }
         }
         core.invoke_on(c, None, move |cc| {
+            let now = cc.now_ms();
             let mut shard = cc.shard.borrow_mut();
             for k in &keys {
-                shard.db(db).watch(k, client);
+                shard.db(db).watch(k, client, now);
             }
         })
         .await;

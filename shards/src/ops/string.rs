@@ -2,7 +2,7 @@
 
 use super::{OpError, OpResult};
 use crate::db::Db;
-use crate::value::{Entry, Value};
+use crate::value::{parse_canonical_i64, Entry, Value};
 
 /// When a write sets the key's TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,11 +118,8 @@ pub fn getex(db: &mut Db, key: &[u8], ttl: Option<Ttl>, now_ms: u64) -> OpResult
 fn as_integer(v: &Value) -> OpResult<i64> {
     match v {
         Value::Int(n) => Ok(*n),
-        Value::Str { bytes, .. } => std::str::from_utf8(bytes)
-            .ok()
-            .filter(|s| !s.is_empty() && !s.starts_with('+') && s.trim() == *s)
-            .and_then(|s| s.parse::<i64>().ok())
-            .ok_or(OpError::NotInteger),
+        // Only the canonical form counts, as Redis's string2ll decides ("01" is not 1).
+        Value::Str { bytes, .. } => parse_canonical_i64(bytes).ok_or(OpError::NotInteger),
     }
 }
 
@@ -142,42 +139,63 @@ pub fn incr_by(db: &mut Db, key: &[u8], delta: i64, now_ms: u64) -> OpResult<i64
     }
 }
 
-/// Parses a float the way Redis's `string2ld` accepts it: no spaces, no empty string, no NaN.
-pub fn parse_float(b: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(b).ok()?;
-    if s.is_empty() || s.trim() != s {
-        return None;
+mod ffi {
+    extern "C" {
+        pub fn tessera_incrbyfloat(
+            current: *const u8,
+            current_len: usize,
+            incr: *const u8,
+            incr_len: usize,
+            out: *mut u8,
+            out_cap: usize,
+            out_len: *mut usize,
+        ) -> i32;
+        pub fn tessera_is_float(s: *const u8, len: usize) -> i32;
     }
-    let v: f64 = s.parse().ok()?;
-    if v.is_nan() {
-        return None;
-    }
-    Some(v)
 }
 
-/// Formats a float for INCRBYFLOAT: no exponent, trailing zeros removed, and the shortest
-/// digits that read back as the same double (Redis prints its long double with 17 digits,
-/// which shows the same text for every value a double can hold after one addition).
-pub fn format_float(v: f64) -> Vec<u8> {
-    if v == 0.0 {
-        return b"0".to_vec();
-    }
-    format!("{v}").into_bytes()
+/// Redis's MAX_LONG_DOUBLE_CHARS: longest float text, parsed or printed.
+pub const LONG_DOUBLE_MAX_CHARS: usize = 5 * 1024;
+
+/// Whether `b` is a float as Redis's `string2ld` accepts it (C's strtold: decimal, hex,
+/// exponents; no spaces, no NaN, no overflow).
+pub fn is_float(b: &[u8]) -> bool {
+    // SAFETY: the C side reads exactly `len` bytes from `s`.
+    unsafe { ffi::tessera_is_float(b.as_ptr(), b.len()) == 1 }
 }
 
-pub fn incr_by_float(db: &mut Db, key: &[u8], delta: f64, now_ms: u64) -> OpResult<Vec<u8>> {
-    let current = match db.lookup(key, now_ms) {
-        Some(e) => match &e.value {
-            Value::Int(n) => *n as f64,
-            Value::Str { bytes, .. } => parse_float(bytes).ok_or(OpError::NotFloat)?,
-        },
-        None => 0.0,
+/// INCRBYFLOAT's arithmetic in C's long double, as Redis does it; returns the new text.
+pub fn add_long_double(current: Option<&[u8]>, incr: &[u8]) -> OpResult<Vec<u8>> {
+    let mut out = vec![0u8; LONG_DOUBLE_MAX_CHARS + 1];
+    let mut len = 0usize;
+    let (cur_ptr, cur_len) = current.map_or((std::ptr::null(), 0), |c| (c.as_ptr(), c.len()));
+    // SAFETY: pointers and lengths describe live buffers; the C side writes at most
+    // `out.len()` bytes into `out` and the text length into `len`.
+    let rc = unsafe {
+        ffi::tessera_incrbyfloat(
+            cur_ptr,
+            cur_len,
+            incr.as_ptr(),
+            incr.len(),
+            out.as_mut_ptr(),
+            out.len(),
+            &mut len,
+        )
     };
-    let result = current + delta;
-    if !result.is_finite() {
-        return Err(OpError::NanOrInfinity);
+    match rc {
+        0 => {
+            out.truncate(len);
+            Ok(out)
+        }
+        1 | 2 => Err(OpError::NotFloat),
+        3 => Err(OpError::NanOrInfinity),
+        _ => Err(OpError::StringTooLong),
     }
-    let text = format_float(result);
+}
+
+pub fn incr_by_float(db: &mut Db, key: &[u8], delta: &[u8], now_ms: u64) -> OpResult<Vec<u8>> {
+    let current = db.lookup(key, now_ms).map(|e| e.value.to_vec());
+    let text = add_long_double(current.as_deref(), delta)?;
     // Stored as the printed string, as Redis does (so GET returns exactly the reply).
     let value = Value::Str {
         bytes: text.clone(),
@@ -290,12 +308,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn float_formatting_matches_redis() {
-        // Values from the Redis INCRBYFLOAT documentation.
-        assert_eq!(format_float(10.5 + 0.1), b"10.6");
-        assert_eq!(format_float(5.0e3 + 2.0e2), b"5200");
-        assert_eq!(format_float(3.0), b"3");
-        assert_eq!(format_float(-0.5), b"-0.5");
+    fn incrbyfloat_matches_redis_long_double_text() {
+        // Replies of Redis 7.0 for these increments.
+        for (cur, by, want) in [
+            (None, "10.5", "10.5"),
+            (Some("10.5"), "0.1", "10.6"),
+            (Some("0.1"), "0.2", "0.3"),
+            (Some("0.3"), "-0.3", "0"),
+            (Some("1.1"), "2.2", "3.3"),
+            (Some("5.0e3"), "2.0e2", "5200"),
+            (Some("10.6"), "-5.0e3", "-4989.39999999999999991"),
+            (None, "0x10", "16"),
+            (Some("3"), "-3", "0"),
+        ] {
+            let got = add_long_double(cur.map(str::as_bytes), by.as_bytes()).unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), want, "{cur:?} + {by}");
+        }
+        assert_eq!(add_long_double(Some(b"abc"), b"1"), Err(OpError::NotFloat));
+        assert_eq!(add_long_double(None, b" 1"), Err(OpError::NotFloat));
+        assert_eq!(add_long_double(None, b"nan"), Err(OpError::NotFloat));
+        assert_eq!(add_long_double(None, b"inf"), Err(OpError::NanOrInfinity));
+        assert!(is_float(b"1e308") && !is_float(b"1e99999") && !is_float(b""));
     }
 
     #[test]
