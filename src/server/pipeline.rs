@@ -102,7 +102,11 @@ impl Pipeline {
     /// Writes a reply produced on this core, in order: straight into `out` when nothing
     /// is pending elsewhere (the common case), else aside until [`Pipeline::flush`].
     pub fn reply_here(&mut self, out: &mut Vec<u8>, proto: Protocol, f: impl FnOnce(&mut Out)) {
-        let target = if self.has_remote() { &mut self.side } else { out };
+        let target = if self.has_remote() {
+            &mut self.side
+        } else {
+            out
+        };
         let start = target.len();
         f(&mut Out::new(target, proto));
         self.errors += is_error_reply(&target[start..]) as u64;
@@ -150,8 +154,7 @@ impl Pipeline {
                 .await;
             pending.push((target, p));
         }
-        let mut results: Vec<BatchReply> =
-            vec![(Vec::new(), Vec::new()); self.batches.len()];
+        let mut results: Vec<BatchReply> = vec![(Vec::new(), Vec::new()); self.batches.len()];
         for (target, p) in pending {
             results[target] = p.wait().await;
         }
