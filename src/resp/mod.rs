@@ -1,6 +1,8 @@
 //! RESP, the Redis protocol: [`request`] decodes what clients send, [`reply`] encodes
-//! what we answer (RESP2 or RESP3). Both are pure and runtime-free.
+//! what we answer (RESP2 or RESP3), [`frame`] decodes replies as a client reads them. All
+//! are pure and runtime-free.
 
+pub mod frame;
 pub mod reply;
 pub mod request;
 
