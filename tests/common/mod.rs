@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod check;
+#[allow(unused_imports)]
+pub use check::*;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
