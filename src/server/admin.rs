@@ -305,16 +305,41 @@ fn acl_categories(spec: &CommandSpec) -> Vec<String> {
 }
 
 fn command_info(o: &mut Out, spec: &CommandSpec) {
+    let subs: Vec<_> = crate::cmd::table::subcommands(spec.name).collect();
+    info_entry(
+        o,
+        spec.name,
+        spec.arity,
+        spec,
+        (spec.first_key, spec.last_key, spec.step),
+    );
+    // Subcommands, as Redis lists them: each an entry of its own that shares the
+    // container's flags and categories. Only OBJECT's have a key, at position 2.
+    o.array(subs.len());
+    for sub in subs {
+        let keys = if sub.args.contains(":key") {
+            (2, 2, 1)
+        } else {
+            (0, 0, 0)
+        };
+        info_entry(o, sub.name, sub.arity, spec, keys);
+        o.array(0);
+    }
+}
+
+/// The first nine fields of a COMMAND INFO entry (the caller writes the tenth,
+/// subcommands).
+fn info_entry(o: &mut Out, name: &str, arity: i32, spec: &CommandSpec, keys: (i32, i32, i32)) {
     o.array(10);
-    o.bulk(spec.name.as_bytes());
-    o.int(spec.arity as i64);
+    o.bulk(name.as_bytes());
+    o.int(arity as i64);
     o.set(spec.flags.len());
     for f in spec.flags {
         o.simple(f);
     }
-    o.int(spec.first_key as i64);
-    o.int(spec.last_key as i64);
-    o.int(spec.step as i64);
+    o.int(keys.0 as i64);
+    o.int(keys.1 as i64);
+    o.int(keys.2 as i64);
     let cats = acl_categories(spec);
     o.set(cats.len());
     for c in &cats {
@@ -322,7 +347,6 @@ fn command_info(o: &mut Out, spec: &CommandSpec) {
     }
     o.array(0); // tips
     o.array(0); // key specifications: first/last/step above describe the keys
-    o.array(0); // subcommands
 }
 
 /// One command's entry in `COMMAND DOCS`, as Redis 7 writes it: its name, then a map of
