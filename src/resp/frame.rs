@@ -156,7 +156,10 @@ fn build(buf: &[u8], pos: usize) -> (Frame, usize) {
                 b'!' => Frame::Error(data.to_vec()),
                 _ => {
                     let (fmt, text) = data.split_at(data.len().min(4));
-                    Frame::Verbatim(fmt.strip_suffix(b":").unwrap_or(fmt).to_vec(), text.to_vec())
+                    Frame::Verbatim(
+                        fmt.strip_suffix(b":").unwrap_or(fmt).to_vec(),
+                        text.to_vec(),
+                    )
                 }
             };
             (f, next + len as usize + 2)
@@ -253,9 +256,15 @@ mod tests {
         assert_eq!(skip(b"$-1\r\n"), Decoded::Complete(Kind::Null, 5));
         assert_eq!(skip(b"*-1\r\n"), Decoded::Complete(Kind::Null, 5));
         assert_eq!(skip(b"_\r\n"), Decoded::Complete(Kind::Null, 3));
-        assert_eq!(skip(b"?\r\n"), Decoded::Invalid(FrameError::UnknownType(b'?')));
+        assert_eq!(
+            skip(b"?\r\n"),
+            Decoded::Invalid(FrameError::UnknownType(b'?'))
+        );
         assert_eq!(skip(b"$x\r\n"), Decoded::Invalid(FrameError::BadNumber));
-        assert_eq!(skip(b"$1\r\nab\r\n"), Decoded::Invalid(FrameError::MissingCrlf));
+        assert_eq!(
+            skip(b"$1\r\nab\r\n"),
+            Decoded::Invalid(FrameError::MissingCrlf)
+        );
         let deep = "*1\r\n".repeat(MAX_DEPTH + 2) + ":1\r\n";
         assert_eq!(skip(deep.as_bytes()), Decoded::Invalid(FrameError::TooDeep));
         // A huge declared array with few bytes present allocates nothing: it is incomplete.
