@@ -81,7 +81,8 @@ impl Db {
         self.lookup(key, now_ms).is_some()
     }
 
-    /// A key about to be changed in place. The caller must keep `volatile` right: use
+    /// A key about to be changed in place: this counts as a change for WATCH, so call it
+    /// only once the write is certain to happen (check with [`Db::lookup`] first). The caller must keep `volatile` right: use
     /// [`Db::set_expiry`] to change a TTL, not this.
     pub fn lookup_mut(&mut self, key: &[u8], now_ms: u64) -> Option<&mut Entry> {
         let hash = self.expire_if_due(key, now_ms);

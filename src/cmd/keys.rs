@@ -133,12 +133,11 @@ fn expire_condition(args: &Args) -> Result<ExpireCondition, String> {
     if gt && lt {
         return Err("ERR GT and LT options at the same time are not compatible".into());
     }
-    Ok(match (nx, xx, gt, lt) {
-        (true, ..) => ExpireCondition::IfNone,
-        (_, _, true, _) => ExpireCondition::IfLater,
-        (_, _, _, true) => ExpireCondition::IfEarlier,
-        (_, true, ..) => ExpireCondition::IfSome,
-        _ => ExpireCondition::Always,
+    Ok(ExpireCondition {
+        if_none: nx,
+        if_some: xx,
+        if_later: gt,
+        if_earlier: lt,
     })
 }
 
@@ -237,7 +236,7 @@ pub fn object(c: &mut ShardCtx, args: Args, out: &mut Out) {
     } else if eq(sub, "HELP") {
         object_help(out)
     } else {
-        out.error(&unknown_subcommand_error("OBJECT", sub))
+        out.error_bytes(&unknown_subcommand_error("OBJECT", sub))
     }
 }
 

@@ -115,31 +115,35 @@ pub fn arity_error(name: &str) -> String {
     )
 }
 
-/// Redis's unknown-command text, with up to the first arguments quoted.
-pub fn unknown_command_error(args: &Args) -> String {
-    let name = String::from_utf8_lossy(args.get(0));
-    let mut msg = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        clip(&name)
-    );
+/// The bytes C's `%.Ns` prints of an argument: up to its first NUL, at most `max`.
+fn c_str(arg: &[u8], max: usize) -> &[u8] {
+    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
+    &arg[..end.min(max)]
+}
+
+/// Redis's unknown-command text, byte for byte: the name and then the first arguments,
+/// quoted, until 128 bytes of them are shown.
+pub fn unknown_command_error(args: &Args) -> Vec<u8> {
+    let mut msg = b"ERR unknown command '".to_vec();
+    msg.extend_from_slice(c_str(args.get(0), 128));
+    msg.extend_from_slice(b"', with args beginning with: ");
+    let mut shown: Vec<u8> = Vec::new();
     for a in args.iter().skip(1) {
-        if msg.len() >= 128 {
+        if shown.len() >= 128 {
             break;
         }
-        msg.push_str(&format!("'{}' ", clip(&String::from_utf8_lossy(a))));
+        shown.push(b'\'');
+        shown.extend_from_slice(c_str(a, 128 - (shown.len() - 1)));
+        shown.extend_from_slice(b"' ");
     }
+    msg.extend_from_slice(&shown);
     msg
 }
 
-fn clip(s: &str) -> String {
-    s.chars().take(128).collect()
-}
-
-/// `ERR unknown subcommand 'x'. Try CLIENT HELP.`
-pub fn unknown_subcommand_error(cmd: &str, sub: &[u8]) -> String {
-    format!(
-        "ERR unknown subcommand '{}'. Try {} HELP.",
-        clip(&String::from_utf8_lossy(sub)),
-        cmd.to_ascii_uppercase()
-    )
+/// `ERR unknown subcommand 'x'. Try CLIENT HELP.`, with the subcommand as sent.
+pub fn unknown_subcommand_error(cmd: &str, sub: &[u8]) -> Vec<u8> {
+    let mut msg = b"ERR unknown subcommand '".to_vec();
+    msg.extend_from_slice(c_str(sub, 128));
+    msg.extend_from_slice(format!("'. Try {} HELP.", cmd.to_ascii_uppercase()).as_bytes());
+    msg
 }

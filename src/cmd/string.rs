@@ -233,6 +233,10 @@ pub fn getex(c: &mut ShardCtx, args: Args, out: &mut Out) {
     let Some(parsed) = parse_string_options(&args, 2, false) else {
         return out.error(errors::SYNTAX);
     };
+    // Redis looks the key up before it checks the time: a missing key is nil either way.
+    if !c.shard.db(c.db).exists(args.get(1), c.now_ms) {
+        return out.null();
+    }
     let ttl = match parsed.ttl {
         Some((kind, arg)) => match kind.resolve(arg, c.now_ms, "getex") {
             Ok(at) => Some(Ttl::At(at)),

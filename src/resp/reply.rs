@@ -46,8 +46,13 @@ impl<'a> Out<'a> {
     /// An error reply. `msg` carries its own code (`ERR …`, `WRONGTYPE …`); newlines in it
     /// are replaced by spaces so the reply stays one line.
     pub fn error(&mut self, msg: &str) {
+        self.error_bytes(msg.as_bytes())
+    }
+
+    /// An error reply whose text holds bytes a client sent (not necessarily UTF-8).
+    pub fn error_bytes(&mut self, msg: &[u8]) {
         self.buf.push(b'-');
-        for b in msg.bytes() {
+        for &b in msg {
             self.buf
                 .push(if b == b'\r' || b == b'\n' { b' ' } else { b });
         }

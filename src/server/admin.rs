@@ -189,7 +189,7 @@ pub async fn client(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Ou
     } else if eq(sub, "HELP") {
         help(o, CLIENT_HELP)
     } else {
-        o.error(&unknown_subcommand_error("CLIENT", sub))
+        o.error_bytes(&unknown_subcommand_error("CLIENT", sub))
     }
 }
 
@@ -508,7 +508,7 @@ pub fn command(args: Args, o: &mut Out) {
     } else if eq(sub, "HELP") {
         help(o, COMMAND_HELP)
     } else {
-        o.error(&unknown_subcommand_error("COMMAND", sub))
+        o.error_bytes(&unknown_subcommand_error("COMMAND", sub))
     }
 }
 
@@ -581,6 +581,6 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
     } else if eq(sub, "HELP") {
         help(o, CONFIG_HELP)
     } else {
-        o.error(&unknown_subcommand_error("CONFIG", sub))
+        o.error_bytes(&unknown_subcommand_error("CONFIG", sub))
     }
 }

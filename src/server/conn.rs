@@ -29,12 +29,27 @@ pub async fn run_command(
     let proto = s.proto;
     let Some(spec) = cmd::lookup(args.get(0)) else {
         s.multi_failed |= s.in_multi();
-        return pipe.reply_here(out, proto, |o| o.error(&cmd::unknown_command_error(&args)));
+        return pipe.reply_here(out, proto, |o| {
+            o.error_bytes(&cmd::unknown_command_error(&args))
+        });
     };
     s.record.borrow_mut().last_cmd = spec.name;
     if !spec.arity_ok(args.len()) {
+        let msg = cmd::arity_error(spec.name);
+        if matches!(spec.exec, Exec::Node(NodeCmd::Exec)) {
+            // Redis aborts the transaction (if any) when EXEC itself is refused.
+            pipe.flush(core, s, out).await;
+            tx::discard_transaction(core, s).await;
+            let why = msg.strip_prefix("ERR ").unwrap_or(&msg);
+            let text = format!("EXECABORT Transaction discarded because of: {why}");
+            return pipe.reply_here(out, proto, |o| o.error(&text));
+        }
         s.multi_failed |= s.in_multi();
-        return pipe.reply_here(out, proto, |o| o.error(&cmd::arity_error(spec.name)));
+        return pipe.reply_here(out, proto, |o| o.error(&msg));
+    }
+    if let Some(err) = check_subcommand(s, spec, &args) {
+        s.multi_failed |= s.in_multi();
+        return pipe.reply_here(out, proto, |o| o.error_bytes(&err));
     }
     if !s.authenticated && !spec.has_flag("no_auth") {
         s.multi_failed |= s.in_multi();
@@ -59,6 +74,31 @@ pub async fn run_command(
         return pipe.reply_here(out, proto, |o| o.simple("QUEUED"));
     }
     dispatch(core, s, pipe, spec, args, out).await
+}
+
+/// For a container command (CLIENT, CONFIG, COMMAND, OBJECT): the error for an
+/// unknown subcommand or a wrong number of arguments to it, checked when the command
+/// arrives (so also while MULTI queues), as Redis's command lookup does.
+fn check_subcommand(s: &Session, spec: &CommandSpec, args: &Args) -> Option<Vec<u8>> {
+    let container = match spec.exec {
+        Exec::Node(NodeCmd::Client | NodeCmd::Config | NodeCmd::Command) => spec.name,
+        _ if spec.name == "object" => spec.name,
+        _ => return None,
+    };
+    if args.len() < 2 {
+        return None;
+    }
+    let Some(sub) = cmd::table::lookup_subcommand(container, args.get(1)) else {
+        return Some(cmd::unknown_subcommand_error(container, args.get(1)));
+    };
+    s.record.borrow_mut().last_cmd = sub.name;
+    let argc = args.len() as i32;
+    let ok = if sub.arity >= 0 {
+        argc == sub.arity
+    } else {
+        argc >= -sub.arity
+    };
+    (!ok).then(|| cmd::arity_error(sub.name).into_bytes())
 }
 
 /// Commands that act at once inside MULTI instead of being queued.

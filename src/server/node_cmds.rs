@@ -5,23 +5,12 @@ use super::core::Core;
 use super::session::Session;
 use super::{admin, info, tx};
 use crate::cmd::parse::{eq, int};
-use crate::cmd::table::{lookup_subcommand, NodeCmd};
+use crate::cmd::table::NodeCmd;
 use crate::cmd::{arity_error, errors, unknown_subcommand_error, Args};
 use crate::limits;
 use crate::resp::{Out, Protocol};
 use std::rc::Rc;
 use tessera_shards::glob;
-
-/// The container commands whose subcommands have their own arity and name.
-fn container_name(which: NodeCmd) -> Option<&'static str> {
-    match which {
-        NodeCmd::Client => Some("client"),
-        NodeCmd::Config => Some("config"),
-        NodeCmd::Command => Some("command"),
-        NodeCmd::Debug => Some("debug"),
-        _ => None,
-    }
-}
 
 pub async fn run(
     core: &Rc<Core>,
@@ -32,19 +21,6 @@ pub async fn run(
 ) {
     let proto = s.proto;
     let mut o = Out::new(out, proto);
-    if let Some(container) = container_name(which).filter(|_| args.len() > 1) {
-        if let Some(sub) = lookup_subcommand(container, args.get(1)) {
-            s.record.borrow_mut().last_cmd = sub.name;
-            let ok = if sub.arity >= 0 {
-                args.len() == sub.arity as usize
-            } else {
-                args.len() >= (-sub.arity) as usize
-            };
-            if !ok {
-                return o.error(&arity_error(sub.name));
-            }
-        }
-    }
     match which {
         NodeCmd::Ping => match args.len() {
             1 => o.simple("PONG"),
@@ -277,7 +253,7 @@ fn debug(core: &Core, args: Args, o: &mut Out) {
         o.simple("DEBUG ADVANCE-CLOCK <milliseconds>");
         o.simple("    Move the server's clock forward (tests of TTLs without sleeping).");
     } else {
-        o.error(&unknown_subcommand_error("DEBUG", sub))
+        o.error_bytes(&unknown_subcommand_error("DEBUG", sub))
     }
 }
 

@@ -300,9 +300,14 @@ pub async fn discard(core: &Rc<Core>, s: &mut Session, o: &mut Out<'_>) {
     if !s.in_multi() {
         return o.error("ERR DISCARD without MULTI");
     }
+    discard_transaction(core, s).await;
+    o.ok();
+}
+
+/// Drops the queued transaction and every watch, as DISCARD does.
+pub async fn discard_transaction(core: &Rc<Core>, s: &mut Session) {
     end_multi(s);
     unwatch_all(core, s).await;
-    o.ok();
 }
 
 fn end_multi(s: &mut Session) {

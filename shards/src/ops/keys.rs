@@ -63,19 +63,18 @@ pub fn rename(
     Ok(true)
 }
 
-/// Which condition EXPIRE and friends apply (Redis 7's NX, XX, GT, LT).
+/// The conditions EXPIRE and friends apply (Redis 7's NX, XX, GT, LT); all given ones
+/// must hold. A key without a TTL counts as expiring infinitely late for GT and LT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ExpireCondition {
-    #[default]
-    Always,
+pub struct ExpireCondition {
     /// NX: only when the key has no TTL.
-    IfNone,
+    pub if_none: bool,
     /// XX: only when the key has a TTL.
-    IfSome,
-    /// GT: only when the new time is later (no TTL counts as infinitely late).
-    IfLater,
-    /// LT: only when the new time is earlier (no TTL counts as infinitely late).
-    IfEarlier,
+    pub if_some: bool,
+    /// GT: only when the new time is later.
+    pub if_later: bool,
+    /// LT: only when the new time is earlier.
+    pub if_earlier: bool,
 }
 
 /// Sets a key's expiry to `at_ms` (unix ms) if the condition holds. A time not in the
@@ -85,13 +84,10 @@ pub fn expire_at(db: &mut Db, key: &[u8], at_ms: u64, cond: ExpireCondition, now
         return false;
     };
     let current = e.expire_at_ms;
-    let allowed = match cond {
-        ExpireCondition::Always => true,
-        ExpireCondition::IfNone => current == 0,
-        ExpireCondition::IfSome => current != 0,
-        ExpireCondition::IfLater => current != 0 && at_ms > current,
-        ExpireCondition::IfEarlier => current == 0 || at_ms < current,
-    };
+    let allowed = (!cond.if_none || current == 0)
+        && (!cond.if_some || current != 0)
+        && (!cond.if_later || (current != 0 && at_ms > current))
+        && (!cond.if_earlier || current == 0 || at_ms < current);
     if !allowed {
         return false;
     }
@@ -141,19 +137,27 @@ mod tests {
     #[test]
     fn expire_conditions_follow_redis_7() {
         // https://redis.io/commands/expire/ — "A non-volatile key is treated as an infinite
-        // TTL for the purpose of GT and LT."
-        use ExpireCondition::*;
+        // TTL for the purpose of GT and LT"; given options must all hold.
+        let c = |nx, xx, gt, lt| ExpireCondition {
+            if_none: nx,
+            if_some: xx,
+            if_later: gt,
+            if_earlier: lt,
+        };
         for (initial, at, cond, want) in [
-            (0, 5000, IfNone, true),
-            (4000, 5000, IfNone, false),
-            (0, 5000, IfSome, false),
-            (4000, 5000, IfSome, true),
-            (0, 5000, IfLater, false),
-            (4000, 5000, IfLater, true),
-            (6000, 5000, IfLater, false),
-            (0, 5000, IfEarlier, true),
-            (6000, 5000, IfEarlier, true),
-            (4000, 5000, IfEarlier, false),
+            (0, 5000, c(true, false, false, false), true),
+            (4000, 5000, c(true, false, false, false), false),
+            (0, 5000, c(false, true, false, false), false),
+            (4000, 5000, c(false, true, false, false), true),
+            (0, 5000, c(false, false, true, false), false),
+            (4000, 5000, c(false, false, true, false), true),
+            (6000, 5000, c(false, false, true, false), false),
+            (0, 5000, c(false, false, false, true), true),
+            (6000, 5000, c(false, false, false, true), true),
+            (4000, 5000, c(false, false, false, true), false),
+            // XX LT: the key must have a TTL, and the new one be earlier.
+            (0, 5000, c(false, true, false, true), false),
+            (6000, 5000, c(false, true, false, true), true),
         ] {
             let mut db = db_with(b"k", initial);
             assert_eq!(
@@ -167,7 +171,13 @@ mod tests {
     #[test]
     fn expire_in_the_past_deletes() {
         let mut db = db_with(b"k", 0);
-        assert!(expire_at(&mut db, b"k", 10, ExpireCondition::Always, 1000));
+        assert!(expire_at(
+            &mut db,
+            b"k",
+            10,
+            ExpireCondition::default(),
+            1000
+        ));
         assert_eq!(ttl(&mut db, b"k", 1000), TtlState::Missing);
     }
 

@@ -16,12 +16,13 @@
 static int parse_ld(const char *s, size_t len, long double *out) {
     char buf[TESSERA_LD_MAX_CHARS + 1];
     char *end;
-    if (len == 0 || len > TESSERA_LD_MAX_CHARS) return 0;
+    if (len == 0 || len >= TESSERA_LD_MAX_CHARS) return 0;
     memcpy(buf, s, len);
     buf[len] = '\0';
     errno = 0;
     long double v = strtold(buf, &end);
-    if (isspace((unsigned char)buf[0]) || *end != '\0' ||
+    /* (end - buf) != len catches a NUL inside the text. */
+    if (isspace((unsigned char)buf[0]) || *end != '\0' || (size_t)(end - buf) != len ||
         (errno == ERANGE && (v == HUGE_VALL || v == -HUGE_VALL || fpclassify(v) == FP_ZERO)) ||
         isnan(v))
         return 0;

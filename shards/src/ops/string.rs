@@ -100,8 +100,11 @@ pub fn getex(db: &mut Db, key: &[u8], ttl: Option<Ttl>, now_ms: u64) -> OpResult
         return Ok(None);
     };
     let value = e.value.to_vec();
+    let volatile = e.is_volatile();
     match ttl {
         None | Some(Ttl::Keep) => {}
+        // PERSIST of a key without a TTL changes nothing (and breaks no WATCH).
+        Some(Ttl::Clear) if !volatile => {}
         Some(Ttl::Clear) => {
             db.set_expiry(key, 0, now_ms);
         }
@@ -124,19 +127,20 @@ fn as_integer(v: &Value) -> OpResult<i64> {
 }
 
 pub fn incr_by(db: &mut Db, key: &[u8], delta: i64, now_ms: u64) -> OpResult<i64> {
+    // Check before writing: a refused increment must not count as a change (WATCH).
+    let n = match db.lookup(key, now_ms) {
+        Some(e) => as_integer(&e.value)?
+            .checked_add(delta)
+            .ok_or(OpError::Overflow)?,
+        None => delta,
+    };
     match db.lookup_mut(key, now_ms) {
-        Some(e) => {
-            let n = as_integer(&e.value)?
-                .checked_add(delta)
-                .ok_or(OpError::Overflow)?;
-            e.value = Value::Int(n);
-            Ok(n)
-        }
+        Some(e) => e.value = Value::Int(n),
         None => {
-            db.set(key, Entry::new(Value::Int(delta)), now_ms);
-            Ok(delta)
+            db.set(key, Entry::new(Value::Int(n)), now_ms);
         }
     }
+    Ok(n)
 }
 
 mod ffi {
@@ -217,19 +221,17 @@ pub fn append(
     max_len: usize,
     now_ms: u64,
 ) -> OpResult<usize> {
+    let current = db.lookup(key, now_ms).map_or(0, |e| e.value.len());
+    if current + tail.len() > max_len {
+        return Err(OpError::StringTooLong);
+    }
     match db.lookup_mut(key, now_ms) {
         Some(e) => {
-            if e.value.len() + tail.len() > max_len {
-                return Err(OpError::StringTooLong);
-            }
             let bytes = e.value.make_raw();
             bytes.extend_from_slice(tail);
             Ok(bytes.len())
         }
         None => {
-            if tail.len() > max_len {
-                return Err(OpError::StringTooLong);
-            }
             db.set(key, Entry::new(Value::from_bytes(tail)), now_ms);
             Ok(tail.len())
         }
@@ -327,6 +329,10 @@ mod tests {
         assert_eq!(add_long_double(Some(b"abc"), b"1"), Err(OpError::NotFloat));
         assert_eq!(add_long_double(None, b" 1"), Err(OpError::NotFloat));
         assert_eq!(add_long_double(None, b"nan"), Err(OpError::NotFloat));
+        assert_eq!(
+            add_long_double(Some(b"\x001"), b"1"),
+            Err(OpError::NotFloat)
+        );
         assert_eq!(add_long_double(None, b"inf"), Err(OpError::NanOrInfinity));
         assert!(is_float(b"1e308") && !is_float(b"1e99999") && !is_float(b""));
     }
