@@ -9,8 +9,9 @@
 //!   by a small tolerance;
 //! - KEYS and a full SCAN iteration: compared as sorted sets;
 //! - RANDOMKEY: both nil or both a key;
-//! - HELLO 3 (RESP3 seeds), sent first: both must answer a map; its contents (server
-//!   version, client id) differ by design.
+//! - HELLO (sent first on RESP3 seeds, and now and then mid-stream to switch protocol):
+//!   both must answer the same shape (map in RESP3, array in RESP2) or the same error;
+//!   its contents (server version, client id) differ by design.
 //!
 //! TTLs are always long (or already past), so nothing expires while the test runs and
 //! every answer is deterministic. Relative TTLs are unique multiples of 1000 s, so two
@@ -50,10 +51,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Commands per seed.
-const COMMANDS_PER_SEED: usize = 20_000;
+const COMMANDS_PER_SEED: usize = 25_000;
 /// Seeds run in RESP2, then the seeds run in RESP3.
-const RESP2_SEEDS: &[u64] = &[0x5eed_0001, 0x5eed_0002, 0x5eed_0003, 0x5eed_0004];
-const RESP3_SEEDS: &[u64] = &[0x5eed_0303];
+const RESP2_SEEDS: &[u64] = &[
+    0x5eed_0001,
+    0x5eed_0002,
+    0x5eed_0003,
+    0x5eed_0004,
+    0x5eed_0005,
+    0x5eed_0006,
+    0x5eed_0007,
+    0x5eed_0008,
+];
+const RESP3_SEEDS: &[u64] = &[0x5eed_0303, 0x5eed_0304];
 /// Deadline for one reply.
 const REPLY_DEADLINE: Duration = Duration::from_secs(10);
 /// Deadline for a process to start answering or to finish.
@@ -429,6 +439,9 @@ enum Check {
     Unordered,
     /// Both nil or both a bulk string (RANDOMKEY).
     NilOrBulk,
+    /// HELLO: the same shape (a map, or an array in RESP2); errors exactly. The contents
+    /// (server version, client id) differ by design.
+    Hello,
     /// EXEC: element by element with the queued commands' checks.
     Exec(Vec<Check>),
 }
@@ -452,6 +465,8 @@ fn same(check: &Check, redis: &Reply, tessera: &Reply) -> bool {
         }
         (Check::NilOrBulk, a, b) if is_nil(a) && is_nil(b) => a == b,
         (Check::NilOrBulk, Reply::Bulk(_), Reply::Bulk(_)) => true,
+        (Check::Hello, Reply::Map(_), Reply::Map(_)) => true,
+        (Check::Hello, Reply::Array(_), Reply::Array(_)) => true,
         (Check::Exec(checks), Reply::Array(a), Reply::Array(b))
             if a.len() == checks.len() && b.len() == checks.len() =>
         {
@@ -1027,6 +1042,19 @@ impl Gen {
                 if self.rng.chance(5) {
                     // Already past: deletes the key (deterministic).
                     a.push(b(self.rng.pick::<&str>(&["0", "-1", "-5000"])));
+                } else if self.rng.chance(3) {
+                    // As far in the future as the unit allows (or just past that).
+                    let far = match unit {
+                        Unit::Seconds | Unit::AtSeconds => {
+                            ["9223372036854775", "9223372036854774", "9223372036854776"]
+                        }
+                        Unit::Millis | Unit::AtMillis => [
+                            "9223372036854775807",
+                            "9223372036854775000",
+                            "9223372036854775806",
+                        ],
+                    };
+                    a.push(b(self.rng.pick::<&str>(&far)));
                 } else {
                     a.push(self.ttl_arg(unit, true));
                 }
@@ -1135,6 +1163,24 @@ impl Gen {
         args
     }
 
+    /// Often, after a command that sets, moves or clears an expiry, a TTL-family read of
+    /// the key it changed: expiry arithmetic gets checked right where it happens.
+    fn ttl_read_back(&mut self, args: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+        let key = match name.as_str() {
+            "SET" | "SETEX" | "PSETEX" | "GETEX" | "EXPIRE" | "PEXPIRE" | "EXPIREAT"
+            | "PEXPIREAT" | "PERSIST" => args.get(1)?,
+            "COPY" | "RENAME" | "RENAMENX" => args.get(2)?,
+            _ => return None,
+        };
+        if !self.rng.chance(30) {
+            return None;
+        }
+        let read = *self.rng.pick(&["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"]);
+        let cmd = vec![self.word(read), key.clone()];
+        (!self.skipped(&cmd)).then_some(cmd)
+    }
+
     /// The whole stream: `n` steps, with MULTI groups, WATCHes and SCAN iterations.
     fn steps(&mut self, n: usize) -> Vec<Step> {
         let mut out = Vec::with_capacity(n + 16);
@@ -1185,6 +1231,28 @@ impl Gen {
                     let w = *self.rng.pick(&["EXEC", "DISCARD"]);
                     out.push(Step::Cmd(vec![self.word(w)], Check::Exact));
                 }
+                43..=45 => {
+                    // Switch protocol (or fail to) in the middle of the stream.
+                    let mut a = vec![self.word("HELLO")];
+                    let v = *self.rng.pick(&["2", "3", "3", "4", "x", ""]);
+                    if !v.is_empty() {
+                        a.push(b(v));
+                        if self.rng.chance(30) {
+                            a.push(self.word("SETNAME"));
+                            a.push(b(self.rng.pick::<&str>(&["hello-name", "bad name"])));
+                        }
+                    }
+                    if !self.skipped(&a) {
+                        out.push(Step::Cmd(a, Check::Hello));
+                    }
+                }
+                46 => {
+                    // Back to RESP2, db 0, no name, no watches.
+                    let a = vec![self.word("RESET")];
+                    if !self.skipped(&a) {
+                        out.push(Step::Cmd(a, Check::Exact));
+                    }
+                }
                 40..=42 => {
                     let mut a = vec![self.word("SCAN"), b("0")];
                     if self.rng.chance(50) {
@@ -1203,7 +1271,12 @@ impl Gen {
                 }
                 _ => {
                     let (args, check) = self.command(false);
+                    let read_back = self.ttl_read_back(&args);
                     out.push(Step::Cmd(args, check));
+                    if let Some(read) = read_back {
+                        let check = check_for(&read);
+                        out.push(Step::Cmd(read, check));
+                    }
                 }
             }
         }

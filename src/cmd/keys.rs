@@ -189,7 +189,12 @@ fn ttl_common(c: &mut ShardCtx, args: Args, out: &mut Out, ms: bool, relative: b
             } else {
                 at
             } as i64;
-            out.int(if ms { v } else { (v + 500) / 1000 });
+            // Rounded in 128 bits: an expiry near i64::MAX must not overflow.
+            out.int(if ms {
+                v
+            } else {
+                ((v as i128 + 500) / 1000) as i64
+            });
         }
     }
 }
