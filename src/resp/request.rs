@@ -78,18 +78,21 @@ pub struct RequestDecoder {
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|p| from + p)
+    let mut at = from;
+    loop {
+        let cr = at + buf.get(at..)?.iter().position(|&b| b == b'\r')?;
+        match buf.get(cr + 1) {
+            Some(b'\n') => return Some(cr),
+            Some(_) => at = cr + 1,
+            None => return None,
+        }
+    }
 }
 
+/// A header's number, read as Redis's `string2ll` reads it: canonical decimal only
+/// (`03`, `+3` and ` 3` are not numbers).
 fn parse_len(line: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(line).ok()?;
-    if s.is_empty() || s.starts_with('+') {
-        return None;
-    }
-    s.parse::<i64>().ok()
+    tessera_shards::value::parse_canonical_i64(line)
 }
 
 impl RequestDecoder {
@@ -387,6 +390,8 @@ mod tests {
         // Each row: input → the text Redis 7 replies after "ERR Protocol error: ".
         for (input, text) in [
             (&b"*x\r\n"[..], "invalid multibulk length"),
+            (b"*03\r\n", "invalid multibulk length"),
+            (b"*1\r\n$+3\r\n", "invalid bulk length"),
             (b"*3000000\r\n", "invalid multibulk length"),
             (b"*1\r\n+OK\r\n", "expected '$', got '+'"),
             (b"*1\r\n$-1\r\n", "invalid bulk length"),
