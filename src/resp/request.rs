@@ -77,6 +77,24 @@ pub struct RequestDecoder {
     inline: Vec<u8>,
 }
 
+/// Encodes a command as a client sends it (a RESP multibulk of bulk strings): for the load
+/// generator, the tests and, later, node-to-node calls.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    let mut n = itoa::Buffer::new();
+    out.push(b'*');
+    out.extend_from_slice(n.format(args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        out.push(b'$');
+        out.extend_from_slice(n.format(a.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     loop {
@@ -363,6 +381,15 @@ mod tests {
         assert_eq!(a, vec![b"SET".to_vec(), b"k".to_vec(), b"a bA".to_vec()]);
         let (_, a) = decode_all(b"ECHO 'it\\'s'\n");
         assert_eq!(a, vec![b"ECHO".to_vec(), b"it's".to_vec()]);
+    }
+
+    #[test]
+    fn encode_then_decode() {
+        let bytes = encode(&[b"SET", b"k", b""]);
+        assert_eq!(bytes, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
+        let (r, a) = decode_all(&bytes);
+        assert!(matches!(r, Decoded::Command { inline: false, .. }));
+        assert_eq!(a, vec![b"SET".to_vec(), b"k".to_vec(), b"".to_vec()]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub struct Server {
     log: std::path::PathBuf,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind an ephemeral port")
         .local_addr()
@@ -324,13 +324,7 @@ impl Raw {
 }
 
 pub fn encode_cmd(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    tessera::resp::request::encode(args)
 }
 
 /// Keys that live on core 0 and on core 1 of a 2-core node (slot < 8192 is core 0).

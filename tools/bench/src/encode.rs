@@ -154,13 +154,7 @@ fn write_key_digits(mut key: u64, out: &mut Vec<u8>) {
 
 /// A command as a RESP multibulk (for the connection handshake).
 pub fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    tessera::resp::request::encode(args)
 }
 
 #[cfg(test)]
