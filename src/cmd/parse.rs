@@ -11,10 +11,6 @@ pub fn int(arg: &[u8]) -> Option<i64> {
     parse_canonical_i64(arg)
 }
 
-pub fn uint(arg: &[u8]) -> Option<u64> {
-    int(arg).and_then(|n| u64::try_from(n).ok())
-}
-
 pub fn text(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
 }

@@ -132,22 +132,6 @@ impl<'a> Out<'a> {
             Protocol::Resp3 => self.line(b'~', n as i64),
         }
     }
-
-    pub fn boolean(&mut self, v: bool) {
-        match self.proto {
-            Protocol::Resp2 => self.int(v as i64),
-            Protocol::Resp3 => self
-                .buf
-                .extend_from_slice(if v { b"#t\r\n" } else { b"#f\r\n" }),
-        }
-    }
-
-    pub fn bulks<'b>(&mut self, items: impl ExactSizeIterator<Item = &'b [u8]>) {
-        self.array(items.len());
-        for i in items {
-            self.bulk(i);
-        }
-    }
 }
 
 #[cfg(test)]

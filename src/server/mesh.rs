@@ -146,10 +146,6 @@ impl Gate {
             Some(h) => tx == Some(h),
         }
     }
-
-    pub fn holder(&self) -> Option<TxId> {
-        self.holder.get()
-    }
 }
 
 impl Core {
