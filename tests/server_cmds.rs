@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use std::io::{ErrorKind, Read};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -1406,14 +1406,6 @@ fn maxclients_rejects_the_connection_over_the_limit() {
 
 // ---------------------------------------------------------------------------------------
 // The config file
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A tessera process started by this file (the harness always passes --port first).
 struct Proc {

@@ -16,6 +16,8 @@ pub struct DbStats {
     pub expired_keys: u64,
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
+    /// Keys written or removed (Redis's `dirty`); CONFIG RESETSTAT leaves it alone.
+    pub changes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +144,7 @@ impl Db {
     /// Drops every key. Watchers of keys that existed are marked dirty, except where the
     /// key had already expired when watched (Redis 7's rule).
     pub fn flush(&mut self) {
+        self.stats.changes += self.keys.len() as u64;
         for (key, watchers) in &mut self.watchers {
             if self.keys.get(key).is_none() {
                 continue;
@@ -170,6 +173,7 @@ impl Db {
 
     /// Marks the watchers of `key` dirty; called after a key is written or removed.
     fn touch(&mut self, key: &[u8]) {
+        self.stats.changes += 1;
         if self.watchers.is_empty() {
             return;
         }

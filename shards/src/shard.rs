@@ -34,23 +34,22 @@ impl Shard {
         }
     }
 
-    /// Keys summed over all databases.
-    pub fn key_count(&self) -> usize {
-        self.dbs.iter().map(Db::len).sum()
-    }
-
     pub fn stats(&self) -> DbStats {
         self.dbs.iter().fold(DbStats::default(), |mut acc, db| {
             acc.expired_keys += db.stats.expired_keys;
             acc.keyspace_hits += db.stats.keyspace_hits;
             acc.keyspace_misses += db.stats.keyspace_misses;
+            acc.changes += db.stats.changes;
             acc
         })
     }
 
     pub fn reset_stats(&mut self) {
         for db in &mut self.dbs {
-            db.stats = DbStats::default();
+            db.stats = DbStats {
+                changes: db.stats.changes,
+                ..DbStats::default()
+            };
         }
     }
 }

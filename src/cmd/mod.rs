@@ -52,11 +52,6 @@ impl<'a> Args<'a> {
         let buf = self.buf;
         self.ranges.iter().map(move |r| &buf[r.clone()])
     }
-
-    /// Owned copies, for queuing (MULTI) or shipping.
-    pub fn to_owned_vec(&self) -> Vec<Vec<u8>> {
-        self.iter().map(<[u8]>::to_vec).collect()
-    }
 }
 
 /// Limits a shard command needs from the configuration.

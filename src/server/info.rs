@@ -160,7 +160,9 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
     if want("persistence") {
         let _ = write!(
             t,
-            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\naof_enabled:0\r\n\r\n",
+            // Nothing is ever saved yet, so changes count from the start.
+            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\naof_enabled:0\r\n\r\n",
+            reports.iter().map(|r| r.shard_stats.changes).sum::<u64>(),
             node.started_unix_s
         );
     }
