@@ -70,21 +70,21 @@ done
 
 port_of() { if [ "$1" = tessera ]; then echo "$PORT_TESSERA"; else echo "$PORT_REDIS"; fi; }
 pid_of() { if [ "$1" = tessera ]; then echo "$pid_tessera"; else echo "$pid_redis"; fi; }
-# CPU ticks (user + system) the process has used: fields 14 and 15 of /proc/PID/stat,
+# CPU ticks the process has used, user then system: fields 14 and 15 of /proc/PID/stat,
 # counted after the command name, which may hold spaces.
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 
 bench() { # server workload-name rep extra-args... ; writes $work/<server>-<name>-<rep>.{json,cpu}
   local server=$1 name=$2 rep=$3
   shift 3
-  local pid before after
+  local pid u0 s0 u1 s1
   pid=$(pid_of "$server")
-  before=$(ticks "$pid")
+  read -r u0 s0 < <(ticks "$pid")
   taskset -c "$CLIENT_CPU" "$BENCH" -p "$(port_of "$server")" --cpus "$CLIENT_CPU" -q \
     -c "$CONNECTIONS" --keys "$KEYS" --value-size "$VALUE_BYTES" --ratio "$RATIO" -d "$DURATION" \
     --label "$server" --json "$work/$server-$name-$rep.json" "$@" >/dev/null
-  after=$(ticks "$pid")
-  echo "$((after - before))" >"$work/$server-$name-$rep.cpu"
+  read -r u1 s1 < <(ticks "$pid")
+  echo "$((u1 - u0)) $((s1 - s0))" >"$work/$server-$name-$rep.cpu"
 }
 
 for server in tessera redis; do
@@ -148,10 +148,12 @@ def runs(server, name):
     rows = []
     for r in range(1, reps + 1):
         j = json.load(open(f"{work}/{server}-{name}-{r}.json"))
-        cpu_s = int(open(f"{work}/{server}-{name}-{r}.cpu").read()) / hz
+        user_s, sys_s = (int(x) / hz for x in open(f"{work}/{server}-{name}-{r}.cpu").read().split())
+        cpu_s = user_s + sys_s
         t = j["total"]
         rows.append(dict(ops=j["ops_per_sec"], p50=t["latency_ms"]["p50"], p99=t["latency_ms"]["p99"],
                          p999=t["latency_ms"]["p99_9"], cpu=cpu_s, per_cpu=t["ops"] / cpu_s if cpu_s else 0.0,
+                         user_us=user_s * 1e6 / max(t["ops"], 1), sys_us=sys_s * 1e6 / max(t["ops"], 1),
                          unsent=j["unsent"], client_us=j["client_cpu_us_per_op"]))
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
@@ -165,10 +167,11 @@ lines = [
     f"{conns} connections, {keys} keys (populated), {size}-byte values, SET:GET {ratio}; "
     f"{dur} s per run, median of {reps} runs, servers alternating. Command: `benches/compare.sh`.",
     "Latencies in ms, all commands together, measured from each request's intended send time.",
-    "Server CPU s: user + system from /proc over the run. Ratios are tessera / Redis.",
+    "Server CPU s: user + system from /proc over the run, also shown per request split into",
+    "user and system (kernel) µs. Ratios are tessera / Redis.",
     "",
-    "| workload | server | ops/s | p50 | p99 | p99.9 | server CPU s | ops per server-CPU-s | ops/s ratio | p99 ratio | ops/CPU-s ratio |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| workload | server | ops/s | p50 | p99 | p99.9 | server CPU s | user µs/op | system µs/op | ops per server-CPU-s | ops/s ratio | p99 ratio | ops/CPU-s ratio |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for name, desc in workloads:
     t, r = runs("tessera", name), runs("redis", name)
@@ -176,7 +179,7 @@ for name, desc in workloads:
         ratio_cols = (f"{t['ops']/r['ops']:.2f} | {t['p99']/r['p99']:.2f} | {t['per_cpu']/r['per_cpu']:.2f}"
                       if server == "tessera" else "1.00 | 1.00 | 1.00")
         lines.append(f"| {desc} | {server} | {m['ops']:,.0f} | {m['p50']:.3f} | {m['p99']:.3f} | {m['p999']:.3f} | "
-                     f"{m['cpu']:.2f} | {m['per_cpu']:,.0f} | {ratio_cols} |")
+                     f"{m['cpu']:.2f} | {m['user_us']:.2f} | {m['sys_us']:.2f} | {m['per_cpu']:,.0f} | {ratio_cols} |")
 lines += ["", f"Open-loop percentile plot (first repeat): `{os.path.basename(svg)}`."]
 unsent = {s: runs(s, "open")["unsent"] for s in ("tessera", "redis")}
 if any(unsent.values()):

@@ -113,6 +113,30 @@ fn parse_len(line: &[u8]) -> Option<i64> {
     tessera_shards::value::parse_canonical_i64(line)
 }
 
+/// Most digits the header fast path reads; 18 decimal digits cannot overflow an i64.
+const SHORT_NUMBER_MAX_DIGITS: usize = 18;
+
+/// The fast path for the usual header line: `buf[from..]` starts with canonical digits (no
+/// sign, no leading zero, at most [`SHORT_NUMBER_MAX_DIGITS`]) and then CRLF. Returns the
+/// number and where its CR is. `None` sends the line down the general path (find the CRLF,
+/// then `parse_len`), which gives the same answer for every line this accepts.
+fn short_number(buf: &[u8], from: usize) -> Option<(i64, usize)> {
+    let mut n: i64 = 0;
+    let mut at = from;
+    while let Some(&c) = buf.get(at) {
+        if !c.is_ascii_digit() || at - from == SHORT_NUMBER_MAX_DIGITS {
+            break;
+        }
+        n = n * 10 + i64::from(c - b'0');
+        at += 1;
+    }
+    let digits = at - from;
+    if digits == 0 || (digits > 1 && buf[from] == b'0') {
+        return None;
+    }
+    (buf.get(at) == Some(&b'\r') && buf.get(at + 1) == Some(&b'\n')).then_some((n, at))
+}
+
 impl RequestDecoder {
     pub fn new() -> Self {
         Self::default()
@@ -149,14 +173,20 @@ impl RequestDecoder {
 
     /// Reads `*<n>\r\n`. `Ok(None)` means bulks follow.
     fn decode_header(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<Decoded>, Decoded> {
-        let Some(end) = find_crlf(buf, 1) else {
-            if buf.len() > INLINE_MAX_BYTES {
-                return Err(Decoded::Invalid(ProtocolError::MultibulkCountTooBig));
+        let (n, end) = match short_number(buf, 1) {
+            Some(found) => found,
+            None => {
+                let Some(end) = find_crlf(buf, 1) else {
+                    if buf.len() > INLINE_MAX_BYTES {
+                        return Err(Decoded::Invalid(ProtocolError::MultibulkCountTooBig));
+                    }
+                    return Err(Decoded::Incomplete);
+                };
+                let n = parse_len(&buf[1..end])
+                    .ok_or(Decoded::Invalid(ProtocolError::InvalidMultibulkLength))?;
+                (n, end)
             }
-            return Err(Decoded::Incomplete);
         };
-        let n = parse_len(&buf[1..end])
-            .ok_or(Decoded::Invalid(ProtocolError::InvalidMultibulkLength))?;
         if limits.unauthenticated && n > UNAUTHENTICATED_MAX_MULTIBULK_LEN as i64 {
             return Err(Decoded::Invalid(
                 ProtocolError::UnauthenticatedMultibulkLength,
@@ -186,13 +216,19 @@ impl RequestDecoder {
             if first != b'$' {
                 return Decoded::Invalid(ProtocolError::ExpectedBulk(first));
             }
-            let Some(end) = find_crlf(buf, self.pos + 1) else {
-                if buf.len() - self.pos > INLINE_MAX_BYTES {
-                    return Decoded::Invalid(ProtocolError::BulkCountTooBig);
+            let (parsed, end) = match short_number(buf, self.pos + 1) {
+                Some((n, end)) => (Some(n), end),
+                None => {
+                    let Some(end) = find_crlf(buf, self.pos + 1) else {
+                        if buf.len() - self.pos > INLINE_MAX_BYTES {
+                            return Decoded::Invalid(ProtocolError::BulkCountTooBig);
+                        }
+                        return Decoded::Incomplete;
+                    };
+                    (parse_len(&buf[self.pos + 1..end]), end)
                 }
-                return Decoded::Incomplete;
             };
-            let len = match parse_len(&buf[self.pos + 1..end]) {
+            let len = match parsed {
                 Some(n) if n >= 0 && n as u64 <= max_bulk as u64 => n as usize,
                 Some(n) if limits.unauthenticated && n >= 0 => {
                     return Decoded::Invalid(ProtocolError::UnauthenticatedBulkLength)
@@ -343,6 +379,39 @@ mod tests {
         max_multibulk_len: 1 << 20,
         unauthenticated: false,
     };
+
+    /// The header fast path never disagrees with the general path: every line of up to
+    /// six bytes over an alphabet of digits, signs, CR, LF and others, plus long numbers.
+    #[test]
+    fn short_number_agrees_with_general_path() {
+        let alphabet = b"0159-+\r\n x";
+        let mut lines: Vec<Vec<u8>> = vec![b"123456789012345678\r\n".to_vec()];
+        lines.push(b"1234567890123456789\r\n".to_vec());
+        lines.push(b"9223372036854775807\r\n".to_vec());
+        let mut frontier: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..6 {
+            let mut next = Vec::new();
+            for l in &frontier {
+                for &c in alphabet {
+                    let mut m = l.clone();
+                    m.push(c);
+                    next.push(m);
+                }
+            }
+            lines.extend(next.iter().cloned());
+            frontier = next;
+        }
+        for line in &lines {
+            let general = find_crlf(line, 0).map(|end| (parse_len(&line[..end]), end));
+            match short_number(line, 0) {
+                Some((n, end)) => assert_eq!(general, Some((Some(n), end)), "{line:?}"),
+                None => assert!(
+                    !matches!(general, Some((Some(n), _)) if n >= 0 && !line.starts_with(b"0") && line.len() < 21),
+                    "fast path refused a plain number: {line:?}"
+                ),
+            }
+        }
+    }
 
     fn decode_all(input: &[u8]) -> (Decoded, Vec<Vec<u8>>) {
         let mut d = RequestDecoder::new();

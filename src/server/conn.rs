@@ -140,7 +140,9 @@ pub async fn dispatch(
             if spans {
                 pipe.flush(core, s, out).await;
                 let kind = cross.expect("only multi-key commands can span cores");
-                return tx::run_cross_core(core, s, spec, kind, args, out).await;
+                tx::run_cross_core(core, s, spec, kind, args, out).await;
+                s.batch_now_ms = None;
+                return;
             }
             let owner = owner.unwrap_or(core.id);
             if owner != core.id {
@@ -152,8 +154,9 @@ pub async fn dispatch(
             if !core.gate.admits(s.tx) {
                 pipe.flush(core, s, out).await;
                 core.wait_admitted(s.tx).await;
+                s.batch_now_ms = None;
             }
-            let (db, now_ms, limits) = (s.db, core.now_ms(), core.shard_limits());
+            let (db, now_ms, limits) = (s.db, s.now_ms(|| core.now_ms()), core.shard_limits());
             pipe.reply_here(out, s.proto, |o| {
                 let mut shard = core.shard.borrow_mut();
                 let mut ctx = ShardCtx {
@@ -169,6 +172,7 @@ pub async fn dispatch(
             pipe.flush(core, s, out).await;
             let start = out.len();
             node_cmds::run(core, s, which, args, out).await;
+            s.batch_now_ms = None;
             if is_error_reply(&out[start..]) {
                 core.bump(|st| st.total_error_replies += 1);
             }
@@ -260,6 +264,7 @@ async fn serve_loop(
             Ok(n) => n,
         };
         filled += n;
+        s.batch_now_ms = None;
         core.bump(|st| st.total_net_input_bytes += n as u64);
         s.record.borrow_mut().last_active = Instant::now();
         if kill.get() {

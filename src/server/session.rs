@@ -52,6 +52,9 @@ pub struct Session {
     /// Close after the replies so far are written (QUIT, protocol error, CLIENT KILL).
     pub closing: bool,
     pub record: Rc<RefCell<ClientRecord>>,
+    /// The clock read once for the commands of one read (as Redis reads it once per event
+    /// loop pass); cleared after each read and after anything that waits.
+    pub batch_now_ms: Option<u64>,
 }
 
 impl Session {
@@ -67,7 +70,13 @@ impl Session {
             tx: None,
             closing: false,
             record,
+            batch_now_ms: None,
         }
+    }
+
+    /// The time the commands of this batch run at: the clock read once per batch.
+    pub fn now_ms(&mut self, clock: impl FnOnce() -> u64) -> u64 {
+        *self.batch_now_ms.get_or_insert_with(clock)
     }
 
     pub fn in_multi(&self) -> bool {
