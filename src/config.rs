@@ -6,6 +6,7 @@
 use crate::limits;
 use clap::Parser;
 use std::path::PathBuf;
+use tessera_shards::evict::Policy;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -27,6 +28,17 @@ pub struct Config {
     /// CPUs to pin data cores to, in order; empty: not pinned.
     pub cpus: Vec<usize>,
     pub loglevel: String,
+    /// `maxmemory`: bytes the dataset may use over all cores (each core gets an equal
+    /// share); 0 means no limit.
+    pub maxmemory: usize,
+    pub maxmemory_policy: Policy,
+    /// Keys sampled per database for each eviction.
+    pub maxmemory_samples: usize,
+    pub lfu_log_factor: u32,
+    /// Minutes per point an LFU counter loses while its key is not read.
+    pub lfu_decay_time: u32,
+    /// Background tasks (active expiry) run this many times a second.
+    pub hz: usize,
 }
 
 impl Default for Config {
@@ -45,6 +57,12 @@ impl Default for Config {
             cores: available_cpus().len().clamp(1, limits::MAX_DATA_CORES),
             cpus: Vec::new(),
             loglevel: "notice".into(),
+            maxmemory: 0,
+            maxmemory_policy: Policy::NoEviction,
+            maxmemory_samples: 5,
+            lfu_log_factor: 10,
+            lfu_decay_time: 1,
+            hz: limits::HZ_DEFAULT,
         }
     }
 }
@@ -119,6 +137,14 @@ pub struct Cli {
     /// Log level: debug, verbose, notice or warning [default: notice].
     #[arg(long)]
     pub loglevel: Option<String>,
+    /// Memory limit for the dataset, e.g. 100mb; 0 for none [default: 0].
+    #[arg(long)]
+    pub maxmemory: Option<String>,
+    /// What to evict at the limit: noeviction, allkeys-lru, allkeys-lfu, allkeys-random,
+    /// allkeys-fifo, volatile-lru, volatile-lfu, volatile-random, volatile-ttl,
+    /// volatile-fifo [default: noeviction].
+    #[arg(long)]
+    pub maxmemory_policy: Option<String>,
 }
 
 /// Parses a memory amount the way Redis's `memtoll` does: `1k` is 1000, `1kb` 1024, and so
@@ -352,6 +378,66 @@ pub static PARAMS: &[Param] = &[
         },
         mutable: false,
     },
+    Param {
+        name: "maxmemory",
+        get: |c| c.maxmemory.to_string(),
+        set: |c, v| {
+            c.maxmemory = set_memory(v, 0)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "maxmemory-policy",
+        get: |c| c.maxmemory_policy.name().into(),
+        set: |c, v| {
+            c.maxmemory_policy = Policy::parse(v).ok_or_else(|| {
+                format!(
+                    "argument(s) must be one of the following: {}",
+                    Policy::names().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "maxmemory-samples",
+        get: |c| c.maxmemory_samples.to_string(),
+        set: |c, v| {
+            c.maxmemory_samples = set_int(v, 1, limits::MAXMEMORY_SAMPLES_MAX as u64)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "lfu-log-factor",
+        get: |c| c.lfu_log_factor.to_string(),
+        set: |c, v| {
+            c.lfu_log_factor = set_int(v, 0, i32::MAX as u64)? as u32;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "lfu-decay-time",
+        get: |c| c.lfu_decay_time.to_string(),
+        set: |c, v| {
+            c.lfu_decay_time = set_int(v, 0, i32::MAX as u64)? as u32;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "hz",
+        get: |c| c.hz.to_string(),
+        set: |c, v| {
+            // Redis accepts any positive number and clamps it to 1..=500.
+            c.hz = set_int(v, 0, i32::MAX as u64)?.clamp(1, limits::HZ_MAX);
+            Ok(())
+        },
+        mutable: true,
+    },
 ];
 
 pub fn param(name: &str) -> Option<&'static Param> {
@@ -410,7 +496,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 13] = [
+        let flags: [(&str, Option<String>); 15] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -424,6 +510,8 @@ impl Cli {
             ("cores", self.cores.map(|v| v.to_string())),
             ("cpus", self.cpus),
             ("loglevel", self.loglevel),
+            ("maxmemory", self.maxmemory),
+            ("maxmemory-policy", self.maxmemory_policy),
         ];
         for (name, value) in flags {
             if let Some(v) = value {

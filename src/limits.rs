@@ -39,6 +39,16 @@ pub const SHUTDOWN_POLL_MS: u64 = 50;
 /// How long shutdown waits for connections to finish their replies.
 pub const SHUTDOWN_DRAIN_MS: u64 = 2_000;
 
+/// `hz`: background work (active expiry) runs this many times a second, at most
+/// `HZ_MAX`.
+pub const HZ_DEFAULT: usize = 10;
+pub const HZ_MAX: usize = 500;
+/// Most keys `maxmemory-samples` may ask for per database per eviction (Redis: 64).
+pub const MAXMEMORY_SAMPLES_MAX: usize = 64;
+/// Share of each background tick active expiry may spend, in percent (Redis's
+/// ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC).
+pub const ACTIVE_EXPIRE_TIME_PERCENT: u64 = 25;
+
 /// SCAN's default COUNT.
 pub const SCAN_DEFAULT_COUNT: usize = 10;
 

@@ -1,11 +1,16 @@
-//! One numbered database on one shard: the keyspace, lazy expiry and WATCH bookkeeping.
+//! One numbered database on one shard: the keyspace, expiry (lazy and sampled), eviction
+//! metadata, memory accounting and WATCH bookkeeping.
 //!
-//! Every change to a key goes through [`Db::lookup_mut`], [`Db::set`], [`Db::remove`] or
-//! [`Db::flush`], so that a client watching the key is marked dirty in exactly one place.
+//! Every change to a key goes through [`Db::update`], [`Db::set`], [`Db::remove`],
+//! [`Db::set_expiry`] or [`Db::flush`], so that a client watching the key is marked dirty,
+//! the volatile index and the byte count stay right, in exactly one place each.
 
-use crate::keyspace::{Keyspace, Slot};
+use crate::evict::{self, Rng, Tracking};
+use crate::keyspace::{Found, Keyspace, Slot};
+use crate::memory;
 use crate::value::Entry;
 use hashbrown::{HashMap, HashSet};
+use indexmap::IndexSet;
 
 /// A client's identity as the connection layer numbers it.
 pub type ClientId = u64;
@@ -27,11 +32,45 @@ struct Watcher {
     expired_at_watch: bool,
 }
 
-#[derive(Default)]
+/// How reads and writes stamp an entry's `access` field (the shard's policy, copied).
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRules {
+    pub tracking: Tracking,
+    pub lfu_log_factor: u32,
+    pub lfu_decay_minutes: u32,
+}
+
+impl Default for AccessRules {
+    fn default() -> Self {
+        AccessRules {
+            tracking: Tracking::Lru,
+            lfu_log_factor: 10,
+            lfu_decay_minutes: 1,
+        }
+    }
+}
+
+/// How an eviction candidate ranks: higher goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rank {
+    Idle,
+    Frequency,
+    WriteAge,
+    Ttl,
+}
+
 pub struct Db {
     keys: Keyspace,
-    /// Keys with a TTL; kept so INFO keyspace can report `expires=` without a walk.
-    volatile: usize,
+    /// Keys with a TTL, for sampling by active expiry and the volatile-* policies, and for
+    /// INFO keyspace's `expires=`.
+    volatile: IndexSet<Box<[u8]>, foldhash::fast::RandomState>,
+    /// Heap bytes of every key, value and volatile-index entry (the table is counted by
+    /// the keyspace).
+    heap_bytes: usize,
+    rules: AccessRules,
+    /// Writes so far, wrapping: the FIFO stamp.
+    write_seq: u32,
+    rng: Rng,
     /// Key → clients that WATCH it, each with whether the key was already expired (but
     /// not yet deleted) when it was watched. Empty for nearly every workload, so a write
     /// pays one `is_empty` check.
@@ -41,9 +80,82 @@ pub struct Db {
     pub stats: DbStats,
 }
 
+/// What a probe counts: nothing, a read, a read that also counts a hit or miss, a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    None,
+    Read,
+    ReadCounted,
+    Write,
+}
+
+/// The `access` stamp of an entry just read or written, under `rules`.
+fn stamp(
+    rules: &AccessRules,
+    rng: &mut Rng,
+    write_seq: &mut u32,
+    access: u32,
+    now_ms: u64,
+    write: bool,
+) -> u32 {
+    match rules.tracking {
+        Tracking::Lru => evict::lru_clock(now_ms),
+        Tracking::Lfu => {
+            let counter = evict::lfu_decayed(access, now_ms, rules.lfu_decay_minutes);
+            evict::lfu_pack(
+                now_ms,
+                evict::lfu_log_incr(counter, rules.lfu_log_factor, rng.next_f64()),
+            )
+        }
+        Tracking::Fifo if write => {
+            *write_seq = write_seq.wrapping_add(1);
+            *write_seq
+        }
+        Tracking::Fifo => access,
+    }
+}
+
+/// Marks the watchers of a changed key dirty. A watcher that saw the key already expired
+/// is not disturbed when that expired key is deleted (`gone`): logically no change.
+fn touch(
+    watchers: &mut HashMap<Box<[u8]>, Vec<Watcher>>,
+    dirty: &mut HashSet<ClientId>,
+    key: &[u8],
+    gone: bool,
+) {
+    if watchers.is_empty() {
+        return;
+    }
+    if let Some(list) = watchers.get_mut(key) {
+        for w in list {
+            if w.expired_at_watch && gone {
+                w.expired_at_watch = false;
+            } else {
+                dirty.insert(w.client);
+            }
+        }
+    }
+}
+
+impl Default for Db {
+    fn default() -> Self {
+        Db::new()
+    }
+}
+
 impl Db {
     pub fn new() -> Db {
-        Db::default()
+        Db {
+            keys: Keyspace::new(),
+            volatile: IndexSet::default(),
+            heap_bytes: 0,
+            rules: AccessRules::default(),
+            write_seq: 0,
+            rng: Rng::new(0x9e37_79b9_7f4a_7c15),
+            watchers: HashMap::new(),
+            dirty: HashSet::new(),
+            stats: DbStats::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -55,56 +167,139 @@ impl Db {
     }
 
     pub fn volatile_len(&self) -> usize {
-        self.volatile
+        self.volatile.len()
     }
 
-    /// Reads a key; an expired key is deleted on the way and reported missing.
+    /// Bytes this database's data uses: tables, keys, values, the volatile index.
+    pub fn used_bytes(&self) -> usize {
+        self.keys.table_bytes() + self.heap_bytes
+    }
+
+    /// Bytes of the hash table alone (MEMORY STATS's `overhead.hashtable.main`).
+    pub fn table_bytes(&self) -> usize {
+        self.keys.table_bytes()
+    }
+
+    pub fn set_access_rules(&mut self, rules: AccessRules) {
+        self.rules = rules;
+    }
+
+    /// Reads a key and counts the access for eviction; an expired key is deleted on the way
+    /// and reported missing.
     pub fn lookup(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        let hash = self.expire_if_due(key, now_ms);
-        self.keys.get_hashed(hash, key).map(|s| &s.entry)
+        self.find(key, now_ms, Access::Read).map(|e| &*e)
+    }
+
+    /// Reads a key without counting an access (OBJECT, TYPE-like introspection); an expired
+    /// key is still deleted on the way.
+    pub fn peek(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.find(key, now_ms, Access::None).map(|e| &*e)
     }
 
     /// Like [`Db::lookup`], and counts a keyspace hit or miss (for reads by GET-like commands).
     pub fn lookup_counted(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        let hash = self.expire_if_due(key, now_ms);
-        match self.keys.get_hashed(hash, key) {
-            Some(s) => {
-                self.stats.keyspace_hits += 1;
-                Some(&s.entry)
-            }
-            None => {
-                self.stats.keyspace_misses += 1;
-                None
-            }
-        }
+        let found = self.find(key, now_ms, Access::ReadCounted);
+        found.map(|e| &*e)
     }
 
     pub fn exists(&mut self, key: &[u8], now_ms: u64) -> bool {
         self.lookup(key, now_ms).is_some()
     }
 
-    /// A key about to be changed in place: this counts as a change for WATCH, so call it
-    /// only once the write is certain to happen (check with [`Db::lookup`] first). The caller must keep `volatile` right: use
-    /// [`Db::set_expiry`] to change a TTL, not this.
-    pub fn lookup_mut(&mut self, key: &[u8], now_ms: u64) -> Option<&mut Entry> {
-        let hash = self.expire_if_due(key, now_ms);
-        if !self.watchers.is_empty() && self.keys.get_hashed(hash, key).is_some() {
-            self.touch(key);
+    /// The one probe behind every read and in-place write: finds the key, deletes it if it
+    /// has expired, and stamps the access.
+    fn find(&mut self, key: &[u8], now_ms: u64, access: Access) -> Option<&mut Entry> {
+        let hash = self.keys.hash(key);
+        match self
+            .keys
+            .find_or_remove(hash, key, |s| s.entry.is_expired(now_ms))
+        {
+            Found::Live(slot) => {
+                if access == Access::ReadCounted {
+                    self.stats.keyspace_hits += 1;
+                }
+                if access != Access::None {
+                    slot.entry.access = stamp(
+                        &self.rules,
+                        &mut self.rng,
+                        &mut self.write_seq,
+                        slot.entry.access,
+                        now_ms,
+                        access == Access::Write,
+                    );
+                }
+                Some(&mut slot.entry)
+            }
+            Found::Removed(old) => {
+                self.stats.expired_keys += 1;
+                self.stats.changes += 1;
+                self.heap_bytes -= memory::entry_heap_bytes(key.len(), &old);
+                self.volatile.swap_remove(key);
+                touch(&mut self.watchers, &mut self.dirty, key, true);
+                if access == Access::ReadCounted {
+                    self.stats.keyspace_misses += 1;
+                }
+                None
+            }
+            Found::Missing => {
+                if access == Access::ReadCounted {
+                    self.stats.keyspace_misses += 1;
+                }
+                None
+            }
         }
-        self.keys.get_mut_hashed(hash, key).map(|s| &mut s.entry)
+    }
+
+    /// Changes a live key in place; returns `None` (and calls nothing) if it is missing.
+    /// This counts as a write for WATCH, so call it only once the change is certain (check
+    /// with [`Db::lookup`] first). Do not change `expire_at_ms` here: use
+    /// [`Db::set_expiry`].
+    pub fn update<R>(
+        &mut self,
+        key: &[u8],
+        now_ms: u64,
+        change: impl FnOnce(&mut Entry) -> R,
+    ) -> Option<R> {
+        let entry = self.find(key, now_ms, Access::Write)?;
+        let before = memory::value_heap_bytes(&entry.value);
+        let expiry = entry.expire_at_ms;
+        let r = change(entry);
+        debug_assert_eq!(expiry, entry.expire_at_ms, "use set_expiry");
+        let after = memory::value_heap_bytes(&entry.value);
+        self.heap_bytes = self.heap_bytes + after - before;
+        self.stats.changes += 1;
+        touch(&mut self.watchers, &mut self.dirty, key, false);
+        Some(r)
     }
 
     /// Stores `entry` under `key`; returns the live entry it replaced.
-    pub fn set(&mut self, key: &[u8], entry: Entry, now_ms: u64) -> Option<Entry> {
+    pub fn set(&mut self, key: &[u8], mut entry: Entry, now_ms: u64) -> Option<Entry> {
+        let hash = self.keys.hash(key);
+        // Only LFU carries anything over from the entry being replaced.
+        let previous = match self.rules.tracking {
+            Tracking::Lfu => self.keys.get_hashed(hash, key).map(|s| s.entry.access),
+            _ => None,
+        };
+        entry.access = match (self.rules.tracking, previous) {
+            (Tracking::Lfu, None) => evict::lfu_pack(now_ms, evict::LFU_INIT_VAL),
+            // Redis keeps the frequency of a key that is overwritten, and counts the write.
+            (_, old) => stamp(
+                &self.rules,
+                &mut self.rng,
+                &mut self.write_seq,
+                old.unwrap_or(0),
+                now_ms,
+                true,
+            ),
+        };
+        self.heap_bytes += memory::entry_heap_bytes(key.len(), &entry);
         if entry.is_volatile() {
-            self.volatile += 1;
+            self.volatile.insert(key.into());
         }
-        let old = self.keys.insert(key, entry);
+        let old = self.keys.insert_hashed(hash, key, entry);
         self.touch(key);
         let old = old?;
-        if old.is_volatile() {
-            self.volatile -= 1;
-        }
+        self.forget(key, &old);
         if old.is_expired(now_ms) {
             self.stats.expired_keys += 1;
             return None;
@@ -112,13 +307,19 @@ impl Db {
         Some(old)
     }
 
+    /// Undoes the accounting of an entry that has left the table (removed or replaced).
+    fn forget(&mut self, key: &[u8], old: &Entry) {
+        self.heap_bytes -= memory::entry_heap_bytes(key.len(), old);
+        if old.is_volatile() && !matches!(self.keys.get(key), Some(s) if s.entry.is_volatile()) {
+            self.volatile.swap_remove(key);
+        }
+    }
+
     /// Removes a key; returns its entry if it was live.
     pub fn remove(&mut self, key: &[u8], now_ms: u64) -> Option<Entry> {
         let old = self.keys.remove(key)?;
         self.touch(key);
-        if old.is_volatile() {
-            self.volatile -= 1;
-        }
+        self.forget(key, &old);
         if old.is_expired(now_ms) {
             self.stats.expired_keys += 1;
             return None;
@@ -128,14 +329,24 @@ impl Db {
 
     /// Sets or clears (`0`) a live key's expiry time. Returns false if the key is missing.
     pub fn set_expiry(&mut self, key: &[u8], expire_at_ms: u64, now_ms: u64) -> bool {
-        let Some(e) = self.lookup_mut(key, now_ms) else {
+        let Some(was) = self.update(key, now_ms, |e| e.is_volatile()) else {
             return false;
         };
-        let was = e.is_volatile();
-        e.expire_at_ms = expire_at_ms;
+        let slot = self
+            .keys
+            .get_mut_hashed(self.keys.hash(key), key)
+            .expect("updated just now");
+        let before = memory::entry_heap_bytes(key.len(), &slot.entry);
+        slot.entry.expire_at_ms = expire_at_ms;
+        let after = memory::entry_heap_bytes(key.len(), &slot.entry);
+        self.heap_bytes = self.heap_bytes + after - before;
         match (was, expire_at_ms != 0) {
-            (false, true) => self.volatile += 1,
-            (true, false) => self.volatile -= 1,
+            (false, true) => {
+                self.volatile.insert(key.into());
+            }
+            (true, false) => {
+                self.volatile.swap_remove(key);
+            }
             _ => {}
         }
         true
@@ -158,36 +369,88 @@ impl Db {
             }
         }
         self.keys.clear();
-        self.volatile = 0;
+        self.volatile = IndexSet::default();
+        self.heap_bytes = 0;
     }
 
-    /// Deletes `key` if its TTL has passed; returns the key's hash for the caller's lookup.
-    fn expire_if_due(&mut self, key: &[u8], now_ms: u64) -> u64 {
-        let hash = self.keys.hash(key);
-        let due = matches!(self.keys.get_hashed(hash, key), Some(s) if s.entry.is_expired(now_ms));
-        if due {
-            self.remove(key, now_ms);
-        }
-        hash
-    }
-
-    /// Marks the watchers of `key` dirty; called after a key is written or removed.
+    /// Counts a change to `key` and marks its watchers dirty; called after a key is written
+    /// or removed.
     fn touch(&mut self, key: &[u8]) {
         self.stats.changes += 1;
         if self.watchers.is_empty() {
             return;
         }
         let gone = self.keys.get(key).is_none();
-        if let Some(watchers) = self.watchers.get_mut(key) {
-            for w in watchers {
-                if w.expired_at_watch && gone {
-                    // The expired key was deleted: logically no change.
-                    w.expired_at_watch = false;
-                } else {
-                    self.dirty.insert(w.client);
-                }
+        touch(&mut self.watchers, &mut self.dirty, key, gone);
+    }
+
+    /// One round of active expiry: checks up to `count` keys with a TTL picked at random
+    /// and deletes those whose time has passed. Returns (checked, deleted).
+    pub fn expire_sample(&mut self, count: usize, now_ms: u64) -> (usize, usize) {
+        let mut checked = 0;
+        let mut expired = 0;
+        while checked < count && !self.volatile.is_empty() {
+            let i = self.rng.below(self.volatile.len());
+            let key = self.volatile[i].clone();
+            checked += 1;
+            if matches!(self.keys.get(&key), Some(s) if s.entry.is_expired(now_ms)) {
+                self.remove(&key, now_ms);
+                expired += 1;
             }
         }
+        (checked, expired)
+    }
+
+    /// Offers eviction candidates: `samples` keys picked at random (only keys with a TTL
+    /// when `volatile_only`), each with its rank score (higher: evict sooner). An expired
+    /// key scores highest of all.
+    pub fn eviction_candidates(
+        &mut self,
+        samples: usize,
+        volatile_only: bool,
+        rank: Rank,
+        now_ms: u64,
+        mut offer: impl FnMut(u64, &[u8]),
+    ) {
+        let decay = self.rules.lfu_decay_minutes;
+        let seq = self.write_seq;
+        let score = move |e: &Entry| -> u64 {
+            if e.is_expired(now_ms) {
+                return u64::MAX;
+            }
+            match rank {
+                Rank::Idle => evict::lru_idle_ms(e.access, now_ms),
+                Rank::Frequency => 255 - evict::lfu_decayed(e.access, now_ms, decay) as u64,
+                Rank::WriteAge => seq.wrapping_sub(e.access) as u64,
+                Rank::Ttl => u64::MAX - 1 - e.expire_at_ms,
+            }
+        };
+        if volatile_only {
+            for _ in 0..samples.min(self.volatile.len()) {
+                let key = &self.volatile[self.rng.below(self.volatile.len())];
+                if let Some(s) = self.keys.get(key) {
+                    offer(score(&s.entry), &s.key);
+                }
+            }
+        } else {
+            let seed = self.rng.next_u64();
+            self.keys
+                .sample(seed, samples, |s| offer(score(&s.entry), &s.key));
+        }
+    }
+
+    /// A key picked at random for the random policies (only among keys with a TTL when
+    /// `volatile_only`).
+    pub fn random_victim(&mut self, volatile_only: bool) -> Option<Box<[u8]>> {
+        if volatile_only {
+            if self.volatile.is_empty() {
+                return None;
+            }
+            let i = self.rng.below(self.volatile.len());
+            return Some(self.volatile[i].clone());
+        }
+        let seed = self.rng.next_u64();
+        self.keys.random(seed).map(|s| s.key.clone())
     }
 
     /// One SCAN step; see [`Keyspace::scan`]. Expired keys are skipped, not returned.
@@ -276,6 +539,62 @@ mod tests {
 
     fn e(v: i64, exp: u64) -> Entry {
         Entry::with_expiry(Value::Int(v), exp)
+    }
+
+    /// The byte count and the volatile index always match the keys actually stored, through
+    /// a seeded mix of every kind of change.
+    #[test]
+    fn accounting_follows_every_change() {
+        let mut db = Db::new();
+        let mut rng = Rng::new(42);
+        for step in 0..20_000u64 {
+            let now = step;
+            let key = format!("k{}", rng.below(500)).into_bytes();
+            match rng.below(8) {
+                0 | 1 => {
+                    let len = rng.below(100);
+                    let ttl = if rng.below(3) == 0 {
+                        now + 1 + rng.below(50) as u64
+                    } else {
+                        0
+                    };
+                    db.set(
+                        &key,
+                        Entry::with_expiry(Value::from_bytes(&vec![b'x'; len]), ttl),
+                        now,
+                    );
+                }
+                2 => {
+                    db.remove(&key, now);
+                }
+                3 => {
+                    db.update(&key, now, |e| e.value.make_raw().extend_from_slice(b"more"));
+                }
+                4 => {
+                    let at = if rng.below(2) == 0 { 0 } else { now + 10 };
+                    db.set_expiry(&key, at, now);
+                }
+                5 => {
+                    db.lookup(&key, now);
+                }
+                6 => {
+                    db.expire_sample(5, now);
+                }
+                _ if rng.below(500) == 0 => db.flush(),
+                _ => {}
+            }
+            if step % 1000 == 0 || step == 19_999 {
+                let heap: usize = db
+                    .keys
+                    .iter()
+                    .map(|s| memory::entry_heap_bytes(s.key.len(), &s.entry))
+                    .sum();
+                assert_eq!(db.heap_bytes, heap, "step {step}");
+                let volatile = db.keys.iter().filter(|s| s.entry.is_volatile()).count();
+                assert_eq!(db.volatile.len(), volatile, "step {step}");
+                assert!(db.volatile.iter().all(|k| db.keys.get(k).is_some()));
+            }
+        }
     }
 
     #[test]

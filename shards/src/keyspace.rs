@@ -20,6 +20,9 @@ use std::hash::BuildHasher;
 /// SCAN step and of a random-key pick.
 pub const SEGMENT_MAX_ENTRIES: usize = 2048;
 
+/// Tables smaller than this (in slots) are never shrunk: not worth a rehash.
+pub const SEGMENT_SHRINK_MIN_CAPACITY: usize = 64;
+
 /// SCAN positions are kept at this granularity: the low bits of a hash are ignored when
 /// deciding where a scan step stops, so a cursor fits beside a core index in 64 bits.
 pub const SCAN_POSITION_SHIFT: u32 = 8;
@@ -30,6 +33,13 @@ pub struct Slot {
     hash: u64,
     pub key: Box<[u8]>,
     pub entry: Entry,
+}
+
+/// What [`Keyspace::find_or_remove`] found.
+pub enum Found<'a> {
+    Live(&'a mut Slot),
+    Removed(Entry),
+    Missing,
 }
 
 struct Segment {
@@ -43,12 +53,28 @@ pub struct Keyspace {
     directory: Vec<u32>,
     segments: Vec<Segment>,
     len: usize,
+    /// Bytes allocated by all segments' tables (slots used or not, control bytes), for
+    /// memory accounting.
+    table_bytes: usize,
 }
 
 impl Default for Keyspace {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Halves a segment's table once it is less than a quarter full, so memory freed by deletes
+/// and evictions is given back (hashbrown never shrinks by itself). Keeps `table_bytes`
+/// right.
+fn shrink_if_sparse(table: &mut HashTable<Slot>, table_bytes: &mut usize) {
+    let slots = table.allocation_size() / crate::memory::TABLE_SLOT_BYTES;
+    if slots < SEGMENT_SHRINK_MIN_CAPACITY || table.len() * 4 >= slots {
+        return;
+    }
+    let before = table.allocation_size();
+    table.shrink_to(table.len() * 2, slot_hash);
+    *table_bytes = *table_bytes + table.allocation_size() - before;
 }
 
 fn slot_hash(slot: &Slot) -> u64 {
@@ -66,7 +92,15 @@ impl Keyspace {
                 table: HashTable::new(),
             }],
             len: 0,
+            table_bytes: 0,
         }
+    }
+
+    /// Bytes of the tables (every allocated slot) and the directory.
+    pub fn table_bytes(&self) -> usize {
+        self.table_bytes
+            + self.directory.len() * std::mem::size_of::<u32>()
+            + self.segments.len() * std::mem::size_of::<Segment>()
     }
 
     pub fn len(&self) -> usize {
@@ -114,6 +148,8 @@ impl Keyspace {
     pub fn insert_hashed(&mut self, hash: u64, key: &[u8], entry: Entry) -> Option<Entry> {
         let idx = self.segment_index(hash);
         let seg = &mut self.segments[idx];
+        // `entry` may grow the table before it answers, so count from here.
+        let before = seg.table.allocation_size();
         match seg
             .table
             .entry(hash, |s| s.hash == hash && &*s.key == key, slot_hash)
@@ -128,11 +164,37 @@ impl Keyspace {
                     entry,
                 });
                 self.len += 1;
+                self.table_bytes += self.segments[idx].table.allocation_size();
+                self.table_bytes -= before;
                 if self.segments[idx].table.len() > SEGMENT_MAX_ENTRIES {
                     self.split(idx);
                 }
                 None
             }
+        }
+    }
+
+    /// Finds `key` and, in the same probe, removes it if `remove_if` says so (an expired
+    /// key on its way to being read).
+    pub fn find_or_remove(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        remove_if: impl FnOnce(&Slot) -> bool,
+    ) -> Found<'_> {
+        let idx = self.segment_index(hash);
+        match self.segments[idx]
+            .table
+            .find_entry(hash, |s| s.hash == hash && &*s.key == key)
+        {
+            Err(_) => Found::Missing,
+            Ok(o) if remove_if(o.get()) => {
+                let (slot, vacant) = o.remove();
+                self.len -= 1;
+                shrink_if_sparse(vacant.into_table(), &mut self.table_bytes);
+                Found::Removed(slot.entry)
+            }
+            Ok(o) => Found::Live(o.into_mut()),
         }
     }
 
@@ -148,6 +210,7 @@ impl Keyspace {
             .ok()?;
         let (slot, _) = found.remove();
         self.len -= 1;
+        shrink_if_sparse(&mut self.segments[idx].table, &mut self.table_bytes);
         Some(slot.entry)
     }
 
@@ -170,6 +233,7 @@ impl Keyspace {
         }
         let bit = 63 - depth;
         let old = std::mem::take(&mut self.segments[idx].table);
+        self.table_bytes -= old.allocation_size();
         let mut low = HashTable::with_capacity(old.len());
         let mut high = HashTable::with_capacity(old.len() / 2 + 1);
         for slot in old {
@@ -181,6 +245,7 @@ impl Keyspace {
             target.insert_unique(slot.hash, slot, slot_hash);
         }
         low.shrink_to_fit(slot_hash);
+        self.table_bytes += low.allocation_size() + high.allocation_size();
         let new_idx = self.segments.len() as u32;
         self.segments[idx] = Segment {
             depth: depth + 1,
@@ -258,6 +323,35 @@ impl Keyspace {
         self.segments.iter().flat_map(|s| s.table.iter())
     }
 
+    /// Up to `count` keys from one place picked at random: a random segment (weighted by
+    /// its directory share), from a random position on, wrapping round the segment (as
+    /// Redis's dictGetSomeKeys takes neighbouring buckets). `seed` is any random number.
+    pub fn sample(&self, seed: u64, count: usize, mut visit: impl FnMut(&Slot)) {
+        if self.len == 0 || count == 0 {
+            return;
+        }
+        let mut seed = seed;
+        for _ in 0..64 {
+            let d = (seed % self.directory.len() as u64) as usize;
+            let table = &self.segments[self.directory[d] as usize].table;
+            if !table.is_empty() {
+                let start = (seed.rotate_right(17) % table.len() as u64) as usize;
+                let take = count.min(table.len());
+                table
+                    .iter()
+                    .skip(start)
+                    .chain(table.iter())
+                    .take(take)
+                    .for_each(&mut visit);
+                return;
+            }
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+        }
+        self.iter().take(count).for_each(visit);
+    }
+
     /// A key picked at random: a random segment (weighted by directory share), then a
     /// random entry in it. Not exactly uniform, as in Redis; `seed` is any random number.
     pub fn random(&self, seed: u64) -> Option<&Slot> {
@@ -285,6 +379,33 @@ mod tests {
     use super::*;
     use crate::value::{Entry, Value};
     use std::collections::HashSet;
+
+    /// The byte count behind `table_bytes` matches the tables through growth, splits,
+    /// shrinking and clearing.
+    #[test]
+    fn table_bytes_follow_the_tables() {
+        let recount = |ks: &Keyspace| -> usize {
+            ks.segments.iter().map(|s| s.table.allocation_size()).sum()
+        };
+        let mut ks = Keyspace::new();
+        for i in 0..20_000 {
+            ks.insert(format!("key{i}").as_bytes(), entry(i));
+        }
+        assert_eq!(ks.table_bytes, recount(&ks));
+        assert!(ks.segments.len() > 8);
+        let grown = ks.table_bytes();
+        for i in 0..19_000 {
+            ks.remove(format!("key{i}").as_bytes());
+        }
+        assert_eq!(ks.table_bytes, recount(&ks));
+        assert!(
+            ks.table_bytes() < grown / 2,
+            "{} vs {grown}",
+            ks.table_bytes()
+        );
+        ks.clear();
+        assert_eq!(ks.table_bytes, 0);
+    }
 
     fn entry(n: i64) -> Entry {
         Entry::new(Value::Int(n))

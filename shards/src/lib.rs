@@ -4,14 +4,19 @@
 //! - [`keyspace`]: an extendible hash table of small segments, with a SCAN cursor that
 //!   survives growth.
 //! - [`value`]: stored values (strings, integers) and entries with their expiry.
-//! - [`db`]: one numbered database: lazy expiry, WATCH bookkeeping, statistics.
-//! - [`shard`]: the databases of one core.
+//! - [`db`]: one numbered database: lazy and sampled expiry, eviction metadata, memory
+//!   accounting, WATCH bookkeeping, statistics.
+//! - [`evict`]: eviction policies, LRU/LFU/FIFO stamps, the LFU counter.
+//! - [`memory`]: what a key costs in bytes.
+//! - [`shard`]: the databases of one core, its memory limit and eviction.
 //! - [`ops`]: typed operations per command family (`ops::string`, `ops::keys`).
 //! - [`glob`]: Redis's glob patterns for KEYS and SCAN MATCH.
 
 pub mod db;
+pub mod evict;
 pub mod glob;
 pub mod keyspace;
+pub mod memory;
 pub mod ops;
 pub mod shard;
 pub mod value;

@@ -1,9 +1,59 @@
-//! A shard: the numbered databases one core owns.
+//! A shard: the numbered databases one core owns, its share of `maxmemory`, eviction and
+//! active expiry.
 
-use crate::db::{Db, DbStats};
+use crate::db::{AccessRules, Db, DbStats, Rank};
+use crate::evict::{MemoryPolicy, Policy, EVICT_MAX_KEYS_PER_CALL, POOL_SIZE};
+
+/// Keys checked per database per round of active expiry (Redis's
+/// ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP).
+pub const EXPIRE_KEYS_PER_ROUND: usize = 20;
+
+/// Active expiry goes on sampling a database while more than this percentage of the keys it
+/// checked had expired (Redis's ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE).
+pub const EXPIRE_ACCEPTABLE_STALE_PERCENT: usize = 10;
+
+/// Rounds of active expiry between checks of the caller's time budget.
+pub const EXPIRE_ROUNDS_PER_BUDGET_CHECK: usize = 16;
+
+/// An eviction candidate in the pool: higher scores go first.
+#[derive(Debug, Clone)]
+struct Candidate {
+    score: u64,
+    db: usize,
+    key: Box<[u8]>,
+}
+
+/// Counters of the shard as a whole (the databases keep their own).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ShardStats {
+    pub evicted_keys: u64,
+    /// Active expiry: keys checked and keys found expired, ever.
+    pub expire_checked: u64,
+    pub expire_deleted: u64,
+    /// Running estimate of the percentage of volatile keys that have expired but are not
+    /// yet deleted (Redis's `expired_stale_perc`).
+    pub expired_stale_perc: f64,
+}
+
+/// What one call of [`Shard::make_room`] could do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// Under the limit (or no limit).
+    Fits,
+    /// Still over the limit after evicting as many keys as one call may; the write may go
+    /// ahead, the next ones go on evicting.
+    Evicting,
+    /// Over the limit and nothing can be evicted: writes that need memory are refused.
+    Full,
+}
 
 pub struct Shard {
     dbs: Vec<Db>,
+    memory: MemoryPolicy,
+    pool: Vec<Candidate>,
+    /// The next database the random policies draw from (round robin, as Redis).
+    next_random_db: usize,
+    pub stats: ShardStats,
 }
 
 impl Shard {
@@ -12,6 +62,10 @@ impl Shard {
         assert!(databases > 0, "at least one database");
         Shard {
             dbs: (0..databases).map(|_| Db::new()).collect(),
+            memory: MemoryPolicy::default(),
+            pool: Vec::with_capacity(POOL_SIZE),
+            next_random_db: 0,
+            stats: ShardStats::default(),
         }
     }
 
@@ -32,6 +86,148 @@ impl Shard {
         for db in &mut self.dbs {
             db.flush();
         }
+        self.pool.clear();
+    }
+
+    pub fn memory_policy(&self) -> &MemoryPolicy {
+        &self.memory
+    }
+
+    /// Takes new memory settings at once; the next write evicts down to a lower limit.
+    pub fn set_memory_policy(&mut self, memory: MemoryPolicy) {
+        if memory.policy != self.memory.policy {
+            self.pool.clear();
+        }
+        self.memory = memory;
+        let rules = AccessRules {
+            tracking: memory.policy.tracking(),
+            lfu_log_factor: memory.lfu_log_factor,
+            lfu_decay_minutes: memory.lfu_decay_minutes,
+        };
+        for db in &mut self.dbs {
+            db.set_access_rules(rules);
+        }
+    }
+
+    /// Bytes the shard's data uses: every database's tables, keys and values.
+    pub fn used_bytes(&self) -> usize {
+        self.dbs.iter().map(Db::used_bytes).sum::<usize>()
+            + self.dbs.capacity() * std::mem::size_of::<Db>()
+    }
+
+    pub fn over_limit(&self) -> bool {
+        self.memory.limit_bytes != 0 && self.used_bytes() > self.memory.limit_bytes
+    }
+
+    /// Evicts keys by the policy until the data fits the shard's share of `maxmemory`, or
+    /// [`EVICT_MAX_KEYS_PER_CALL`] keys are gone.
+    pub fn make_room(&mut self, now_ms: u64) -> Room {
+        if !self.over_limit() {
+            return Room::Fits;
+        }
+        if self.memory.policy == Policy::NoEviction {
+            return Room::Full;
+        }
+        for _ in 0..EVICT_MAX_KEYS_PER_CALL {
+            let Some((db, key)) = self.pick_victim(now_ms) else {
+                return Room::Full;
+            };
+            self.dbs[db].remove(&key, now_ms);
+            self.stats.evicted_keys += 1;
+            if !self.over_limit() {
+                return Room::Fits;
+            }
+        }
+        Room::Evicting
+    }
+
+    fn pick_victim(&mut self, now_ms: u64) -> Option<(usize, Box<[u8]>)> {
+        let policy = self.memory.policy;
+        let volatile_only = policy.volatile_only();
+        let rank = match policy {
+            Policy::NoEviction => return None,
+            Policy::AllKeysRandom | Policy::VolatileRandom => {
+                for _ in 0..self.dbs.len() {
+                    let db = self.next_random_db % self.dbs.len();
+                    self.next_random_db = self.next_random_db.wrapping_add(1);
+                    if let Some(key) = self.dbs[db].random_victim(volatile_only) {
+                        return Some((db, key));
+                    }
+                }
+                return None;
+            }
+            Policy::AllKeysLru | Policy::VolatileLru => Rank::Idle,
+            Policy::AllKeysLfu | Policy::VolatileLfu => Rank::Frequency,
+            Policy::AllKeysFifo | Policy::VolatileFifo => Rank::WriteAge,
+            Policy::VolatileTtl => Rank::Ttl,
+        };
+        loop {
+            let samples = self.memory.samples;
+            let mut any = false;
+            for (i, db) in self.dbs.iter_mut().enumerate() {
+                let pool = &mut self.pool;
+                db.eviction_candidates(samples, volatile_only, rank, now_ms, |score, key| {
+                    any = true;
+                    offer(pool, i, score, key);
+                });
+            }
+            // The best candidate that still exists as sampled; stale ones are dropped.
+            while let Some(best) = self.pool.pop() {
+                let db = &mut self.dbs[best.db];
+                let live = match db.peek(&best.key, now_ms) {
+                    Some(e) => !volatile_only || e.is_volatile(),
+                    // Gone, or expired and deleted just now: that freed memory too.
+                    None => false,
+                };
+                if live {
+                    return Some((best.db, best.key));
+                }
+            }
+            if !any {
+                return None;
+            }
+            if !self.over_limit() {
+                return None;
+            }
+        }
+    }
+
+    /// One pass of active expiry over every database: rounds of
+    /// [`EXPIRE_KEYS_PER_ROUND`] sampled keys with a TTL, repeated on a database while more
+    /// than [`EXPIRE_ACCEPTABLE_STALE_PERCENT`]% of them had expired, for as long as
+    /// `keep_going` (asked every [`EXPIRE_ROUNDS_PER_BUDGET_CHECK`] rounds) allows.
+    /// Returns (keys checked, keys deleted).
+    pub fn active_expire(
+        &mut self,
+        now_ms: u64,
+        mut keep_going: impl FnMut() -> bool,
+    ) -> (u64, u64) {
+        let (mut checked, mut deleted) = (0u64, 0u64);
+        let mut rounds = 0usize;
+        'dbs: for db in &mut self.dbs {
+            loop {
+                if db.volatile_len() == 0 {
+                    break;
+                }
+                let (c, d) = db.expire_sample(EXPIRE_KEYS_PER_ROUND, now_ms);
+                checked += c as u64;
+                deleted += d as u64;
+                rounds += 1;
+                if rounds % EXPIRE_ROUNDS_PER_BUDGET_CHECK == 0 && !keep_going() {
+                    break 'dbs;
+                }
+                if d * 100 <= c * EXPIRE_ACCEPTABLE_STALE_PERCENT {
+                    break;
+                }
+            }
+        }
+        self.stats.expire_checked += checked;
+        self.stats.expire_deleted += deleted;
+        if checked > 0 {
+            let current = deleted as f64 * 100.0 / checked as f64;
+            self.stats.expired_stale_perc = current * 0.05 + self.stats.expired_stale_perc * 0.95;
+        }
+        (checked, deleted)
     }
 
     pub fn stats(&self) -> DbStats {
@@ -51,5 +247,242 @@ impl Shard {
                 ..DbStats::default()
             };
         }
+        self.stats = ShardStats::default();
+    }
+}
+
+/// Puts a candidate into the pool (kept sorted by score, best last) if it beats the worst
+/// or there is room; a key already pooled is not added twice.
+fn offer(pool: &mut Vec<Candidate>, db: usize, score: u64, key: &[u8]) {
+    if pool.iter().any(|c| c.db == db && *c.key == *key) {
+        return;
+    }
+    if pool.len() == POOL_SIZE {
+        if score <= pool[0].score {
+            return;
+        }
+        pool.remove(0);
+    }
+    let at = pool.partition_point(|c| c.score <= score);
+    pool.insert(
+        at,
+        Candidate {
+            score,
+            db,
+            key: key.into(),
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Entry, Value};
+
+    fn key(i: usize) -> Vec<u8> {
+        format!("key:{i:012}").into_bytes()
+    }
+
+    fn value() -> Value {
+        Value::from_bytes(&[b'v'; 32])
+    }
+
+    /// A shard with `n` keys written one millisecond apart (from t = 1000), keys `0..n`,
+    /// those in `volatile` with a TTL of `ttl_ms(i)`, and its limit set to what it holds now.
+    fn filled(policy: Policy, n: usize, volatile: impl Fn(usize) -> Option<u64>) -> Shard {
+        let mut shard = Shard::new(1);
+        shard.set_memory_policy(MemoryPolicy {
+            policy,
+            ..MemoryPolicy::default()
+        });
+        for i in 0..n {
+            let now = 1000 + i as u64;
+            let entry = match volatile(i) {
+                Some(at) => Entry::with_expiry(value(), at),
+                None => Entry::new(value()),
+            };
+            shard.db(0).set(&key(i), entry, now);
+        }
+        let limit = shard.used_bytes();
+        shard.set_memory_policy(MemoryPolicy {
+            policy,
+            limit_bytes: limit,
+            ..MemoryPolicy::default()
+        });
+        shard
+    }
+
+    /// Writes `extra` new keys at time `now`, making room before each as a write would.
+    fn write_more(shard: &mut Shard, from: usize, extra: usize, now: u64) -> Vec<Room> {
+        (from..from + extra)
+            .map(|i| {
+                let room = shard.make_room(now);
+                if room != Room::Full {
+                    shard.db(0).set(&key(i), Entry::new(value()), now);
+                }
+                room
+            })
+            .collect()
+    }
+
+    fn alive(shard: &mut Shard, keys: impl Iterator<Item = usize>, now: u64) -> usize {
+        keys.filter(|&i| shard.db(0).peek(&key(i), now).is_some())
+            .count()
+    }
+
+    #[test]
+    fn lru_keeps_the_keys_read_lately() {
+        let mut shard = filled(Policy::AllKeysLru, 1000, |_| None);
+        let now = 10_000;
+        for i in 500..1000 {
+            shard.db(0).lookup(&key(i), now);
+        }
+        write_more(&mut shard, 1000, 300, now + 1);
+        assert!(shard.stats.evicted_keys >= 250, "{:?}", shard.stats);
+        assert_eq!(shard.make_room(now + 1), Room::Fits);
+        let hot = alive(&mut shard, 500..1000, now + 2);
+        let cold = alive(&mut shard, 0..500, now + 2);
+        assert!(hot >= 480, "hot survivors {hot}, cold {cold}");
+        assert!(cold <= 250, "hot survivors {hot}, cold {cold}");
+    }
+
+    #[test]
+    fn lfu_keeps_the_keys_read_often() {
+        let mut shard = filled(Policy::AllKeysLfu, 1000, |_| None);
+        let now = 10_000;
+        for _ in 0..30 {
+            for i in (0..1000).step_by(2) {
+                shard.db(0).lookup(&key(i), now);
+            }
+        }
+        write_more(&mut shard, 1000, 300, now);
+        let hot = alive(&mut shard, (0..1000).step_by(2), now);
+        let cold = alive(&mut shard, (1..1000).step_by(2), now);
+        // New keys start with the same count as never-read ones, so the evictions fall on
+        // the cold keys and the new ones alike.
+        assert!(hot >= 480, "hot survivors {hot}, cold {cold}");
+        assert!(cold <= 350, "hot survivors {hot}, cold {cold}");
+    }
+
+    #[test]
+    fn fifo_evicts_the_oldest_writes_whatever_was_read() {
+        let mut shard = filled(Policy::AllKeysFifo, 1000, |_| None);
+        for i in 0..300 {
+            shard.db(0).lookup(&key(i), 5000); // reads do not matter to FIFO
+        }
+        write_more(&mut shard, 1000, 300, 6000);
+        let oldest = alive(&mut shard, 0..300, 6000);
+        let newest = alive(&mut shard, 700..1300, 6000);
+        assert!(oldest <= 100, "oldest survivors {oldest}");
+        assert!(newest >= 590, "newest survivors {newest}");
+    }
+
+    #[test]
+    fn volatile_policies_never_touch_keys_without_a_ttl() {
+        for policy in [
+            Policy::VolatileLru,
+            Policy::VolatileLfu,
+            Policy::VolatileRandom,
+            Policy::VolatileTtl,
+            Policy::VolatileFifo,
+        ] {
+            let mut shard = filled(policy, 1000, |i| (i % 4 == 0).then_some(1_000_000));
+            let rooms = write_more(&mut shard, 1000, 600, 2000);
+            assert_eq!(
+                alive(&mut shard, (0..1000).filter(|i| i % 4 != 0), 2000),
+                750,
+                "{policy:?}"
+            );
+            assert_eq!(shard.db(0).volatile_len(), 0, "{policy:?}");
+            assert_eq!(rooms.last(), Some(&Room::Full), "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn volatile_ttl_evicts_the_nearest_expiry_first() {
+        // Key i expires at 1_000_000 + i: the low ones go first.
+        let mut shard = filled(Policy::VolatileTtl, 1000, |i| Some(1_000_000 + i as u64));
+        write_more(&mut shard, 1000, 200, 2000);
+        // Sampled, so approximate: the evictions fall mostly among the nearest expiries.
+        let soonest = alive(&mut shard, 0..250, 2000);
+        let latest = alive(&mut shard, 750..1000, 2000);
+        assert!(
+            soonest + 100 <= latest,
+            "soonest {soonest}, latest {latest}"
+        );
+    }
+
+    #[test]
+    fn random_evicts_something_and_fits() {
+        let mut shard = filled(Policy::AllKeysRandom, 1000, |_| None);
+        write_more(&mut shard, 1000, 200, 2000);
+        assert_eq!(shard.make_room(2000), Room::Fits);
+        assert!(shard.stats.evicted_keys >= 150);
+    }
+
+    #[test]
+    fn noeviction_refuses_and_keeps_everything() {
+        let mut shard = filled(Policy::NoEviction, 100, |_| None);
+        assert_eq!(shard.make_room(2000), Room::Fits);
+        shard.db(0).set(&key(100), Entry::new(value()), 2000);
+        assert_eq!(shard.make_room(2000), Room::Full);
+        assert_eq!(shard.db(0).len(), 101);
+        assert_eq!(shard.stats.evicted_keys, 0);
+    }
+
+    #[test]
+    fn a_lower_limit_takes_effect_at_the_next_write() {
+        let mut shard = filled(Policy::AllKeysLru, 1000, |_| None);
+        let mut m = *shard.memory_policy();
+        m.limit_bytes /= 2;
+        shard.set_memory_policy(m);
+        assert!(shard.over_limit());
+        assert_eq!(shard.make_room(5000), Room::Fits);
+        assert!(shard.used_bytes() <= m.limit_bytes);
+        assert!(shard.db(0).len() < 600);
+    }
+
+    #[test]
+    fn active_expiry_reclaims_keys_nobody_reads() {
+        let mut shard = filled(Policy::NoEviction, 2000, |i| (i % 2 == 0).then_some(1500));
+        let before = shard.used_bytes();
+        let (checked, deleted) = shard.active_expire(10_000, || true);
+        assert_eq!(deleted, 1000);
+        assert!(checked >= 1000);
+        assert_eq!(shard.db(0).len(), 1000);
+        assert_eq!(shard.db(0).volatile_len(), 0);
+        assert_eq!(shard.stats().expired_keys, 1000);
+        assert!(shard.used_bytes() < before);
+        assert!(shard.stats.expired_stale_perc > 0.0);
+    }
+
+    #[test]
+    fn active_expiry_stops_when_few_keys_are_stale() {
+        // 1 in 50 volatile keys expired: a pass checks a round or so and stops.
+        let mut shard = filled(Policy::NoEviction, 5000, |i| {
+            Some(if i % 50 == 0 { 1500 } else { 1_000_000 })
+        });
+        let (checked, _) = shard.active_expire(10_000, || true);
+        assert!(checked <= 200, "checked {checked}");
+        // Passes over time still reclaim them all.
+        for _ in 0..2000 {
+            shard.active_expire(10_000, || true);
+        }
+        assert_eq!(shard.db(0).len(), 4900);
+    }
+
+    #[test]
+    fn active_expiry_respects_the_budget() {
+        let mut shard = filled(Policy::NoEviction, 5000, |_| Some(1500));
+        let mut asks = 0;
+        let (checked, _) = shard.active_expire(10_000, || {
+            asks += 1;
+            false
+        });
+        assert_eq!(asks, 1);
+        assert_eq!(
+            checked as usize,
+            EXPIRE_KEYS_PER_ROUND * EXPIRE_ROUNDS_PER_BUDGET_CHECK
+        );
     }
 }

@@ -122,12 +122,17 @@ pub fn parse_canonical_i64(b: &[u8]) -> Option<i64> {
     Some(v)
 }
 
-/// A key's entry: its value and its absolute expiry time.
+/// A key's entry: its value, its absolute expiry time and its eviction metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     pub value: Value,
     /// Unix time in milliseconds at which the key expires; 0 when it never does.
     pub expire_at_ms: u64,
+    /// What eviction ranks the key by, read according to the shard's policy (see
+    /// [`crate::evict::Tracking`]): last access time (LRU), a logarithmic access counter
+    /// with its last decay time (LFU), or write order (FIFO). As in Redis, one field serves
+    /// all three, so after a policy change it takes a while to mean the new thing.
+    pub access: u32,
 }
 
 impl Entry {
@@ -135,6 +140,7 @@ impl Entry {
         Entry {
             value,
             expire_at_ms: 0,
+            access: 0,
         }
     }
 
@@ -142,6 +148,7 @@ impl Entry {
         Entry {
             value,
             expire_at_ms,
+            access: 0,
         }
     }
 

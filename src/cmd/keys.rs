@@ -5,6 +5,7 @@ use super::parse::{eq, int};
 use super::string::expiry_at;
 use super::{errors, reply_op_error, unknown_subcommand_error, Args, ShardCtx};
 use crate::resp::Out;
+use tessera_shards::evict::{self, Tracking};
 use tessera_shards::ops::keys::{self as op, ExpireCondition, TtlState};
 
 /// DEL / UNLINK of keys on this core: the count removed.
@@ -224,19 +225,47 @@ const OBJECT_HELP: &[&str] = &[
     "ENCODING <key>",
     "    Return the kind of internal representation used in order to store the value",
     "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
     "HELP",
     "    Print this help.",
 ];
 
-/// OBJECT ENCODING key (the key is args[2]); OBJECT HELP is answered by the node.
+const LFU_NOT_SELECTED: &str = "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.";
+const LFU_SELECTED: &str = "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.";
+const FIFO_SELECTED: &str = "ERR A FIFO maxmemory policy is selected, idle time not tracked.";
+
+/// OBJECT ENCODING|FREQ|IDLETIME key (the key is args[2]); OBJECT HELP is answered by the
+/// node. None of them counts as an access to the key.
 pub fn object(c: &mut ShardCtx, args: Args, out: &mut Out) {
     let sub = args.get(1);
-    if eq(sub, "ENCODING") && args.len() != 3 {
-        out.error(&super::arity_error("object|encoding"))
-    } else if eq(sub, "ENCODING") {
+    let tracking = c.shard.memory_policy().policy.tracking();
+    if eq(sub, "ENCODING") {
         match op::encoding(c.shard.db(c.db), args.get(2), c.now_ms) {
             Some(e) => out.bulk(e.as_bytes()),
             None => out.null(),
+        }
+    } else if eq(sub, "FREQ") {
+        let decay = c.shard.memory_policy().lfu_decay_minutes;
+        let Some(e) = c.shard.db(c.db).peek(args.get(2), c.now_ms) else {
+            return out.null();
+        };
+        if tracking != Tracking::Lfu {
+            return out.error(LFU_NOT_SELECTED);
+        }
+        out.int(evict::lfu_decayed(e.access, c.now_ms, decay) as i64)
+    } else if eq(sub, "IDLETIME") {
+        let Some(e) = c.shard.db(c.db).peek(args.get(2), c.now_ms) else {
+            return out.null();
+        };
+        match tracking {
+            Tracking::Lru => out.int((evict::lru_idle_ms(e.access, c.now_ms) / 1000) as i64),
+            Tracking::Lfu => out.error(LFU_SELECTED),
+            Tracking::Fifo => out.error(FIFO_SELECTED),
         }
     } else if eq(sub, "HELP") {
         object_help(out)

@@ -84,6 +84,26 @@ pub mod errors {
     pub const NOAUTH: &str = "NOAUTH Authentication required.";
     pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
     pub const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+    pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+}
+
+/// Runs a shard command on its shard. A command that may grow the data (Redis's `denyoom`)
+/// first makes room under the shard's share of `maxmemory`, and is refused with -OOM when
+/// nothing can be evicted; reads and deletes always run.
+pub fn run_on_shard(
+    spec: &CommandSpec,
+    f: table::ShardFn,
+    ctx: &mut ShardCtx,
+    args: Args,
+    o: &mut Out,
+) {
+    if ctx.shard.memory_policy().limit_bytes != 0
+        && spec.has_flag("denyoom")
+        && ctx.shard.make_room(ctx.now_ms) == tessera_shards::shard::Room::Full
+    {
+        return o.error(errors::OOM);
+    }
+    f(ctx, args, o)
 }
 
 pub fn op_error_text(e: OpError) -> &'static str {

@@ -23,6 +23,7 @@ pub enum NodeCmd {
     Lastsave,
     Shutdown,
     Debug,
+    Memory,
     Multi,
     Exec,
     Discard,
@@ -208,7 +209,7 @@ pub static TABLE: &[CommandSpec] = &[
     cmd!("expiretime", 2, RO_FAST, (1, 1, 1), Shard(keys::expiretime, None), "generic", "7.0.0", "Returns the expiration time of a key as a Unix timestamp.", "key:key"),
     cmd!("pexpiretime", 2, RO_FAST, (1, 1, 1), Shard(keys::pexpiretime, None), "generic", "7.0.0", "Returns the expiration time of a key as a Unix milliseconds timestamp.", "key:key"),
     cmd!("persist", 2, W_FAST, (1, 1, 1), Shard(keys::persist, None), "generic", "2.2.0", "Removes the expiration time of a key.", "key:key"),
-    cmd!("object", -2, RO, (2, 2, 1), Shard(keys::object, None), "generic", "2.2.3", "A container for object introspection commands (ENCODING, HELP).", ""),
+    cmd!("object", -2, RO, (2, 2, 1), Shard(keys::object, None), "generic", "2.2.3", "A container for object introspection commands.", ""),
     cmd!("keys", 2, RO, (0, 0, 0), Node(N::Keys), "generic", "1.0.0", "Returns all key names that match a pattern.", "pattern:pattern"),
     cmd!("scan", -2, RO, (0, 0, 0), Node(N::Scan), "generic", "2.8.0", "Iterates over the key names in the database.", "cursor:integer [MATCH pattern:pattern] [COUNT count:integer] [TYPE type:string]"),
     cmd!("randomkey", 1, RO, (0, 0, 0), Node(N::Randomkey), "generic", "1.0.0", "Returns a random key name from the database.", ""),
@@ -237,7 +238,8 @@ pub static TABLE: &[CommandSpec] = &[
     cmd!("time", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Time), "server", "2.6.0", "Returns the server time.", ""),
     cmd!("lastsave", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Lastsave), "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk.", ""),
     cmd!("shutdown", -1, &["admin", "noscript", "loading", "stale", "no_multi"], (0, 0, 0), Node(N::Shutdown), "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the server.", "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]"),
-    cmd!("debug", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Debug), "server", "1.0.0", "tessera test hooks (ADVANCE-CLOCK); needs enable-debug-command.", ""),
+    cmd!("memory", -2, &[], (0, 0, 0), Node(N::Memory), "server", "4.0.0", "A container for memory diagnostics commands.", ""),
+    cmd!("debug", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Debug), "server", "1.0.0", "tessera test hooks (ADVANCE-CLOCK, SET-ACTIVE-EXPIRE); needs enable-debug-command.", ""),
 ];
 
 macro_rules! sub {
@@ -256,7 +258,13 @@ macro_rules! sub {
 /// reports them.
 pub static SUBCOMMANDS: &[SubcommandDoc] = &[
     sub!("object|encoding", 3, "2.2.3", "Returns the internal encoding of a Redis object.", "key:key"),
+    sub!("object|freq", 3, "4.0.0", "Returns the logarithmic access frequency counter of a Redis object.", "key:key"),
     sub!("object|help", 2, "6.2.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("object|idletime", 3, "2.2.3", "Returns the time since the last access to a Redis object.", "key:key"),
+    sub!("memory|help", 2, "4.0.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("memory|purge", 2, "4.0.0", "Asks the allocator to release memory.", ""),
+    sub!("memory|stats", 2, "4.0.0", "Returns details about memory usage.", ""),
+    sub!("memory|usage", -3, "4.0.0", "Estimates the memory usage of a key.", "key:key [SAMPLES count:integer]"),
     sub!("client|id", 2, "5.0.0", "Returns the unique client ID of the connection.", ""),
     sub!("client|setname", 3, "2.6.9", "Sets the connection name.", "connection-name:string"),
     sub!("client|getname", 2, "2.6.9", "Returns the name of the connection.", ""),

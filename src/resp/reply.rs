@@ -125,6 +125,24 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// A double: `,` in RESP3, a bulk string in RESP2, printed in the shortest form that
+    /// reads back exactly (as Redis's fpconv).
+    pub fn double(&mut self, v: f64) {
+        let text = if v.is_infinite() {
+            if v > 0.0 { "inf" } else { "-inf" }.to_string()
+        } else {
+            format!("{v}")
+        };
+        match self.proto {
+            Protocol::Resp2 => self.bulk(text.as_bytes()),
+            Protocol::Resp3 => {
+                self.buf.push(b',');
+                self.buf.extend_from_slice(text.as_bytes());
+                self.buf.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
     /// A set of `n` members: `~n` in RESP3, an array in RESP2.
     pub fn set(&mut self, n: usize) {
         match self.proto {

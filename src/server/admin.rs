@@ -567,7 +567,8 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
             }
         }
         core.invoke_all(Some(BYPASS_LOCKS), move |c| {
-            *c.config.borrow_mut() = cfg.clone()
+            *c.config.borrow_mut() = cfg.clone();
+            c.apply_memory_config();
         })
         .await;
         o.ok()

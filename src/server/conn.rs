@@ -81,7 +81,9 @@ pub async fn run_command(
 /// arrives (so also while MULTI queues), as Redis's command lookup does.
 fn check_subcommand(s: &Session, spec: &CommandSpec, args: &Args) -> Option<Vec<u8>> {
     let container = match spec.exec {
-        Exec::Node(NodeCmd::Client | NodeCmd::Config | NodeCmd::Command) => spec.name,
+        Exec::Node(NodeCmd::Client | NodeCmd::Config | NodeCmd::Command | NodeCmd::Memory) => {
+            spec.name
+        }
         _ if spec.name == "object" => spec.name,
         _ => return None,
     };
@@ -165,7 +167,7 @@ pub async fn dispatch(
                     now_ms,
                     limits,
                 };
-                f(&mut ctx, args, o)
+                cmd::run_on_shard(spec, f, &mut ctx, args, o)
             });
         }
         Exec::Node(which) => {

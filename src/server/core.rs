@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tessera_shards::evict::MemoryPolicy;
 use tessera_shards::{ClientId, Shard};
 
 /// What all cores of the node share: read-mostly facts and a few atomics that are touched
@@ -96,6 +97,8 @@ pub struct CoreStats {
     pub total_net_output_bytes: u64,
     pub rejected_connections: u64,
     pub total_error_replies: u64,
+    /// Time spent in active expiry, in microseconds.
+    pub expire_cycle_cpu_us: u64,
 }
 
 /// What CLIENT LIST shows of a connection; the connection task keeps it current.
@@ -165,11 +168,13 @@ pub struct Core {
     pub(super) mesh: OnceCell<Mesh>,
     pub(super) tx_seq: Cell<u64>,
     rng: Cell<u64>,
+    /// DEBUG SET-ACTIVE-EXPIRE: whether the background tick deletes expired keys.
+    pub active_expire: Cell<bool>,
 }
 
 impl Core {
     pub fn new(id: usize, cores: usize, config: Config, node: Arc<NodeShared>) -> Rc<Core> {
-        Rc::new(Core {
+        let core = Rc::new(Core {
             id,
             cores,
             shard: RefCell::new(Shard::new(config.databases)),
@@ -181,7 +186,28 @@ impl Core {
             mesh: OnceCell::new(),
             tx_seq: Cell::new(1),
             rng: Cell::new(splitmix(node.started_unix_s ^ id as u64)),
-        })
+            active_expire: Cell::new(true),
+        });
+        core.apply_memory_config();
+        core
+    }
+
+    /// Gives the shard its memory settings from the configuration: an equal share of
+    /// `maxmemory` per core, and the policy. Called at start and after CONFIG SET.
+    pub fn apply_memory_config(&self) {
+        let c = self.config.borrow();
+        let share = if c.maxmemory == 0 {
+            0
+        } else {
+            (c.maxmemory / self.cores).max(1)
+        };
+        self.shard.borrow_mut().set_memory_policy(MemoryPolicy {
+            limit_bytes: share,
+            policy: c.maxmemory_policy,
+            samples: c.maxmemory_samples,
+            lfu_log_factor: c.lfu_log_factor,
+            lfu_decay_minutes: c.lfu_decay_time,
+        });
     }
 
     pub fn set_mesh(&self, mesh: Mesh) {

@@ -28,11 +28,16 @@ struct CoreReport {
     clients: usize,
     heap_bytes: i64,
     shard_stats: tessera_shards::db::DbStats,
+    evict_stats: tessera_shards::shard::ShardStats,
+    /// Bytes of this core's dataset (tables, keys, values, the volatile index), and its
+    /// share of maxmemory.
+    dataset_bytes: usize,
+    limit_bytes: usize,
     /// Per database: (keys, keys with a TTL).
     keyspace: Vec<(usize, usize)>,
 }
 
-fn human_bytes(n: u64) -> String {
+pub fn human_bytes(n: u64) -> String {
     let units = ["B", "K", "M", "G", "T"];
     let mut v = n as f64;
     let mut u = 0;
@@ -47,7 +52,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -86,6 +91,9 @@ pub async fn info(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
                 clients: c.clients.borrow().len(),
                 heap_bytes: crate::alloc::thread_bytes(),
                 shard_stats: shard.stats(),
+                evict_stats: shard.stats,
+                dataset_bytes: shard.used_bytes(),
+                limit_bytes: shard.memory_policy().limit_bytes,
                 keyspace: (0..shard.databases())
                     .map(|db| (shard.db_ref(db).len(), shard.db_ref(db).volatile_len()))
                     .collect(),
@@ -146,14 +154,24 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
         } else {
             0.0
         };
+        let dataset = reports.iter().map(|r| r.dataset_bytes).sum::<usize>() as u64;
         let _ = write!(
             t,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_fragmentation_ratio:{frag:.2}\r\nmem_allocator:libc\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{dataset}\r\nused_memory_dataset_perc:{:.2}%\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{frag:.2}\r\nmem_allocator:libc\r\n",
             human_bytes(used),
             human_bytes(rss),
+            if used > 0 { dataset as f64 * 100.0 / used as f64 } else { 0.0 },
+            cfg.maxmemory,
+            human_bytes(cfg.maxmemory as u64),
+            cfg.maxmemory_policy.name(),
         );
+        // tessera's own: each core's heap, dataset and share of maxmemory.
         for (i, r) in reports.iter().enumerate() {
-            let _ = write!(t, "core{i}_heap_bytes:{}\r\n", r.heap_bytes);
+            let _ = write!(
+                t,
+                "core{i}_heap_bytes:{}\r\ncore{i}_dataset_bytes:{}\r\ncore{i}_maxmemory_share:{}\r\n",
+                r.heap_bytes, r.dataset_bytes, r.limit_bytes
+            );
         }
         t.push_str("\r\n");
     }
@@ -174,15 +192,22 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
                 acc.2 + r.shard_stats.keyspace_misses,
             )
         });
+        let evicted: u64 = reports.iter().map(|r| r.evict_stats.evicted_keys).sum();
+        let stale = reports
+            .iter()
+            .map(|r| r.evict_stats.expired_stale_perc)
+            .sum::<f64>()
+            / reports.len().max(1) as f64;
         let _ = write!(
             t,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nexpired_stale_perc:{stale:.2}\r\nexpire_cycle_cpu_milliseconds:{}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
             sum(|s| s.total_connections_received),
             sum(|s| s.total_commands_processed),
             sum(|s| s.total_net_input_bytes),
             sum(|s| s.total_net_output_bytes),
             sum(|s| s.rejected_connections),
             shard.0,
+            sum(|s| s.expire_cycle_cpu_us) / 1000,
             shard.1,
             shard.2,
             sum(|s| s.total_error_replies),

@@ -12,7 +12,9 @@
 pub mod admin;
 pub mod conn;
 pub mod core;
+pub mod cron;
 pub mod info;
+pub mod memory_cmd;
 pub mod mesh;
 pub mod node_cmds;
 pub mod pipeline;
@@ -268,6 +270,7 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
     }
     let _ = ready.send(Ok(id));
     drop(ready);
+    glommio::spawn_local(cron::run(core.clone())).detach();
     let accepts: Vec<_> = listeners
         .into_iter()
         .map(|l| glommio::spawn_local(accept_loop(core.clone(), l)))

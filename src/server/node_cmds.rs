@@ -2,8 +2,9 @@
 //! commands over the whole keyspace (which reach every core).
 
 use super::core::Core;
+use super::mesh::BYPASS_LOCKS;
 use super::session::Session;
-use super::{admin, info, tx};
+use super::{admin, info, memory_cmd, tx};
 use crate::cmd::parse::{eq, int};
 use crate::cmd::table::NodeCmd;
 use crate::cmd::{arity_error, errors, unknown_subcommand_error, Args};
@@ -75,7 +76,8 @@ pub async fn run(
         }
         NodeCmd::Lastsave => o.int(core.node.started_unix_s as i64),
         NodeCmd::Shutdown => shutdown(core, s, args, &mut o),
-        NodeCmd::Debug => debug(core, args, &mut o),
+        NodeCmd::Debug => debug(core, args, &mut o).await,
+        NodeCmd::Memory => memory_cmd::memory(core, s, args, &mut o).await,
         NodeCmd::Multi => tx::multi(s, &mut o),
         NodeCmd::Exec => tx::exec(core, s, out).await,
         NodeCmd::Discard => tx::discard(core, s, &mut o).await,
@@ -235,7 +237,7 @@ fn shutdown(core: &Core, s: &mut Session, args: Args, o: &mut Out) {
     s.closing = true;
 }
 
-fn debug(core: &Core, args: Args, o: &mut Out) {
+async fn debug(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
     if !core.config.borrow().enable_debug_command {
         return o.error("ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.");
     }
@@ -248,10 +250,22 @@ fn debug(core: &Core, args: Args, o: &mut Out) {
             }
             None => o.error(errors::NOT_INTEGER),
         }
+    } else if eq(sub, "SET-ACTIVE-EXPIRE") && args.len() == 3 {
+        match int(args.get(2)) {
+            Some(n @ (0 | 1)) => {
+                let on = n == 1;
+                core.invoke_all(Some(BYPASS_LOCKS), move |c| c.active_expire.set(on))
+                    .await;
+                o.ok()
+            }
+            _ => o.error(errors::SYNTAX),
+        }
     } else if eq(sub, "HELP") {
-        o.array(2);
+        o.array(4);
         o.simple("DEBUG ADVANCE-CLOCK <milliseconds>");
         o.simple("    Move the server's clock forward (tests of TTLs without sleeping).");
+        o.simple("DEBUG SET-ACTIVE-EXPIRE <0|1>");
+        o.simple("    Stop or start the background deletion of expired keys.");
     } else {
         o.error_bytes(&unknown_subcommand_error("DEBUG", sub))
     }

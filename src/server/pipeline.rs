@@ -48,7 +48,9 @@ impl RemoteBatch {
         for (spec, r) in &self.cmds {
             let start = buf.len();
             if let Exec::Shard(f, _) = spec.exec {
-                f(
+                crate::cmd::run_on_shard(
+                    spec,
+                    f,
                     &mut ctx,
                     Args::new(&self.data, &self.ranges[r.clone()]),
                     &mut Out::new(&mut buf, proto),

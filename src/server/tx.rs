@@ -49,12 +49,53 @@ pub async fn run_cross_core(
     let tx = s.tx.or(locks.as_ref().map(|l| l.tx));
     let mut o = Out::new(out, s.proto);
     let db = s.db;
+    if spec.has_flag("denyoom")
+        && core.config.borrow().maxmemory != 0
+        && !make_room_on(core, tx, groups.keys().copied()).await
+    {
+        o.error(errors::OOM);
+    } else {
+        run_kind(core, spec, kind, tx, db, &args, &groups, &mut o).await;
+    }
+    if let Some(l) = locks {
+        core.release(l).await;
+    }
+}
+
+/// Makes room under `maxmemory` on each of `cores` (which the caller has locked); false if
+/// one of them is full and can evict nothing.
+async fn make_room_on(core: &Core, tx: Option<u64>, cores: impl Iterator<Item = usize>) -> bool {
+    for c in cores {
+        let room = core
+            .invoke_on(c, tx, |cc| {
+                let now = cc.now_ms();
+                cc.shard.borrow_mut().make_room(now)
+            })
+            .await;
+        if room == tessera_shards::shard::Room::Full {
+            return false;
+        }
+    }
+    true
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_kind(
+    core: &Core,
+    spec: &CommandSpec,
+    kind: CrossCore,
+    tx: Option<u64>,
+    db: usize,
+    args: &Args<'_>,
+    groups: &BTreeMap<usize, Vec<usize>>,
+    o: &mut Out<'_>,
+) {
     match kind {
-        CrossCore::Gather => gather(core, tx, db, &args, &groups, &mut o).await,
+        CrossCore::Gather => gather(core, tx, db, args, groups, o).await,
         CrossCore::Sum => {
             let mut total = 0i64;
             let delete = spec.is_write();
-            for (&c, idx) in &groups {
+            for (&c, idx) in groups {
                 let keys: Vec<Vec<u8>> = idx.iter().map(|&i| args.get(i).to_vec()).collect();
                 total += core
                     .invoke_on(c, tx, move |cc| {
@@ -83,19 +124,16 @@ pub async fn run_cross_core(
                     core,
                     tx,
                     db,
-                    &args,
-                    &groups,
+                    args,
+                    groups,
                     kind == CrossCore::SetAllIfNone,
-                    &mut o,
+                    o,
                 )
                 .await;
             }
         }
-        CrossCore::Rename { only_if_new } => rename(core, tx, db, &args, only_if_new, &mut o).await,
-        CrossCore::Copy => copy(core, tx, db, &args, &mut o).await,
-    }
-    if let Some(l) = locks {
-        core.release(l).await;
+        CrossCore::Rename { only_if_new } => rename(core, tx, db, args, only_if_new, o).await,
+        CrossCore::Copy => copy(core, tx, db, args, o).await,
     }
 }
 

@@ -12,13 +12,13 @@ pub fn del(db: &mut Db, key: &[u8], now_ms: u64) -> bool {
     db.remove(key, now_ms).is_some()
 }
 
+/// TYPE: does not count as an access (Redis looks the key up with LOOKUP_NOTOUCH).
 pub fn type_name(db: &mut Db, key: &[u8], now_ms: u64) -> &'static str {
-    db.lookup(key, now_ms)
-        .map_or("none", |e| e.value.type_name())
+    db.peek(key, now_ms).map_or("none", |e| e.value.type_name())
 }
 
 pub fn encoding(db: &mut Db, key: &[u8], now_ms: u64) -> Option<&'static str> {
-    db.lookup(key, now_ms).map(|e| e.value.encoding())
+    db.peek(key, now_ms).map(|e| e.value.encoding())
 }
 
 /// Removes and returns a live key's entry (the first half of a RENAME across shards).

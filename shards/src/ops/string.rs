@@ -134,11 +134,11 @@ pub fn incr_by(db: &mut Db, key: &[u8], delta: i64, now_ms: u64) -> OpResult<i64
             .ok_or(OpError::Overflow)?,
         None => delta,
     };
-    match db.lookup_mut(key, now_ms) {
-        Some(e) => e.value = Value::Int(n),
-        None => {
-            db.set(key, Entry::new(Value::Int(n)), now_ms);
-        }
+    if db
+        .update(key, now_ms, |e| e.value = Value::Int(n))
+        .is_none()
+    {
+        db.set(key, Entry::new(Value::Int(n)), now_ms);
     }
     Ok(n)
 }
@@ -205,11 +205,12 @@ pub fn incr_by_float(db: &mut Db, key: &[u8], delta: &[u8], now_ms: u64) -> OpRe
         bytes: text.clone(),
         raw: false,
     };
-    match db.lookup_mut(key, now_ms) {
-        Some(e) => e.value = value,
-        None => {
-            db.set(key, Entry::new(value), now_ms);
-        }
+    let mut value = Some(value);
+    if db
+        .update(key, now_ms, |e| e.value = value.take().expect("once"))
+        .is_none()
+    {
+        db.set(key, Entry::new(value.take().expect("not used")), now_ms);
     }
     Ok(text)
 }
@@ -225,12 +226,13 @@ pub fn append(
     if current + tail.len() > max_len {
         return Err(OpError::StringTooLong);
     }
-    match db.lookup_mut(key, now_ms) {
-        Some(e) => {
-            let bytes = e.value.make_raw();
-            bytes.extend_from_slice(tail);
-            Ok(bytes.len())
-        }
+    let appended = db.update(key, now_ms, |e| {
+        let bytes = e.value.make_raw();
+        bytes.extend_from_slice(tail);
+        bytes.len()
+    });
+    match appended {
+        Some(len) => Ok(len),
         None => {
             db.set(key, Entry::new(Value::from_bytes(tail)), now_ms);
             Ok(tail.len())
@@ -294,15 +296,17 @@ pub fn setrange(
             now_ms,
         );
     }
-    let e = db
-        .lookup_mut(key, now_ms)
+    let len = db
+        .update(key, now_ms, |e| {
+            let bytes = e.value.make_raw();
+            if bytes.len() < offset + patch.len() {
+                bytes.resize(offset + patch.len(), 0);
+            }
+            bytes[offset..offset + patch.len()].copy_from_slice(patch);
+            bytes.len()
+        })
         .expect("present: checked or just set");
-    let bytes = e.value.make_raw();
-    if bytes.len() < offset + patch.len() {
-        bytes.resize(offset + patch.len(), 0);
-    }
-    bytes[offset..offset + patch.len()].copy_from_slice(patch);
-    Ok(bytes.len())
+    Ok(len)
 }
 
 #[cfg(test)]
