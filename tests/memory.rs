@@ -194,10 +194,14 @@ fn allkeys_policies_keep_the_dataset_within_the_limit() {
             replies.iter().all(|r| *r == Resp::ok()),
             "{policy}: a write was refused"
         );
-        let evicted = info_int(&mut raw, "evicted_keys");
+        // The background tick may still evict a key or two between the two reads.
         let keys = int_of(raw.cmd(&["DBSIZE"]));
+        let evicted = info_int(&mut raw, "evicted_keys");
         assert!(evicted > 5000, "{policy}: evicted {evicted}");
-        assert_eq!(evicted + keys, 20_000, "{policy}");
+        assert!(
+            (20_000..20_010).contains(&(evicted + keys)),
+            "{policy}: {evicted} + {keys}"
+        );
         for core in 0..2 {
             let dataset = info_int(&mut raw, &format!("core{core}_dataset_bytes"));
             let share = info_int(&mut raw, &format!("core{core}_maxmemory_share"));
@@ -390,8 +394,8 @@ fn memory_usage_stats_and_help() {
     let s = Server::with_cores(2);
     let mut c = Check::new(&s);
     c.expect("SET k 0123456789abcdef0123456789abcdef", ok());
-    c.expect_between("MEMORY USAGE k", 60, 300);
-    c.expect_between("MEMORY USAGE k SAMPLES 0", 60, 300);
+    c.expect_between("MEMORY USAGE k", 40, 300);
+    c.expect_between("MEMORY USAGE k SAMPLES 0", 40, 300);
     c.table(&[
         ("MEMORY USAGE missing", nil()),
         (

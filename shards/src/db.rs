@@ -6,7 +6,8 @@
 //! the volatile index and the byte count stay right, in exactly one place each.
 
 use crate::evict::{self, Rng, Tracking};
-use crate::keyspace::{Found, Keyspace, Slot};
+use crate::item::Item;
+use crate::keyspace::{Found, Keyspace};
 use crate::memory;
 use crate::value::Entry;
 use hashbrown::{HashMap, HashSet};
@@ -186,18 +187,18 @@ impl Db {
 
     /// Reads a key and counts the access for eviction; an expired key is deleted on the way
     /// and reported missing.
-    pub fn lookup(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+    pub fn lookup(&mut self, key: &[u8], now_ms: u64) -> Option<&Item> {
         self.find(key, now_ms, Access::Read).map(|e| &*e)
     }
 
     /// Reads a key without counting an access (OBJECT, TYPE-like introspection); an expired
     /// key is still deleted on the way.
-    pub fn peek(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+    pub fn peek(&mut self, key: &[u8], now_ms: u64) -> Option<&Item> {
         self.find(key, now_ms, Access::None).map(|e| &*e)
     }
 
     /// Like [`Db::lookup`], and counts a keyspace hit or miss (for reads by GET-like commands).
-    pub fn lookup_counted(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+    pub fn lookup_counted(&mut self, key: &[u8], now_ms: u64) -> Option<&Item> {
         let found = self.find(key, now_ms, Access::ReadCounted);
         found.map(|e| &*e)
     }
@@ -208,32 +209,32 @@ impl Db {
 
     /// The one probe behind every read and in-place write: finds the key, deletes it if it
     /// has expired, and stamps the access.
-    fn find(&mut self, key: &[u8], now_ms: u64, access: Access) -> Option<&mut Entry> {
+    fn find(&mut self, key: &[u8], now_ms: u64, access: Access) -> Option<&mut Item> {
         let hash = self.keys.hash(key);
         match self
             .keys
-            .find_or_remove(hash, key, |s| s.entry.is_expired(now_ms))
+            .find_or_remove(hash, key, |s| s.is_expired(now_ms))
         {
             Found::Live(slot) => {
                 if access == Access::ReadCounted {
                     self.stats.keyspace_hits += 1;
                 }
                 if access != Access::None {
-                    slot.entry.access = stamp(
+                    slot.set_access(stamp(
                         &self.rules,
                         &mut self.rng,
                         &mut self.write_seq,
-                        slot.entry.access,
+                        slot.access(),
                         now_ms,
                         access == Access::Write,
-                    );
+                    ));
                 }
-                Some(&mut slot.entry)
+                Some(slot)
             }
             Found::Removed(old) => {
                 self.stats.expired_keys += 1;
                 self.stats.changes += 1;
-                self.heap_bytes -= memory::entry_heap_bytes(key.len(), &old);
+                self.heap_bytes -= memory::item_heap_bytes(&old);
                 self.volatile.swap_remove(key);
                 touch(&mut self.watchers, &mut self.dirty, key, true);
                 if access == Access::ReadCounted {
@@ -250,34 +251,67 @@ impl Db {
         }
     }
 
-    /// Changes a live key in place; returns `None` (and calls nothing) if it is missing.
-    /// This counts as a write for WATCH, so call it only once the change is certain (check
-    /// with [`Db::lookup`] first). Do not change `expire_at_ms` here: use
-    /// [`Db::set_expiry`].
+    /// Changes a live key; returns `None` (and calls nothing) if it is missing. This counts
+    /// as a write for WATCH, so call it only once the change is certain (check with
+    /// [`Db::lookup`] first). Do not change `expire_at_ms` here: use [`Db::set_expiry`].
     pub fn update<R>(
         &mut self,
         key: &[u8],
         now_ms: u64,
         change: impl FnOnce(&mut Entry) -> R,
     ) -> Option<R> {
-        let entry = self.find(key, now_ms, Access::Write)?;
-        let before = memory::value_heap_bytes(&entry.value);
-        let expiry = entry.expire_at_ms;
-        let r = change(entry);
-        debug_assert_eq!(expiry, entry.expire_at_ms, "use set_expiry");
-        let after = memory::value_heap_bytes(&entry.value);
-        self.heap_bytes = self.heap_bytes + after - before;
-        self.stats.changes += 1;
-        touch(&mut self.watchers, &mut self.dirty, key, false);
-        Some(r)
+        self.rewrite(key, now_ms, |e| {
+            let expiry = e.expire_at_ms;
+            let r = change(e);
+            debug_assert_eq!(expiry, e.expire_at_ms, "use set_expiry");
+            r
+        })
     }
 
-    /// Stores `entry` under `key`; returns the live entry it replaced.
-    pub fn set(&mut self, key: &[u8], mut entry: Entry, now_ms: u64) -> Option<Entry> {
+    /// Takes a live key's item apart, lets `change` edit the entry, and stores it again in
+    /// the same place, keeping the byte count, the volatile index and WATCH right.
+    fn rewrite<R>(
+        &mut self,
+        key: &[u8],
+        now_ms: u64,
+        change: impl FnOnce(&mut Entry) -> R,
+    ) -> Option<R> {
+        self.find(key, now_ms, Access::Write)?;
+        let hash = self.keys.hash(key);
+        let mut result = None;
+        let (mut before, mut after) = (0, 0);
+        let (mut was_volatile, mut is_volatile) = (false, false);
+        self.keys.replace_with(hash, key, |item| {
+            before = memory::item_heap_bytes(&item);
+            was_volatile = item.is_volatile();
+            let mut entry = item.into_entry();
+            result = Some(change(&mut entry));
+            is_volatile = entry.is_volatile();
+            let new = Item::new(key, entry);
+            after = memory::item_heap_bytes(&new);
+            new
+        });
+        self.heap_bytes = self.heap_bytes + after - before;
+        match (was_volatile, is_volatile) {
+            (false, true) => {
+                self.volatile.insert(key.into());
+            }
+            (true, false) => {
+                self.volatile.swap_remove(key);
+            }
+            _ => {}
+        }
+        self.stats.changes += 1;
+        touch(&mut self.watchers, &mut self.dirty, key, false);
+        result
+    }
+
+    /// Stores `entry` under `key`; returns the live item it replaced.
+    pub fn set(&mut self, key: &[u8], mut entry: Entry, now_ms: u64) -> Option<Item> {
         let hash = self.keys.hash(key);
         // Only LFU carries anything over from the entry being replaced.
         let previous = match self.rules.tracking {
-            Tracking::Lfu => self.keys.get_hashed(hash, key).map(|s| s.entry.access),
+            Tracking::Lfu => self.keys.get_hashed(hash, key).map(Item::access),
             _ => None,
         };
         entry.access = match (self.rules.tracking, previous) {
@@ -292,11 +326,12 @@ impl Db {
                 true,
             ),
         };
-        self.heap_bytes += memory::entry_heap_bytes(key.len(), &entry);
-        if entry.is_volatile() {
+        let item = Item::new(key, entry);
+        self.heap_bytes += memory::item_heap_bytes(&item);
+        if item.is_volatile() {
             self.volatile.insert(key.into());
         }
-        let old = self.keys.insert_hashed(hash, key, entry);
+        let old = self.keys.insert_item(hash, item);
         self.touch(key);
         let old = old?;
         self.forget(key, &old);
@@ -307,16 +342,16 @@ impl Db {
         Some(old)
     }
 
-    /// Undoes the accounting of an entry that has left the table (removed or replaced).
-    fn forget(&mut self, key: &[u8], old: &Entry) {
-        self.heap_bytes -= memory::entry_heap_bytes(key.len(), old);
-        if old.is_volatile() && !matches!(self.keys.get(key), Some(s) if s.entry.is_volatile()) {
+    /// Undoes the accounting of an item that has left the table (removed or replaced).
+    fn forget(&mut self, key: &[u8], old: &Item) {
+        self.heap_bytes -= memory::item_heap_bytes(old);
+        if old.is_volatile() && !matches!(self.keys.get(key), Some(s) if s.is_volatile()) {
             self.volatile.swap_remove(key);
         }
     }
 
-    /// Removes a key; returns its entry if it was live.
-    pub fn remove(&mut self, key: &[u8], now_ms: u64) -> Option<Entry> {
+    /// Removes a key; returns its item if it was live.
+    pub fn remove(&mut self, key: &[u8], now_ms: u64) -> Option<Item> {
         let old = self.keys.remove(key)?;
         self.touch(key);
         self.forget(key, &old);
@@ -329,27 +364,8 @@ impl Db {
 
     /// Sets or clears (`0`) a live key's expiry time. Returns false if the key is missing.
     pub fn set_expiry(&mut self, key: &[u8], expire_at_ms: u64, now_ms: u64) -> bool {
-        let Some(was) = self.update(key, now_ms, |e| e.is_volatile()) else {
-            return false;
-        };
-        let slot = self
-            .keys
-            .get_mut_hashed(self.keys.hash(key), key)
-            .expect("updated just now");
-        let before = memory::entry_heap_bytes(key.len(), &slot.entry);
-        slot.entry.expire_at_ms = expire_at_ms;
-        let after = memory::entry_heap_bytes(key.len(), &slot.entry);
-        self.heap_bytes = self.heap_bytes + after - before;
-        match (was, expire_at_ms != 0) {
-            (false, true) => {
-                self.volatile.insert(key.into());
-            }
-            (true, false) => {
-                self.volatile.swap_remove(key);
-            }
-            _ => {}
-        }
-        true
+        self.rewrite(key, now_ms, |e| e.expire_at_ms = expire_at_ms)
+            .is_some()
     }
 
     /// Drops every key. Watchers of keys that existed are marked dirty, except where the
@@ -393,7 +409,7 @@ impl Db {
             let i = self.rng.below(self.volatile.len());
             let key = self.volatile[i].clone();
             checked += 1;
-            if matches!(self.keys.get(&key), Some(s) if s.entry.is_expired(now_ms)) {
+            if matches!(self.keys.get(&key), Some(s) if s.is_expired(now_ms)) {
                 self.remove(&key, now_ms);
                 expired += 1;
             }
@@ -414,28 +430,28 @@ impl Db {
     ) {
         let decay = self.rules.lfu_decay_minutes;
         let seq = self.write_seq;
-        let score = move |e: &Entry| -> u64 {
+        let score = move |e: &Item| -> u64 {
             if e.is_expired(now_ms) {
                 return u64::MAX;
             }
             match rank {
-                Rank::Idle => evict::lru_idle_ms(e.access, now_ms),
-                Rank::Frequency => 255 - evict::lfu_decayed(e.access, now_ms, decay) as u64,
-                Rank::WriteAge => seq.wrapping_sub(e.access) as u64,
-                Rank::Ttl => u64::MAX - 1 - e.expire_at_ms,
+                Rank::Idle => evict::lru_idle_ms(e.access(), now_ms),
+                Rank::Frequency => 255 - evict::lfu_decayed(e.access(), now_ms, decay) as u64,
+                Rank::WriteAge => seq.wrapping_sub(e.access()) as u64,
+                Rank::Ttl => u64::MAX - 1 - e.expire_at_ms(),
             }
         };
         if volatile_only {
             for _ in 0..samples.min(self.volatile.len()) {
                 let key = &self.volatile[self.rng.below(self.volatile.len())];
                 if let Some(s) = self.keys.get(key) {
-                    offer(score(&s.entry), &s.key);
+                    offer(score(s), s.key());
                 }
             }
         } else {
             let seed = self.rng.next_u64();
             self.keys
-                .sample(seed, samples, |s| offer(score(&s.entry), &s.key));
+                .sample(seed, samples, |s| offer(score(s), s.key()));
         }
     }
 
@@ -450,7 +466,7 @@ impl Db {
             return Some(self.volatile[i].clone());
         }
         let seed = self.rng.next_u64();
-        self.keys.random(seed).map(|s| s.key.clone())
+        self.keys.random(seed).map(|s| s.key().into())
     }
 
     /// One SCAN step; see [`Keyspace::scan`]. Expired keys are skipped, not returned.
@@ -459,30 +475,28 @@ impl Db {
         pos: u64,
         count: usize,
         now_ms: u64,
-        mut visit: impl FnMut(&Slot),
+        mut visit: impl FnMut(&Item),
     ) -> Option<u64> {
         self.keys.scan(pos, count, |s| {
-            if !s.entry.is_expired(now_ms) {
+            if !s.is_expired(now_ms) {
                 visit(s)
             }
         })
     }
 
     /// Every live key. For KEYS and FLUSH-time bookkeeping; O(n).
-    pub fn live_slots(&self, now_ms: u64) -> impl Iterator<Item = &Slot> {
-        self.keys
-            .iter()
-            .filter(move |s| !s.entry.is_expired(now_ms))
+    pub fn live_items(&self, now_ms: u64) -> impl Iterator<Item = &Item> {
+        self.keys.iter().filter(move |s| !s.is_expired(now_ms))
     }
 
     /// A random live key, deleting expired ones it meets (bounded tries, as Redis does).
     pub fn random_key(&mut self, now_ms: u64, mut seed: u64) -> Option<Box<[u8]>> {
         for _ in 0..100 {
             let slot = self.keys.random(seed)?;
-            if !slot.entry.is_expired(now_ms) {
-                return Some(slot.key.clone());
+            if !slot.is_expired(now_ms) {
+                return Some(slot.key().into());
             }
-            let key = slot.key.clone();
+            let key: Box<[u8]> = slot.key().into();
             self.remove(&key, now_ms);
             seed = seed
                 .wrapping_mul(6364136223846793005)
@@ -493,7 +507,7 @@ impl Db {
 
     /// Starts watching `key` for `client`.
     pub fn watch(&mut self, key: &[u8], client: ClientId, now_ms: u64) {
-        let expired_at_watch = matches!(self.keys.get(key), Some(s) if s.entry.is_expired(now_ms));
+        let expired_at_watch = matches!(self.keys.get(key), Some(s) if s.is_expired(now_ms));
         let list = self.watchers.entry(key.into()).or_default();
         if !list.iter().any(|w| w.client == client) {
             list.push(Watcher {
@@ -527,7 +541,7 @@ impl Db {
                 .watchers
                 .get(k.as_slice())
                 .is_some_and(|ws| ws.iter().any(|w| w.client == client && w.expired_at_watch));
-            !expired_at_watch && matches!(self.keys.get(k), Some(s) if s.entry.is_expired(now_ms))
+            !expired_at_watch && matches!(self.keys.get(k), Some(s) if s.is_expired(now_ms))
         })
     }
 }
@@ -584,13 +598,9 @@ mod tests {
                 _ => {}
             }
             if step % 1000 == 0 || step == 19_999 {
-                let heap: usize = db
-                    .keys
-                    .iter()
-                    .map(|s| memory::entry_heap_bytes(s.key.len(), &s.entry))
-                    .sum();
+                let heap: usize = db.keys.iter().map(memory::item_heap_bytes).sum();
                 assert_eq!(db.heap_bytes, heap, "step {step}");
-                let volatile = db.keys.iter().filter(|s| s.entry.is_volatile()).count();
+                let volatile = db.keys.iter().filter(|s| s.is_volatile()).count();
                 assert_eq!(db.volatile.len(), volatile, "step {step}");
                 assert!(db.volatile.iter().all(|k| db.keys.get(k).is_some()));
             }

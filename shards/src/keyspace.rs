@@ -1,5 +1,5 @@
 //! The keyspace of one database on one shard: an extendible hash table made of small
-//! segments, each a hashbrown table.
+//! segments, each a hashbrown table of [`Item`]s (8 bytes per slot).
 //!
 //! Why segments and not one big table:
 //! - a resize touches one segment of at most [`SEGMENT_MAX_ENTRIES`] entries, so a growing
@@ -12,6 +12,7 @@
 //! key's hash; a segment of local depth `d` is pointed to by `2^(global_depth - d)`
 //! consecutive entries.
 
+use crate::item::Item;
 use crate::value::Entry;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
@@ -27,24 +28,16 @@ pub const SEGMENT_SHRINK_MIN_CAPACITY: usize = 64;
 /// deciding where a scan step stops, so a cursor fits beside a core index in 64 bits.
 pub const SCAN_POSITION_SHIFT: u32 = 8;
 
-/// One stored key with its entry. The hash is kept so that splits and scans need not hash
-/// the key again.
-pub struct Slot {
-    hash: u64,
-    pub key: Box<[u8]>,
-    pub entry: Entry,
-}
-
 /// What [`Keyspace::find_or_remove`] found.
 pub enum Found<'a> {
-    Live(&'a mut Slot),
-    Removed(Entry),
+    Live(&'a mut Item),
+    Removed(Item),
     Missing,
 }
 
 struct Segment {
     depth: u32,
-    table: HashTable<Slot>,
+    table: HashTable<Item>,
 }
 
 pub struct Keyspace {
@@ -67,18 +60,18 @@ impl Default for Keyspace {
 /// Halves a segment's table once it is less than a quarter full, so memory freed by deletes
 /// and evictions is given back (hashbrown never shrinks by itself). Keeps `table_bytes`
 /// right.
-fn shrink_if_sparse(table: &mut HashTable<Slot>, table_bytes: &mut usize) {
+fn shrink_if_sparse(
+    table: &mut HashTable<Item>,
+    table_bytes: &mut usize,
+    hasher: &foldhash::fast::RandomState,
+) {
     let slots = table.allocation_size() / crate::memory::TABLE_SLOT_BYTES;
     if slots < SEGMENT_SHRINK_MIN_CAPACITY || table.len() * 4 >= slots {
         return;
     }
     let before = table.allocation_size();
-    table.shrink_to(table.len() * 2, slot_hash);
+    table.shrink_to(table.len() * 2, |it| hasher.hash_one(it.key()));
     *table_bytes = *table_bytes + table.allocation_size() - before;
-}
-
-fn slot_hash(slot: &Slot) -> u64 {
-    slot.hash
 }
 
 impl Keyspace {
@@ -123,46 +116,50 @@ impl Keyspace {
         }
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&Slot> {
+    pub fn get(&self, key: &[u8]) -> Option<&Item> {
         self.get_hashed(self.hash(key), key)
     }
 
     /// [`Keyspace::get`] with the key's hash already computed by [`Keyspace::hash`].
-    pub fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
+    pub fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<&Item> {
         let seg = &self.segments[self.segment_index(hash)];
-        seg.table.find(hash, |s| s.hash == hash && &*s.key == key)
+        seg.table.find(hash, |it| it.key() == key)
     }
 
-    pub fn get_mut_hashed(&mut self, hash: u64, key: &[u8]) -> Option<&mut Slot> {
+    pub fn get_mut_hashed(&mut self, hash: u64, key: &[u8]) -> Option<&mut Item> {
         let idx = self.segment_index(hash);
         self.segments[idx]
             .table
-            .find_mut(hash, |s| s.hash == hash && &*s.key == key)
+            .find_mut(hash, |it| it.key() == key)
     }
 
-    /// Inserts or replaces; returns the entry that was there.
-    pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
+    /// Inserts or replaces; returns the item that was there.
+    pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Item> {
         self.insert_hashed(self.hash(key), key, entry)
     }
 
-    pub fn insert_hashed(&mut self, hash: u64, key: &[u8], entry: Entry) -> Option<Entry> {
+    pub fn insert_hashed(&mut self, hash: u64, key: &[u8], entry: Entry) -> Option<Item> {
+        self.insert_item(hash, Item::new(key, entry))
+    }
+
+    /// Inserts or replaces `item` (whose key hashes to `hash`); returns the item that was
+    /// there.
+    pub fn insert_item(&mut self, hash: u64, item: Item) -> Option<Item> {
         let idx = self.segment_index(hash);
+        let hasher = self.hasher;
         let seg = &mut self.segments[idx];
         // `entry` may grow the table before it answers, so count from here.
         let before = seg.table.allocation_size();
-        match seg
-            .table
-            .entry(hash, |s| s.hash == hash && &*s.key == key, slot_hash)
-        {
+        match seg.table.entry(
+            hash,
+            |it| it.key() == item.key(),
+            |it| hasher.hash_one(it.key()),
+        ) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
-                Some(std::mem::replace(&mut o.get_mut().entry, entry))
+                Some(std::mem::replace(o.get_mut(), item))
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(Slot {
-                    hash,
-                    key: key.into(),
-                    entry,
-                });
+                v.insert(item);
                 self.len += 1;
                 self.table_bytes += self.segments[idx].table.allocation_size();
                 self.table_bytes -= before;
@@ -180,38 +177,66 @@ impl Keyspace {
         &mut self,
         hash: u64,
         key: &[u8],
-        remove_if: impl FnOnce(&Slot) -> bool,
+        remove_if: impl FnOnce(&Item) -> bool,
     ) -> Found<'_> {
         let idx = self.segment_index(hash);
         match self.segments[idx]
             .table
-            .find_entry(hash, |s| s.hash == hash && &*s.key == key)
+            .find_entry(hash, |it| it.key() == key)
         {
             Err(_) => Found::Missing,
             Ok(o) if remove_if(o.get()) => {
-                let (slot, vacant) = o.remove();
+                let (item, vacant) = o.remove();
                 self.len -= 1;
-                shrink_if_sparse(vacant.into_table(), &mut self.table_bytes);
-                Found::Removed(slot.entry)
+                shrink_if_sparse(vacant.into_table(), &mut self.table_bytes, &self.hasher);
+                Found::Removed(item)
             }
             Ok(o) => Found::Live(o.into_mut()),
         }
     }
 
-    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+    /// Replaces a stored item by `change(item)` in the same place (for a change of the
+    /// value's size or form); false if the key is missing.
+    pub fn replace_with(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        change: impl FnOnce(Item) -> Item,
+    ) -> bool {
+        let idx = self.segment_index(hash);
+        match self.segments[idx]
+            .table
+            .find_entry(hash, |it| it.key() == key)
+        {
+            Err(_) => false,
+            Ok(o) => {
+                let (item, vacant) = o.remove();
+                let new = change(item);
+                debug_assert_eq!(new.key(), key);
+                vacant.insert(new);
+                true
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Item> {
         self.remove_hashed(self.hash(key), key)
     }
 
-    pub fn remove_hashed(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
+    pub fn remove_hashed(&mut self, hash: u64, key: &[u8]) -> Option<Item> {
         let idx = self.segment_index(hash);
         let found = self.segments[idx]
             .table
-            .find_entry(hash, |s| s.hash == hash && &*s.key == key)
+            .find_entry(hash, |it| it.key() == key)
             .ok()?;
-        let (slot, _) = found.remove();
+        let (item, _) = found.remove();
         self.len -= 1;
-        shrink_if_sparse(&mut self.segments[idx].table, &mut self.table_bytes);
-        Some(slot.entry)
+        shrink_if_sparse(
+            &mut self.segments[idx].table,
+            &mut self.table_bytes,
+            &self.hasher,
+        );
+        Some(item)
     }
 
     pub fn clear(&mut self) {
@@ -236,15 +261,18 @@ impl Keyspace {
         self.table_bytes -= old.allocation_size();
         let mut low = HashTable::with_capacity(old.len());
         let mut high = HashTable::with_capacity(old.len() / 2 + 1);
-        for slot in old {
-            let target = if slot.hash >> bit & 1 == 1 {
+        let hasher = self.hasher;
+        let rehash = |it: &Item| hasher.hash_one(it.key());
+        for item in old {
+            let hash = rehash(&item);
+            let target = if hash >> bit & 1 == 1 {
                 &mut high
             } else {
                 &mut low
             };
-            target.insert_unique(slot.hash, slot, slot_hash);
+            target.insert_unique(hash, item, rehash);
         }
-        low.shrink_to_fit(slot_hash);
+        low.shrink_to_fit(rehash);
         self.table_bytes += low.allocation_size() + high.allocation_size();
         let new_idx = self.segments.len() as u32;
         self.segments[idx] = Segment {
@@ -289,23 +317,30 @@ impl Keyspace {
     /// One step of a scan from hash position `pos`: visits keys in hash order, at least
     /// `count` of them unless the keyspace ends first, never splitting a group of keys that
     /// share a scan position. Returns the position to resume from, or `None` when done.
-    pub fn scan(&self, mut pos: u64, count: usize, mut visit: impl FnMut(&Slot)) -> Option<u64> {
+    pub fn scan(&self, mut pos: u64, count: usize, mut visit: impl FnMut(&Item)) -> Option<u64> {
         let granule = !((1u64 << SCAN_POSITION_SHIFT) - 1);
         let mut visited = 0usize;
-        let mut batch: Vec<&Slot> = Vec::new();
+        // The segment's keys with their hashes, which items do not keep.
+        let mut batch: Vec<(u64, &Item)> = Vec::new();
         loop {
             let (idx, _, end) = self.segment_range(pos);
             batch.clear();
-            batch.extend(self.segments[idx].table.iter().filter(|s| s.hash >= pos));
-            batch.sort_unstable_by_key(|s| s.hash);
+            batch.extend(
+                self.segments[idx]
+                    .table
+                    .iter()
+                    .map(|it| (self.hash(it.key()), it))
+                    .filter(|&(h, _)| h >= pos),
+            );
+            batch.sort_unstable_by_key(|&(h, _)| h);
             let mut i = 0;
             while i < batch.len() {
                 if visited >= count {
-                    return Some(batch[i].hash & granule);
+                    return Some(batch[i].0 & granule);
                 }
-                let group = batch[i].hash & granule;
-                while i < batch.len() && batch[i].hash & granule == group {
-                    visit(batch[i]);
+                let group = batch[i].0 & granule;
+                while i < batch.len() && batch[i].0 & granule == group {
+                    visit(batch[i].1);
                     visited += 1;
                     i += 1;
                 }
@@ -319,14 +354,14 @@ impl Keyspace {
     }
 
     /// Every stored slot, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Slot> {
+    pub fn iter(&self) -> impl Iterator<Item = &Item> {
         self.segments.iter().flat_map(|s| s.table.iter())
     }
 
     /// Up to `count` keys from one place picked at random: a random segment (weighted by
     /// its directory share), from a random position on, wrapping round the segment (as
     /// Redis's dictGetSomeKeys takes neighbouring buckets). `seed` is any random number.
-    pub fn sample(&self, seed: u64, count: usize, mut visit: impl FnMut(&Slot)) {
+    pub fn sample(&self, seed: u64, count: usize, mut visit: impl FnMut(&Item)) {
         if self.len == 0 || count == 0 {
             return;
         }
@@ -354,7 +389,7 @@ impl Keyspace {
 
     /// A key picked at random: a random segment (weighted by directory share), then a
     /// random entry in it. Not exactly uniform, as in Redis; `seed` is any random number.
-    pub fn random(&self, seed: u64) -> Option<&Slot> {
+    pub fn random(&self, seed: u64) -> Option<&Item> {
         if self.len == 0 {
             return None;
         }
@@ -421,7 +456,7 @@ mod tests {
         assert!(ks.segments.len() > 8);
         for i in 0..20_000 {
             let s = ks.get(format!("k{i}").as_bytes()).expect("present");
-            assert!(matches!(s.entry.value, Value::Int(n) if n == i));
+            assert_eq!(s.value(), crate::item::ValueRef::Int(i));
         }
         for i in (0..20_000).step_by(2) {
             assert!(ks.remove(format!("k{i}").as_bytes()).is_some());
@@ -441,7 +476,7 @@ mod tests {
         let mut step = 0;
         while let Some(p) = pos {
             pos = ks.scan(p, 10, |s| {
-                seen.insert(s.key.to_vec());
+                seen.insert(s.key().to_vec());
             });
             // Grow the table between steps so segments split under the cursor.
             for j in 0..20 {

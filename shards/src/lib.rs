@@ -7,6 +7,7 @@
 //! - [`db`]: one numbered database: lazy and sampled expiry, eviction metadata, memory
 //!   accounting, WATCH bookkeeping, statistics.
 //! - [`evict`]: eviction policies, LRU/LFU/FIFO stamps, the LFU counter.
+//! - [`item`]: a stored key: one block with metadata, key and value (the byte budget).
 //! - [`memory`]: what a key costs in bytes.
 //! - [`shard`]: the databases of one core, its memory limit and eviction.
 //! - [`ops`]: typed operations per command family (`ops::string`, `ops::keys`).
@@ -15,6 +16,7 @@
 pub mod db;
 pub mod evict;
 pub mod glob;
+pub mod item;
 pub mod keyspace;
 pub mod memory;
 pub mod ops;

@@ -5,13 +5,13 @@
 //!
 //! - the hash table: every slot of every segment's table, used or not
 //!   ([`TABLE_SLOT_BYTES`] each), and the segment directory;
-//! - per key: the key's allocation and the value's (integers need none);
+//! - per key: its item's block (see [`crate::item`]) and, for a string changed in place,
+//!   the out-of-line buffer;
 //! - per key with a TTL: its place in the database's index of volatile keys.
 //!
 //! Allocation sizes are rounded the way glibc's malloc rounds them ([`alloc_bytes`]).
 
-use crate::keyspace::Slot;
-use crate::value::{Entry, Value};
+use crate::item::Item;
 
 /// malloc's bookkeeping before each chunk, its alignment, and its smallest chunk (glibc,
 /// 64-bit).
@@ -19,8 +19,8 @@ pub const MALLOC_HEADER_BYTES: usize = 8;
 pub const MALLOC_ALIGN_BYTES: usize = 16;
 pub const MALLOC_MIN_CHUNK_BYTES: usize = 32;
 
-/// One slot of a segment's table: the slot itself and its control byte.
-pub const TABLE_SLOT_BYTES: usize = std::mem::size_of::<Slot>() + 1;
+/// One slot of a segment's table: the item pointer and its control byte.
+pub const TABLE_SLOT_BYTES: usize = std::mem::size_of::<Item>() + 1;
 
 /// A volatile key's place in the volatile index: the index's entry (hash and boxed key)
 /// and its hash-table slot, not counting the copy of the key.
@@ -35,33 +35,29 @@ pub fn alloc_bytes(n: usize) -> usize {
     chunk.max(MALLOC_MIN_CHUNK_BYTES)
 }
 
-/// The heap a value owns.
-pub fn value_heap_bytes(value: &Value) -> usize {
-    match value {
-        Value::Int(_) => 0,
-        Value::Str { bytes, .. } => alloc_bytes(bytes.capacity()),
-    }
-}
-
-/// The heap one key owns outside the table: its key, its value, and its volatile-index
-/// entry if it has a TTL.
-pub fn entry_heap_bytes(key_len: usize, entry: &Entry) -> usize {
-    let volatile = if entry.is_volatile() {
-        alloc_bytes(key_len) + VOLATILE_INDEX_ENTRY_BYTES
+/// The heap one key owns outside the table: its block, an out-of-line string (its `Vec`
+/// header and buffer), and its volatile-index entry if it has a TTL.
+pub fn item_heap_bytes(item: &Item) -> usize {
+    let boxed = item.boxed_capacity().map_or(0, |cap| {
+        alloc_bytes(std::mem::size_of::<Vec<u8>>()) + alloc_bytes(cap)
+    });
+    let volatile = if item.is_volatile() {
+        alloc_bytes(item.key().len()) + VOLATILE_INDEX_ENTRY_BYTES
     } else {
         0
     };
-    alloc_bytes(key_len) + value_heap_bytes(&entry.value) + volatile
+    alloc_bytes(item.block_bytes()) + boxed + volatile
 }
 
 /// `MEMORY USAGE`: a key's heap and one table slot.
-pub fn key_usage_bytes(key_len: usize, entry: &Entry) -> usize {
-    entry_heap_bytes(key_len, entry) + TABLE_SLOT_BYTES
+pub fn key_usage_bytes(item: &Item) -> usize {
+    item_heap_bytes(item) + TABLE_SLOT_BYTES
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::{Entry, Value};
 
     #[test]
     fn malloc_rounding() {
@@ -71,21 +67,23 @@ mod tests {
         assert_eq!(alloc_bytes(25), 48);
         assert_eq!(alloc_bytes(40), 48);
         assert_eq!(alloc_bytes(41), 64);
+        assert_eq!(alloc_bytes(56), 64);
     }
 
     #[test]
-    fn integers_cost_no_value_heap() {
-        let int = Entry::new(Value::Int(42));
-        let text = Entry::new(Value::from_bytes(b"forty-two"));
-        assert_eq!(entry_heap_bytes(16, &int), alloc_bytes(16));
-        assert_eq!(
-            entry_heap_bytes(16, &text),
-            alloc_bytes(16) + alloc_bytes(9)
+    fn a_small_key_costs_one_chunk() {
+        let small = Item::new(
+            b"key:000000000001",
+            Entry::new(Value::from_bytes(&[b'v'; 32])),
         );
-        let volatile = Entry::with_expiry(Value::Int(1), 5);
+        assert_eq!(item_heap_bytes(&small), 64);
+        assert_eq!(key_usage_bytes(&small), 64 + 9);
+        let int = Item::new(b"key:000000000001", Entry::new(Value::Int(42)));
+        assert_eq!(item_heap_bytes(&int), alloc_bytes(1 + 4 + 1 + 16 + 8));
+        let volatile = Item::new(b"key:000000000001", Entry::with_expiry(Value::Int(1), 5));
         assert_eq!(
-            entry_heap_bytes(16, &volatile),
-            2 * alloc_bytes(16) + VOLATILE_INDEX_ENTRY_BYTES
+            item_heap_bytes(&volatile),
+            alloc_bytes(1 + 4 + 1 + 8 + 16 + 8) + alloc_bytes(16) + VOLATILE_INDEX_ENTRY_BYTES
         );
     }
 }

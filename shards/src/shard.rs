@@ -402,12 +402,14 @@ mod tests {
     fn volatile_ttl_evicts_the_nearest_expiry_first() {
         // Key i expires at 1_000_000 + i: the low ones go first.
         let mut shard = filled(Policy::VolatileTtl, 1000, |i| Some(1_000_000 + i as u64));
-        write_more(&mut shard, 1000, 200, 2000);
+        // A key with a TTL frees about twice what a new key without one takes: some 300
+        // evictions.
+        write_more(&mut shard, 1000, 600, 2000);
         // Sampled, so approximate: the evictions fall mostly among the nearest expiries.
         let soonest = alive(&mut shard, 0..250, 2000);
         let latest = alive(&mut shard, 750..1000, 2000);
         assert!(
-            soonest + 100 <= latest,
+            soonest + 150 <= latest,
             "soonest {soonest}, latest {latest}"
         );
     }

@@ -257,13 +257,13 @@ pub fn object(c: &mut ShardCtx, args: Args, out: &mut Out) {
         if tracking != Tracking::Lfu {
             return out.error(LFU_NOT_SELECTED);
         }
-        out.int(evict::lfu_decayed(e.access, c.now_ms, decay) as i64)
+        out.int(evict::lfu_decayed(e.access(), c.now_ms, decay) as i64)
     } else if eq(sub, "IDLETIME") {
         let Some(e) = c.shard.db(c.db).peek(args.get(2), c.now_ms) else {
             return out.null();
         };
         match tracking {
-            Tracking::Lru => out.int((evict::lru_idle_ms(e.access, c.now_ms) / 1000) as i64),
+            Tracking::Lru => out.int((evict::lru_idle_ms(e.access(), c.now_ms) / 1000) as i64),
             Tracking::Lfu => out.error(LFU_SELECTED),
             Tracking::Fifo => out.error(FIFO_SELECTED),
         }

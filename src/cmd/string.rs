@@ -3,10 +3,10 @@
 use super::parse::{eq, int};
 use super::{errors, reply_op_error, Args, ShardCtx};
 use crate::resp::Out;
+use tessera_shards::item::ValueRef;
 use tessera_shards::ops::string::{self as op, SetCondition, SetOptions, Ttl};
-use tessera_shards::Value;
 
-fn reply_value(out: &mut Out, v: Option<&Value>) {
+fn reply_value(out: &mut Out, v: Option<ValueRef>) {
     match v {
         None => out.null(),
         Some(v) => out.bulk_with(v.len(), |b| v.write_to(b)),

@@ -66,10 +66,7 @@ async fn usage(core: &Rc<Core>, s: &Session, args: Args<'_>, o: &mut Out<'_>) {
         .invoke_on(owner, s.tx, move |c| {
             let now = c.now_ms();
             let mut shard = c.shard.borrow_mut();
-            shard
-                .db(db)
-                .peek(&key, now)
-                .map(|e| memory::key_usage_bytes(key.len(), e))
+            shard.db(db).peek(&key, now).map(memory::key_usage_bytes)
         })
         .await;
     match bytes {

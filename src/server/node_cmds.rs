@@ -295,9 +295,9 @@ async fn keys(core: &Rc<Core>, s: &Session, pattern: Vec<u8>, o: &mut Out<'_>) {
         let shard = c.shard.borrow();
         shard
             .db_ref(db)
-            .live_slots(now)
-            .filter(|slot| glob::matches(&pattern, &slot.key))
-            .map(|slot| slot.key.to_vec())
+            .live_items(now)
+            .filter(|item| glob::matches(&pattern, item.key()))
+            .map(|item| item.key().to_vec())
             .collect::<Vec<_>>()
     })
     .await;
@@ -367,12 +367,12 @@ async fn scan(core: &Rc<Core>, s: &Session, args: Args<'_>, o: &mut Out<'_>) {
                 let step = shard.db_ref(db).scan(pos, want, now, |slot| {
                     let type_ok = type_filter
                         .as_deref()
-                        .is_none_or(|t| t == slot.entry.value.type_name().as_bytes());
+                        .is_none_or(|t| t == slot.value().type_name().as_bytes());
                     let match_ok = pattern
                         .as_deref()
-                        .is_none_or(|p| glob::matches(p, &slot.key));
+                        .is_none_or(|p| glob::matches(p, slot.key()));
                     if type_ok && match_ok {
-                        found.push(slot.key.to_vec());
+                        found.push(slot.key().to_vec());
                     }
                 });
                 (found, step)

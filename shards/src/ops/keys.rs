@@ -2,6 +2,7 @@
 
 use super::{OpError, OpResult};
 use crate::db::Db;
+use crate::item::Item;
 use crate::value::Entry;
 
 pub fn exists(db: &mut Db, key: &[u8], now_ms: u64) -> bool {
@@ -14,21 +15,22 @@ pub fn del(db: &mut Db, key: &[u8], now_ms: u64) -> bool {
 
 /// TYPE: does not count as an access (Redis looks the key up with LOOKUP_NOTOUCH).
 pub fn type_name(db: &mut Db, key: &[u8], now_ms: u64) -> &'static str {
-    db.peek(key, now_ms).map_or("none", |e| e.value.type_name())
+    db.peek(key, now_ms)
+        .map_or("none", |e| e.value().type_name())
 }
 
 pub fn encoding(db: &mut Db, key: &[u8], now_ms: u64) -> Option<&'static str> {
-    db.peek(key, now_ms).map(|e| e.value.encoding())
+    db.peek(key, now_ms).map(|e| e.value().encoding())
 }
 
 /// Removes and returns a live key's entry (the first half of a RENAME across shards).
 pub fn take(db: &mut Db, key: &[u8], now_ms: u64) -> Option<Entry> {
-    db.remove(key, now_ms)
+    db.remove(key, now_ms).map(Item::into_entry)
 }
 
 /// A copy of a live key's entry (the first half of a COPY across shards).
 pub fn clone_entry(db: &mut Db, key: &[u8], now_ms: u64) -> Option<Entry> {
-    db.lookup(key, now_ms).cloned()
+    db.lookup(key, now_ms).map(Item::to_entry)
 }
 
 /// Stores an entry taken from elsewhere, keeping its absolute expiry.
@@ -58,7 +60,7 @@ pub fn rename(
     if only_if_new && db.exists(dst, now_ms) {
         return Ok(false);
     }
-    let entry = db.remove(src, now_ms).expect("checked above");
+    let entry = db.remove(src, now_ms).expect("checked above").into_entry();
     db.set(dst, entry, now_ms);
     Ok(true)
 }
@@ -83,7 +85,7 @@ pub fn expire_at(db: &mut Db, key: &[u8], at_ms: u64, cond: ExpireCondition, now
     let Some(e) = db.lookup(key, now_ms) else {
         return false;
     };
-    let current = e.expire_at_ms;
+    let current = e.expire_at_ms();
     let allowed = (!cond.if_none || current == 0)
         && (!cond.if_some || current != 0)
         && (!cond.if_later || (current != 0 && at_ms > current))
@@ -111,8 +113,8 @@ pub enum TtlState {
 pub fn ttl(db: &mut Db, key: &[u8], now_ms: u64) -> TtlState {
     match db.lookup(key, now_ms) {
         None => TtlState::Missing,
-        Some(e) if e.expire_at_ms == 0 => TtlState::Persistent,
-        Some(e) => TtlState::ExpiresAt(e.expire_at_ms),
+        Some(e) if e.expire_at_ms() == 0 => TtlState::Persistent,
+        Some(e) => TtlState::ExpiresAt(e.expire_at_ms()),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::{OpError, OpResult};
 use crate::db::Db;
+use crate::item::{Item, ValueRef};
 use crate::value::{parse_canonical_i64, Entry, Value};
 
 /// When a write sets the key's TTL.
@@ -41,8 +42,8 @@ pub struct SetOutcome {
     pub old: Option<Vec<u8>>,
 }
 
-pub fn get<'a>(db: &'a mut Db, key: &[u8], now_ms: u64) -> OpResult<Option<&'a Value>> {
-    Ok(db.lookup_counted(key, now_ms).map(|e| &e.value))
+pub fn get<'a>(db: &'a mut Db, key: &[u8], now_ms: u64) -> OpResult<Option<ValueRef<'a>>> {
+    Ok(db.lookup_counted(key, now_ms).map(Item::value))
 }
 
 pub fn set(
@@ -54,10 +55,10 @@ pub fn set(
 ) -> OpResult<SetOutcome> {
     let existing = db.lookup(key, now_ms);
     let old = match (opts.get_old, existing) {
-        (true, Some(e)) => Some(e.value.to_vec()),
+        (true, Some(e)) => Some(e.value().to_vec()),
         _ => None,
     };
-    let keep_at = existing.map_or(0, |e| e.expire_at_ms);
+    let keep_at = existing.map_or(0, Item::expire_at_ms);
     let allowed = match opts.condition {
         SetCondition::Always => true,
         SetCondition::IfMissing => existing.is_none(),
@@ -91,7 +92,7 @@ pub fn getdel(db: &mut Db, key: &[u8], now_ms: u64) -> OpResult<Option<Vec<u8>>>
     if db.lookup_counted(key, now_ms).is_none() {
         return Ok(None);
     }
-    Ok(db.remove(key, now_ms).map(|e| e.value.to_vec()))
+    Ok(db.remove(key, now_ms).map(|e| e.value().to_vec()))
 }
 
 /// GETEX: returns the value and applies the TTL change (`None` leaves it as it is).
@@ -99,7 +100,7 @@ pub fn getex(db: &mut Db, key: &[u8], ttl: Option<Ttl>, now_ms: u64) -> OpResult
     let Some(e) = db.lookup_counted(key, now_ms) else {
         return Ok(None);
     };
-    let value = e.value.to_vec();
+    let value = e.value().to_vec();
     let volatile = e.is_volatile();
     match ttl {
         None | Some(Ttl::Keep) => {}
@@ -118,18 +119,18 @@ pub fn getex(db: &mut Db, key: &[u8], ttl: Option<Ttl>, now_ms: u64) -> OpResult
     Ok(Some(value))
 }
 
-fn as_integer(v: &Value) -> OpResult<i64> {
+fn as_integer(v: ValueRef) -> OpResult<i64> {
     match v {
-        Value::Int(n) => Ok(*n),
+        ValueRef::Int(n) => Ok(n),
         // Only the canonical form counts, as Redis's string2ll decides ("01" is not 1).
-        Value::Str { bytes, .. } => parse_canonical_i64(bytes).ok_or(OpError::NotInteger),
+        ValueRef::Str { bytes, .. } => parse_canonical_i64(bytes).ok_or(OpError::NotInteger),
     }
 }
 
 pub fn incr_by(db: &mut Db, key: &[u8], delta: i64, now_ms: u64) -> OpResult<i64> {
     // Check before writing: a refused increment must not count as a change (WATCH).
     let n = match db.lookup(key, now_ms) {
-        Some(e) => as_integer(&e.value)?
+        Some(e) => as_integer(e.value())?
             .checked_add(delta)
             .ok_or(OpError::Overflow)?,
         None => delta,
@@ -198,7 +199,7 @@ pub fn add_long_double(current: Option<&[u8]>, incr: &[u8]) -> OpResult<Vec<u8>>
 }
 
 pub fn incr_by_float(db: &mut Db, key: &[u8], delta: &[u8], now_ms: u64) -> OpResult<Vec<u8>> {
-    let current = db.lookup(key, now_ms).map(|e| e.value.to_vec());
+    let current = db.lookup(key, now_ms).map(|e| e.value().to_vec());
     let text = add_long_double(current.as_deref(), delta)?;
     // Stored as the printed string, as Redis does (so GET returns exactly the reply).
     let value = Value::Str {
@@ -222,7 +223,7 @@ pub fn append(
     max_len: usize,
     now_ms: u64,
 ) -> OpResult<usize> {
-    let current = db.lookup(key, now_ms).map_or(0, |e| e.value.len());
+    let current = db.lookup(key, now_ms).map_or(0, |e| e.value().len());
     if current + tail.len() > max_len {
         return Err(OpError::StringTooLong);
     }
@@ -241,7 +242,7 @@ pub fn append(
 }
 
 pub fn strlen(db: &mut Db, key: &[u8], now_ms: u64) -> OpResult<usize> {
-    Ok(db.lookup(key, now_ms).map_or(0, |e| e.value.len()))
+    Ok(db.lookup(key, now_ms).map_or(0, |e| e.value().len()))
 }
 
 /// GETRANGE with Redis's index rules: negative indexes count from the end, both ends
@@ -250,7 +251,7 @@ pub fn getrange(db: &mut Db, key: &[u8], start: i64, end: i64, now_ms: u64) -> O
     let Some(e) = db.lookup(key, now_ms) else {
         return Ok(Vec::new());
     };
-    let s = e.value.to_vec();
+    let s = e.value().to_vec();
     let len = s.len() as i64;
     if len == 0 || (start < 0 && end < 0 && start > end) {
         return Ok(Vec::new());
@@ -279,7 +280,7 @@ pub fn setrange(
     max_len: usize,
     now_ms: u64,
 ) -> OpResult<usize> {
-    let current_len = db.lookup(key, now_ms).map(|e| e.value.len());
+    let current_len = db.lookup(key, now_ms).map(|e| e.value().len());
     if patch.is_empty() {
         return Ok(current_len.unwrap_or(0));
     }
