@@ -1,5 +1,5 @@
-//! A global allocator that counts live heap bytes per thread, so INFO can report
-//! `used_memory` without a shared atomic on every allocation. A block freed on another
+//! A global allocator that counts live heap bytes (as malloc rounds them) per thread, so
+//! INFO can report `used_memory` without a shared atomic on every allocation. A block freed on another
 //! thread than the one that allocated it makes one counter go down and another up; the
 //! sum over threads is exact.
 
@@ -22,32 +22,40 @@ fn add(n: i64) {
     let _ = LOCAL.try_with(|c| c.set(c.get() + n));
 }
 
+/// What the allocator really spent on `p`: its usable size and malloc's header before it
+/// (a 55-byte request takes a 64-byte chunk), as Redis's zmalloc counts the allocator's
+/// view rather than the request.
+unsafe fn usable(p: *mut u8) -> i64 {
+    (libc::malloc_usable_size(p.cast()) + tessera_shards::memory::MALLOC_HEADER_BYTES) as i64
+}
+
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() {
-            add(layout.size() as i64);
+            add(usable(p));
         }
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        add(-usable(ptr));
         System.dealloc(ptr, layout);
-        add(-(layout.size() as i64));
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc_zeroed(layout);
         if !p.is_null() {
-            add(layout.size() as i64);
+            add(usable(p));
         }
         p
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let before = usable(ptr);
         let p = System.realloc(ptr, layout, new_size);
         if !p.is_null() {
-            add(new_size as i64 - layout.size() as i64);
+            add(usable(p) - before);
         }
         p
     }
