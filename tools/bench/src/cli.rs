@@ -115,12 +115,18 @@ pub struct RunArgs {
     /// Value size in bytes: N, or MIN-MAX for sizes uniform in the range.
     #[arg(long, default_value = "32", value_parser = parse_size)]
     pub value_size: ValueSize,
-    /// Give SET keys this time to live, seconds (the --ratio workload and --populate).
+    /// Give SET keys this time to live, seconds (the --ratio workload, --populate and
+    /// --set-on-miss).
     #[arg(long, value_name = "SECS")]
     pub ttl: Option<u64>,
     /// SET every key once before the run.
     #[arg(long)]
     pub populate: bool,
+    /// Cache-aside load: every request is a GET of a key from --distribution, and a GET
+    /// answered nil is followed on its connection by a SET of that key (--value-size
+    /// value, --ttl if given), counted as a SET. Reports the GET hit ratio.
+    #[arg(long, conflicts_with_all = ["commands", "ratio"])]
+    pub set_on_miss: bool,
     /// Pin worker thread i to the i-th CPU of this list (e.g. 0-3,8), cycling.
     #[arg(long, value_parser = parse_cpus)]
     pub cpus: Option<CpuList>,
@@ -304,7 +310,9 @@ impl RunArgs {
                 ));
             }
         }
-        let mix = if self.commands.is_empty() {
+        let mix = if self.set_on_miss {
+            Workload::set_get(0, 1, self.ttl)
+        } else if self.commands.is_empty() {
             Workload::set_get(self.ratio.0, self.ratio.1, self.ttl)
         } else {
             self.commands.clone()
@@ -324,6 +332,7 @@ impl RunArgs {
                 dist: self.distribution,
                 value: self.value_size,
                 ttl_s: self.ttl,
+                set_on_miss: self.set_on_miss,
             },
         );
         cfg.auth = self.pass.clone().map(|password| Auth {
@@ -479,6 +488,27 @@ mod tests {
         ] {
             let e = cfg(args).unwrap_err();
             assert!(e.contains(want), "{args:?}: `{e}` lacks `{want}`");
+        }
+    }
+
+    #[test]
+    fn set_on_miss_is_a_get_only_mix() {
+        let c = cfg(&["--set-on-miss", "--distribution", "zipf:0.99", "--ttl", "7"]).unwrap();
+        assert!(c.workload.set_on_miss);
+        assert_eq!(c.workload.ttl_s, Some(7));
+        let mix: Vec<String> = c
+            .workload
+            .mix
+            .iter()
+            .map(|m| m.template.to_string())
+            .collect();
+        assert_eq!(mix, ["GET __key__"]);
+        assert!(!cfg(&[]).unwrap().workload.set_on_miss);
+        for other in [&["--ratio", "1:1"][..], &["--command", "1:GET __key__"]] {
+            let mut args = vec!["--set-on-miss"];
+            args.extend_from_slice(other);
+            let e = cfg(&args).unwrap_err();
+            assert!(e.contains("cannot be used with"), "{other:?}: {e}");
         }
     }
 

@@ -51,6 +51,9 @@ pub struct WorkloadReport {
     pub value_bytes: String,
     pub ttl_s: Option<u64>,
     pub populate: bool,
+    /// `--set-on-miss`: GETs only, each miss followed by a SET of its key.
+    #[serde(default)]
+    pub set_on_miss: bool,
 }
 
 /// The `--json` document. `percentiles` holds `[quantile, ms]` pairs of all commands
@@ -74,6 +77,9 @@ pub struct Report {
     pub ops_per_sec: f64,
     pub commands: Vec<CmdReport>,
     pub total: CmdReport,
+    /// GET hits / (hits + misses) in the window; `None` without GET replies.
+    #[serde(default)]
+    pub hit_ratio: Option<f64>,
     pub unsent: u64,
     pub timed_out: u64,
     pub client_cpu_s: f64,
@@ -109,6 +115,15 @@ fn cmd_report(c: &CmdStats, window_s: f64) -> CmdReport {
         errors: c.errors,
         latency_ms: latency(c),
     }
+}
+
+/// Hits / (hits + misses) of the rows named GET; `None` when no GET got a value or nil.
+pub fn get_hit_ratio(rows: &[CmdStats]) -> Option<f64> {
+    let (hits, misses) = rows
+        .iter()
+        .filter(|c| c.name == "GET")
+        .fold((0, 0), |(h, m), c| (h + c.hits, m + c.misses));
+    (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64)
 }
 
 pub fn describe_dist(d: KeyDist) -> String {
@@ -175,6 +190,7 @@ impl Report {
                 value_bytes: describe_value(w.value),
                 ttl_s: w.ttl_s,
                 populate: cfg.populate,
+                set_on_miss: w.set_on_miss,
             },
             warmup_s: cfg.warmup.as_secs_f64(),
             window_s: o.window_s,
@@ -185,6 +201,7 @@ impl Report {
                 .map(|c| cmd_report(c, o.window_s))
                 .collect(),
             total: cmd_report(&o.total, o.window_s),
+            hit_ratio: get_hit_ratio(&o.commands),
             unsent: o.unsent,
             timed_out: o.timed_out,
             client_cpu_s: o.client_cpu_s,
@@ -219,6 +236,11 @@ impl Report {
             ),
             None => "closed loop".into(),
         };
+        let mode = if self.workload.set_on_miss {
+            mode + ", GET with SET on miss"
+        } else {
+            mode
+        };
         s += &format!(
             "{}: {}, {} connection(s), pipeline {}, {} thread(s), RESP{}; {} keys {}, {}-byte values; {:.1} s measured\n",
             self.target, mode, self.connections, self.pipeline, self.threads, self.resp,
@@ -244,6 +266,18 @@ impl Report {
                 "{:<8} {:>12} {:>12} {:>10} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}\n",
                 c.name, group(c.ops_per_sec.round() as u64), c.hits, c.misses, c.errors,
                 l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max
+            );
+        }
+        if let Some(ratio) = self.hit_ratio {
+            let (hits, misses) = self
+                .commands
+                .iter()
+                .filter(|c| c.name == "GET")
+                .fold((0, 0), |(h, m), c| (h + c.hits, m + c.misses));
+            s += &format!(
+                "GET hit ratio: {ratio:.4} ({} hits, {} misses)\n",
+                group(hits),
+                group(misses)
             );
         }
         let busy = self.client_cpu_s / (self.window_s.max(1e-9) * self.threads as f64);
@@ -379,6 +413,38 @@ mod tests {
         }
         let last = r.percentiles.last().unwrap();
         assert_eq!((last[0], last[1]), (1.0, r.total.latency_ms.max));
+        // 900 hits and 100 misses of GET; SET's hit does not count.
+        assert_eq!(r.hit_ratio, Some(0.9));
+        assert_eq!(back.hit_ratio, Some(0.9));
+        assert!(
+            t.contains("GET hit ratio: 0.9000 (900 hits, 100 misses)"),
+            "{t}"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(doc["hit_ratio"], serde_json::json!(0.9));
+    }
+
+    #[test]
+    fn hit_ratio_needs_a_get_and_set_on_miss_shows_in_the_header() {
+        let mut o = outcome();
+        o.commands.truncate(1);
+        let cfg = Config::new("127.0.0.1:1", Workload::cache_aside(100, 32));
+        assert_eq!(Report::new(&cfg, &o).hit_ratio, None);
+        let mut get = CmdStats::new("GET");
+        (get.hits, get.misses, get.errors) = (1, 3, 5);
+        assert_eq!(get_hit_ratio(&[get]), Some(0.25));
+        let r = Report::new(&cfg, &outcome());
+        assert!(r.workload.set_on_miss);
+        assert!(r.table().contains("closed loop, GET with SET on miss"));
+        // Files written before these fields existed still load.
+        let mut doc: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        doc.as_object_mut().unwrap().remove("hit_ratio");
+        doc["workload"]
+            .as_object_mut()
+            .unwrap()
+            .remove("set_on_miss");
+        let old: Report = serde_json::from_value(doc).unwrap();
+        assert_eq!((old.hit_ratio, old.workload.set_on_miss), (None, false));
     }
 
     #[test]

@@ -39,8 +39,12 @@ pub struct Workload {
     pub key_prefix: String,
     pub dist: KeyDist,
     pub value: ValueSize,
-    /// Seconds to live of the keys `--populate` writes (the mix carries its own EX).
+    /// Seconds to live of the keys `--populate` and `--set-on-miss` write (the mix carries
+    /// its own EX).
     pub ttl_s: Option<u64>,
+    /// Cache-aside load (`--set-on-miss`): a GET answered nil is followed on its connection
+    /// by `SET key value [EX ttl]` for the same key, sent as that connection's next request.
+    pub set_on_miss: bool,
 }
 
 impl Workload {
@@ -74,6 +78,16 @@ impl Workload {
                 max_bytes: value_bytes,
             },
             ttl_s: None,
+            set_on_miss: false,
+        }
+    }
+
+    /// `--set-on-miss`: GETs of `keys` uniform keys, each miss followed by a SET of a
+    /// `value_bytes` value.
+    pub fn cache_aside(keys: u64, value_bytes: usize) -> Workload {
+        Workload {
+            set_on_miss: true,
+            ..Workload::simple(0, 1, keys, value_bytes)
         }
     }
 
@@ -85,6 +99,7 @@ impl Workload {
                 template: set_template(self.ttl_s),
             }],
             dist: KeyDist::Sequential,
+            set_on_miss: false,
             ..self.clone()
         }
     }
@@ -98,10 +113,22 @@ fn set_template(ttl_s: Option<u64>) -> Template {
     Template::parse(&text).expect("valid")
 }
 
+/// The SET `--set-on-miss` sends after a GET answered nil.
+#[derive(Debug)]
+struct OnMiss {
+    /// Statistics row of the GETs whose misses are answered.
+    get_row: u16,
+    /// Statistics row of the SETs.
+    set_row: u16,
+    /// `SET __key__ __data__ [EX ttl]`; its value is given on every write.
+    set: Encoded,
+}
+
 /// The read-only part of a workload, shared by every connection of a run.
 #[derive(Debug)]
 pub struct Prepared {
     encoded: Vec<Encoded>,
+    on_miss: Option<OnMiss>,
     /// Template index → row in the per-command statistics (templates may share a name).
     stat_of: Vec<u16>,
     /// Running sums of the weights, for picking a template.
@@ -137,6 +164,22 @@ impl Prepared {
             cumulative.push(sum);
         }
         assert!(sum > 0, "a workload needs a command with weight > 0");
+        let on_miss = w.set_on_miss.then(|| {
+            let get_row = names
+                .iter()
+                .position(|n| n == "GET")
+                .expect("--set-on-miss needs GET in the mix") as u16;
+            let set_row = names.iter().position(|n| n == "SET").unwrap_or_else(|| {
+                names.push("SET".into());
+                names.len() - 1
+            }) as u16;
+            let set = Encoded::new(&set_template(w.ttl_s), w.key_prefix.as_bytes(), None);
+            OnMiss {
+                get_row,
+                set_row,
+                set,
+            }
+        });
         let encoded = w
             .mix
             .iter()
@@ -144,6 +187,7 @@ impl Prepared {
             .collect();
         Arc::new(Prepared {
             encoded,
+            on_miss,
             stat_of,
             cumulative,
             value_bytes,
@@ -212,8 +256,8 @@ impl RequestGen {
         }
     }
 
-    /// Appends the next request to `out` and returns its statistics row.
-    pub fn write_next(&mut self, out: &mut Vec<u8>) -> u16 {
+    /// Appends the next request to `out` and returns its statistics row and key number.
+    pub fn write_next(&mut self, out: &mut Vec<u8>) -> (u16, u64) {
         let p = &*self.shared;
         let t = if p.cumulative.len() == 1 {
             0
@@ -228,8 +272,46 @@ impl RequestGen {
             self.rng.usize(p.value.min_bytes..=p.value.max_bytes)
         };
         p.encoded[t].write(key, &p.value_bytes[..len], out);
-        p.stat_of[t]
+        (p.stat_of[t], key)
     }
+
+    /// Whether this stream answers GET misses with SETs (`--set-on-miss`).
+    pub fn has_set_on_miss(&self) -> bool {
+        self.shared.on_miss.is_some()
+    }
+
+    /// Whether a nil reply to a request of row `row` is a miss to answer with
+    /// [`RequestGen::write_miss_set`] (`--set-on-miss`).
+    #[inline]
+    pub fn sets_on_miss(&self, row: u16) -> bool {
+        self.shared
+            .on_miss
+            .as_ref()
+            .is_some_and(|m| m.get_row == row)
+    }
+
+    /// Appends `SET key value [EX ttl]` for a GET of `key` that missed and returns its
+    /// statistics row. The value's size depends only on the key (a key always gets the
+    /// same size, and the RNG is not touched), so the GET key stream is the same whatever
+    /// the server answers.
+    pub fn write_miss_set(&mut self, key: u64, out: &mut Vec<u8>) -> u16 {
+        let p = &*self.shared;
+        let m = p
+            .on_miss
+            .as_ref()
+            .expect("write_miss_set needs --set-on-miss");
+        let span = (p.value.max_bytes - p.value.min_bytes) as u64 + 1;
+        let len = p.value.min_bytes + (mix64(key) % span) as usize;
+        m.set.write(key, &p.value_bytes[..len], out);
+        m.set_row
+    }
+}
+
+/// SplitMix64's finaliser: spreads a key number over 64 bits.
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]
@@ -268,7 +350,7 @@ mod tests {
         let mut out = Vec::new();
         let mut rows = [0u32; 2];
         for _ in 0..100_000 {
-            rows[g.write_next(&mut out) as usize] += 1;
+            rows[g.write_next(&mut out).0 as usize] += 1;
         }
         let sets = rows[0] as f64 / 100_000.0;
         assert!((sets - 0.1).abs() < 0.005, "SET share {sets}");
@@ -325,6 +407,44 @@ mod tests {
         }
         let want: Vec<String> = (0..10).map(|k| format!("key:{k:012}")).collect();
         assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn set_on_miss_adds_a_set_row_and_writes_the_missed_key() {
+        let mut w = Workload::cache_aside(1000, 0);
+        w.value = ValueSize {
+            min_bytes: 4,
+            max_bytes: 9,
+        };
+        w.ttl_s = Some(30);
+        let p = Prepared::new(&w, 1);
+        assert_eq!(p.names, ["GET", "SET"]);
+        let mut g = RequestGen::new(p.clone(), KeySampler::new(w.dist, w.keys, 0, 1), 3);
+        let mut twin = RequestGen::new(p, KeySampler::new(w.dist, w.keys, 0, 1), 3);
+        assert!(g.sets_on_miss(0) && !g.sets_on_miss(1));
+        let mut out = Vec::new();
+        let (row, key) = g.write_next(&mut out);
+        assert_eq!(row, 0);
+        assert_eq!(g.write_miss_set(key, &mut out), 1);
+        assert_eq!(g.write_miss_set(key, &mut out), 1);
+        let cmds = decode_all(&out);
+        let name = format!("key:{key:012}").into_bytes();
+        assert_eq!(cmds[0], [b"GET".to_vec(), name.clone()]);
+        assert_eq!(cmds[1][..2], [b"SET".to_vec(), name]);
+        assert_eq!(cmds[1][3..], [b"EX".to_vec(), b"30".to_vec()]);
+        assert!((4..=9).contains(&cmds[1][2].len()));
+        assert_eq!(cmds[1], cmds[2], "a key always gets the same value");
+        // The SETs draw nothing from the RNG: the GET stream is the same with or without.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        twin.write_next(&mut b);
+        for _ in 0..100 {
+            let (_, k) = g.write_next(&mut a);
+            g.write_miss_set(k, &mut Vec::new());
+            twin.write_next(&mut b);
+        }
+        assert_eq!(decode_all(&a), decode_all(&b)[1..]);
+        // The populate pass of such a workload is plain SETs.
+        assert!(!w.populate().set_on_miss);
     }
 
     #[test]

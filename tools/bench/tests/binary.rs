@@ -139,6 +139,54 @@ fn writes_json_hgrm_and_svg_that_parse() {
 }
 
 #[test]
+fn set_on_miss_reports_the_hit_ratio() {
+    let server = TestServer::start(Opts::default());
+    let json = tmp("miss.json");
+    let port = server.port.to_string();
+    let out = bench(&[
+        "-p",
+        &port,
+        "-c",
+        "3",
+        "-P",
+        "2",
+        "-n",
+        "3000",
+        "--keys",
+        "400",
+        "--distribution",
+        "zipf:0.99",
+        "--set-on-miss",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&json).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let report: Report = serde_json::from_str(&text).unwrap();
+    let row = |name: &str| report.commands.iter().find(|c| c.name == name).unwrap();
+    let (get, set) = (row("GET"), row("SET"));
+    assert_eq!(get.ops + set.ops, 3_000);
+    assert!(get.misses > 0 && get.hits > 0, "{get:?}");
+    assert!(set.ops <= get.misses && get.misses - set.ops <= 3 * 2);
+    assert_eq!(server.counts.get(), (get.hits, get.misses, set.ops));
+    // `hit_ratio` is a top-level field of the JSON.
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ratio = doc["hit_ratio"].as_f64().expect("hit_ratio");
+    assert_eq!(ratio, get.hits as f64 / (get.hits + get.misses) as f64);
+    assert_eq!(doc["workload"]["set_on_miss"], serde_json::json!(true));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("GET with SET on miss"), "{table}");
+    assert!(
+        table.contains(&format!("GET hit ratio: {ratio:.4} (")),
+        "{table}"
+    );
+    // It replaces the mix, so it cannot be combined with one.
+    let out = bench(&["-p", &port, "--set-on-miss", "--ratio", "1:1"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn no_server_is_a_clear_failure() {
     let port = free_port().to_string();
     let out = bench(&["-p", &port, "-n", "10"]);
@@ -227,6 +275,43 @@ fn drive_real_server(port: u16, password: Option<&str>) {
     assert_eq!(r.total.errors, 0, "{:?}", r.first_error);
     let get = r.commands.iter().find(|c| c.name == "GET").unwrap();
     assert_eq!((get.hits, get.misses), (get.ops, 0));
+
+    // Cache-aside over three times the populated keys: the unpopulated ones miss once and
+    // are SET; nothing fails.
+    let mut args = vec![
+        "-p",
+        &port,
+        "-c",
+        "4",
+        "-P",
+        "2",
+        "-n",
+        "9000",
+        "--keys",
+        "3000",
+        "--set-on-miss",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    if let Some(p) = password {
+        args.extend(["--pass", p]);
+    }
+    assert!(bench(&args).status.success());
+    let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(
+        (r.total.ops, r.total.errors),
+        (9_000, 0),
+        "{:?}",
+        r.first_error
+    );
+    let row = |name: &str| r.commands.iter().find(|c| c.name == name).unwrap();
+    let (get, set) = (row("GET"), row("SET"));
+    assert!(set.ops <= get.misses && get.misses - set.ops <= 4 * 2);
+    // 2,000 keys were not populated; a few miss twice (asked for again before their SET).
+    assert!(get.misses < 2_200, "{get:?}");
+    let ratio = r.hit_ratio.unwrap();
+    assert!((0.2..1.0).contains(&ratio), "hit ratio {ratio}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{Opts, TestServer};
 use tessera_bench::config::{Resp, Stop};
+use tessera_bench::report::Report;
 use tessera_bench::workload::Workload;
 use tessera_bench::{run, Config, Outcome};
 
@@ -208,4 +209,88 @@ fn a_dropped_connection_fails_the_run_and_says_so() {
     let cfg = config(&server, 1, Stop::After(Duration::from_secs(5)));
     let e = run(&cfg, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("closed the connection"), "{e}");
+}
+
+/// A `--set-on-miss` run's GET and SET rows: (GET hits, GET misses, SETs answered).
+fn cache_rows(o: &Outcome) -> (u64, u64, u64) {
+    let row = |name: &str| o.commands.iter().find(|c| c.name == name).unwrap();
+    let (get, set) = (row("GET"), row("SET"));
+    assert_eq!((get.errors, set.errors), (0, 0), "{:?}", o.first_error);
+    (get.hits, get.misses, set.ops())
+}
+
+#[test]
+fn set_on_miss_sets_every_key_that_missed_then_hits_it() {
+    // One connection, pipeline 1, keys in order: GET k0 (nil), SET k0, GET k1 (nil), ...
+    let server = TestServer::start(Opts::default());
+    let mut cfg = config(&server, 1, Stop::Requests(200));
+    cfg.workload = Workload::cache_aside(100, 8);
+    cfg.workload.dist = tessera_bench::workload::KeyDist::Sequential;
+    let o = bench(&cfg);
+    assert_eq!(cache_rows(&o), (0, 100, 100));
+    assert_eq!(server.counts.get(), (0, 100, 100));
+    assert_eq!(server.stored_keys(), 100);
+    let r = Report::new(&cfg, &o);
+    assert_eq!(r.hit_ratio, Some(0.0));
+    // The same keys again: every GET hits and no SET is sent.
+    cfg.stop = Stop::Requests(100);
+    let o = bench(&cfg);
+    assert_eq!(cache_rows(&o), (100, 0, 0));
+    assert_eq!(Report::new(&cfg, &o).hit_ratio, Some(1.0));
+    assert_eq!(server.counts.get(), (100, 100, 100));
+}
+
+#[test]
+fn set_on_miss_hit_ratio_is_what_the_server_saw() {
+    // Zipf keys over several pipelined connections and threads: the client's GET hits and
+    // misses are the server's, every SET followed a miss, and at most one pipeline of
+    // misses per connection was left without its SET when the budget ran out.
+    let server = TestServer::start(Opts::default());
+    let mut cfg = config(&server, 4, Stop::Requests(20_000));
+    cfg.workload = Workload::cache_aside(2_000, 16);
+    cfg.workload.dist = tessera_bench::workload::KeyDist::Zipf { exponent: 0.99 };
+    (cfg.threads, cfg.pipeline) = (2, 4);
+    let o = bench(&cfg);
+    let (hits, misses, sets) = cache_rows(&o);
+    assert_eq!(o.total.ops(), 20_000, "the SETs are requests too");
+    assert_eq!(hits + misses + sets, 20_000);
+    assert_eq!(server.counts.get(), (hits, misses, sets));
+    assert!(
+        sets <= misses && misses - sets <= 4 * 4,
+        "{misses} misses, {sets} SETs"
+    );
+    assert!(server.stored_keys() as u64 <= sets);
+    let ratio = Report::new(&cfg, &o).hit_ratio.unwrap();
+    assert_eq!(ratio, hits as f64 / (hits + misses) as f64);
+    eprintln!("hit ratio {ratio:.4}: {hits} hits, {misses} misses, {sets} SETs");
+    // ~15,000 GETs over 2,000 zipf keys: the hot keys are set once and hit from then on.
+    assert!((0.5..0.97).contains(&ratio), "hit ratio {ratio}");
+}
+
+#[test]
+fn set_on_miss_in_open_loop_takes_the_next_slot() {
+    let _turn = timing();
+    let server = TestServer::start(Opts::default());
+    let mut cfg = config(&server, 2, Stop::After(Duration::from_secs(1)));
+    cfg.workload = Workload::cache_aside(50, 16);
+    cfg.rate = Some(1_000.0);
+    let o = bench(&cfg);
+    let (hits, misses, sets) = cache_rows(&o);
+    // The SETs use schedule slots: GETs and SETs together keep to the rate.
+    assert!(
+        (950..=1_001).contains(&o.total.ops()),
+        "{} requests in 1 s at 1,000/s",
+        o.total.ops()
+    );
+    assert_eq!(server.counts.get(), (hits, misses, sets));
+    // Each of the 50 keys misses about once (twice if both connections asked for it
+    // before its SET landed); a miss still queued at the end (one per connection) has
+    // no SET.
+    assert!((50..=100).contains(&misses), "{misses} misses");
+    assert!(
+        sets <= misses && misses - sets <= 2,
+        "{misses} misses, {sets} SETs"
+    );
+    assert_eq!(server.stored_keys(), 50);
+    assert!(Report::new(&cfg, &o).hit_ratio.unwrap() > 0.85);
 }

@@ -8,6 +8,11 @@
 //! sent as soon as a reply makes room, with its latency still counted from its slot. Slots
 //! are never skipped, so a stall delays every request scheduled during it and the
 //! percentiles say so (no coordinated omission).
+//!
+//! With `--set-on-miss` a GET answered nil queues a SET of its key, and the queued SETs go
+//! before any new GET: in closed loop as soon as there is room, in open loop in the
+//! connection's next slots. They are requests like any other (they spend the budget and
+//! the schedule); those still queued when the run ends are not sent.
 
 use std::collections::VecDeque;
 
@@ -30,6 +35,8 @@ pub enum Pace {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     intended_ns: u64,
+    /// The key number, for the SET that follows a miss.
+    key: u64,
     row: u16,
 }
 
@@ -42,6 +49,10 @@ pub struct ConnState {
     pace: Pace,
     cap: usize,
     in_flight: VecDeque<Pending>,
+    /// `--set-on-miss`: keys whose GET missed, to SET before anything else. Never longer
+    /// than `cap`: a key moves here from `in_flight` and back, and no new GET is sent
+    /// while one waits.
+    miss_sets: VecDeque<u64>,
     /// Requests this connection may still send.
     budget: u64,
     sending: bool,
@@ -54,11 +65,13 @@ pub struct ConnState {
 impl ConnState {
     pub fn new(gen: RequestGen, pace: Pace, cap: usize) -> ConnState {
         assert!(cap > 0, "a connection needs room for one request");
+        let miss_cap = if gen.has_set_on_miss() { cap } else { 0 };
         ConnState {
             gen,
             pace,
             cap,
             in_flight: VecDeque::with_capacity(cap),
+            miss_sets: VecDeque::with_capacity(miss_cap),
             budget: UNLIMITED,
             sending: true,
             room_since_ns: 0,
@@ -74,6 +87,10 @@ impl ConnState {
         self.cap = cap;
         self.in_flight
             .reserve(cap.saturating_sub(self.in_flight.len()));
+        self.miss_sets.clear();
+        if self.gen.has_set_on_miss() {
+            self.miss_sets.reserve(cap);
+        }
         self.budget = UNLIMITED;
         self.sending = true;
     }
@@ -84,6 +101,11 @@ impl ConnState {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// `--set-on-miss`: SETs of missed keys waiting to be sent.
+    pub fn queued_miss_sets(&self) -> usize {
+        self.miss_sets.len()
     }
 
     /// Nothing in flight and nothing more to send.
@@ -124,8 +146,15 @@ impl ConnState {
                 }
                 Pace::Open(_) => break,
             };
-            let row = self.gen.write_next(out);
-            self.in_flight.push_back(Pending { intended_ns, row });
+            let (row, key) = match self.miss_sets.pop_front() {
+                Some(key) => (self.gen.write_miss_set(key, out), key),
+                None => self.gen.write_next(out),
+            };
+            self.in_flight.push_back(Pending {
+                intended_ns,
+                key,
+                row,
+            });
             if self.budget != UNLIMITED {
                 self.budget -= 1;
             }
@@ -155,6 +184,8 @@ impl ConnState {
                             .ok_or(ConnError::UnexpectedReply)?;
                         if kind == Kind::Error {
                             rec.note_error(&buf[at..at + len]);
+                        } else if kind == Kind::Null && self.gen.sets_on_miss(p.row) {
+                            self.miss_sets.push_back(p.key);
                         }
                         rec.record(p.row, p.intended_ns, now_ns, kind);
                     }
@@ -195,6 +226,40 @@ mod tests {
         let rec = Recorder::new(&p.names);
         let gen = RequestGen::new(p, KeySampler::new(w.dist, w.keys, 0, 1), 1);
         (ConnState::new(gen, pace, cap), rec)
+    }
+
+    /// A `--set-on-miss` connection over 1,000 keys, recording from time 0.
+    fn cache_conn(pace: Pace, cap: usize) -> (ConnState, Recorder) {
+        let w = Workload::cache_aside(1_000, 5);
+        let p = Prepared::new(&w, 1);
+        let mut rec = Recorder::new(&p.names);
+        rec.reset_measurement(0);
+        let gen = RequestGen::new(p, KeySampler::new(w.dist, w.keys, 0, 1), 1);
+        (ConnState::new(gen, pace, cap), rec)
+    }
+
+    /// `out`'s requests as `NAME key` strings (the value, if any, left out).
+    fn requests(out: &[u8]) -> Vec<String> {
+        use tessera::resp::{Decoded, Limits, RequestDecoder};
+        let limits = Limits {
+            max_bulk_bytes: 1 << 20,
+            max_multibulk_len: 64,
+            unauthenticated: false,
+        };
+        let (mut d, mut at, mut v) = (RequestDecoder::default(), 0, Vec::new());
+        while at < out.len() {
+            match d.decode(&out[at..], &limits) {
+                Decoded::Command { consumed, .. } => {
+                    let b = &out[at..];
+                    let arg =
+                        |i: usize| String::from_utf8_lossy(&b[d.args()[i].clone()]).into_owned();
+                    v.push(format!("{} {}", arg(0), arg(1)));
+                    at += consumed;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        v
     }
 
     /// A one-connection FIFO server, simulated: each request takes `service_ns`, except
@@ -316,6 +381,85 @@ mod tests {
             st.on_input(b"?\r\n", 30, &mut rec),
             Err(ConnError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn a_miss_sends_a_set_of_its_key_before_the_next_get() {
+        let (mut st, mut rec) = cache_conn(Pace::Closed, 2);
+        let mut out = Vec::new();
+        assert_eq!(st.fill(0, &mut out, &mut rec), 2);
+        let gets = requests(&out);
+        assert!(gets.iter().all(|r| r.starts_with("GET key:")), "{gets:?}");
+        // The first GET misses (RESP2 nil), the second hits.
+        st.on_input(b"$-1\r\n$1\r\nx\r\n", 10, &mut rec).unwrap();
+        assert_eq!(st.queued_miss_sets(), 1);
+        out.clear();
+        assert_eq!(st.fill(10, &mut out, &mut rec), 2);
+        let next = requests(&out);
+        assert_eq!(next[0], gets[0].replace("GET", "SET"));
+        assert!(next[1].starts_with("GET "), "{next:?}");
+        assert_eq!(st.queued_miss_sets(), 0);
+        // SET answers OK, the GET misses again (RESP3 null): one more SET.
+        st.on_input(b"+OK\r\n_\r\n", 20, &mut rec).unwrap();
+        out.clear();
+        st.fill(20, &mut out, &mut rec);
+        assert_eq!(requests(&out)[0], next[1].replace("GET", "SET"));
+        let (get, set) = (&rec.cmds[0], &rec.cmds[1]);
+        assert_eq!((get.name.as_str(), get.hits, get.misses), ("GET", 1, 2));
+        assert_eq!((set.name.as_str(), set.hits, set.misses), ("SET", 1, 0));
+    }
+
+    #[test]
+    fn an_error_or_a_hit_sends_no_set() {
+        let (mut st, mut rec) = cache_conn(Pace::Closed, 3);
+        let mut out = Vec::new();
+        st.fill(0, &mut out, &mut rec);
+        st.on_input(b"-ERR x\r\n$0\r\n\r\n*0\r\n", 10, &mut rec)
+            .unwrap();
+        assert_eq!(st.queued_miss_sets(), 0);
+        out.clear();
+        st.fill(10, &mut out, &mut rec);
+        assert!(requests(&out).iter().all(|r| r.starts_with("GET ")));
+    }
+
+    #[test]
+    fn open_loop_sends_the_set_in_the_next_slot() {
+        let sched = Schedule::new(0, 1_000.0, Arrival::Uniform, 0.0, 1);
+        let (mut st, mut rec) = cache_conn(Pace::Open(sched), 4);
+        let mut out = Vec::new();
+        assert_eq!(st.fill(0, &mut out, &mut rec), 1);
+        let get = requests(&out).remove(0);
+        st.on_input(b"$-1\r\n", MS / 10, &mut rec).unwrap();
+        // Room on the connection, but the next slot is at 1 ms.
+        assert!(!st.wants_to_send(MS / 10));
+        assert_eq!(st.next_due_ns(), Some(MS));
+        out.clear();
+        assert_eq!(st.fill(MS, &mut out, &mut rec), 1);
+        assert_eq!(requests(&out), [get.replace("GET", "SET")]);
+        out.clear();
+        assert_eq!(st.fill(2 * MS, &mut out, &mut rec), 1);
+        assert!(requests(&out)[0].starts_with("GET "));
+    }
+
+    #[test]
+    fn the_sets_spend_the_budget_and_queued_ones_are_dropped_at_the_end() {
+        let (mut st, mut rec) = cache_conn(Pace::Closed, 1);
+        st.set_budget(3);
+        let mut out = Vec::new();
+        for reply in [&b"$-1\r\n"[..], b"+OK\r\n", b"$-1\r\n"] {
+            assert_eq!(st.fill(0, &mut out, &mut rec), 1);
+            st.on_input(reply, 1, &mut rec).unwrap();
+        }
+        assert_eq!(st.fill(2, &mut out, &mut rec), 0);
+        assert_eq!(st.queued_miss_sets(), 1);
+        assert!(st.is_done());
+        let sent = requests(&out);
+        assert_eq!(sent.len(), 3);
+        assert!(
+            sent[0].starts_with("GET ")
+                && sent[1].starts_with("SET ")
+                && sent[2].starts_with("GET ")
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A tiny RESP server for testing the generator: PING, AUTH, HELLO, SELECT, SET, GET over
 //! a shared map, with a known delay before every reply, an optional one-off stall, and an
 //! optional connection drop. One thread per connection, replies in order, so a connection's
-//! requests are served one after another, each `delay` long.
+//! requests are served one after another, each `delay` long. It counts the GETs it
+//! answered with a value and with nil, and the SETs, for checking what the generator says.
 
 #![allow(dead_code)]
 
@@ -31,12 +32,34 @@ pub struct TestServer {
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
     pub requests: Arc<AtomicU64>,
+    pub counts: Arc<Counts>,
+    shared: Arc<Shared>,
+}
+
+/// What the server answered, across connections.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub get_hits: AtomicU64,
+    pub get_misses: AtomicU64,
+    pub sets: AtomicU64,
+}
+
+impl Counts {
+    /// (GET hits, GET misses, SETs).
+    pub fn get(&self) -> (u64, u64, u64) {
+        (
+            self.get_hits.load(Ordering::Relaxed),
+            self.get_misses.load(Ordering::Relaxed),
+            self.sets.load(Ordering::Relaxed),
+        )
+    }
 }
 
 struct Shared {
     opts: Opts,
     map: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     requests: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 }
 
 impl TestServer {
@@ -45,12 +68,15 @@ impl TestServer {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
+        let counts = Arc::new(Counts::default());
         let shared = Arc::new(Shared {
             opts,
             map: Mutex::default(),
             requests: requests.clone(),
+            counts: counts.clone(),
         });
         let stop2 = stop.clone();
+        let shared2 = shared.clone();
         let accept = std::thread::spawn(move || {
             for s in listener.incoming() {
                 if stop2.load(Ordering::Relaxed) {
@@ -66,11 +92,18 @@ impl TestServer {
             stop,
             accept: Some(accept),
             requests,
+            counts,
+            shared: shared2,
         }
     }
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Keys stored.
+    pub fn stored_keys(&self) -> usize {
+        self.shared.map.lock().unwrap().len()
     }
 }
 
@@ -177,6 +210,7 @@ fn reply(
         }
         "SELECT" => o.ok(),
         "SET" => {
+            shared.counts.sets.fetch_add(1, Ordering::Relaxed);
             shared
                 .map
                 .lock()
@@ -185,8 +219,14 @@ fn reply(
             o.ok();
         }
         "GET" => match shared.map.lock().unwrap().get(&args[1]) {
-            Some(v) => o.bulk(v),
-            None => o.null(),
+            Some(v) => {
+                shared.counts.get_hits.fetch_add(1, Ordering::Relaxed);
+                o.bulk(v)
+            }
+            None => {
+                shared.counts.get_misses.fetch_add(1, Ordering::Relaxed);
+                o.null()
+            }
         },
         _ => o.error(&format!("ERR unknown command '{name}'")),
     }
