@@ -39,6 +39,9 @@ pub struct Config {
     pub lfu_decay_time: u32,
     /// Background tasks (active expiry) run this many times a second.
     pub hz: usize,
+    /// Each core's write-ahead ring keeps at most this many records and bytes.
+    pub wal_ring_entries: usize,
+    pub wal_ring_bytes: usize,
 }
 
 impl Default for Config {
@@ -63,6 +66,8 @@ impl Default for Config {
             lfu_log_factor: 10,
             lfu_decay_time: 1,
             hz: limits::HZ_DEFAULT,
+            wal_ring_entries: tessera_shards::wal::WAL_MAX_ENTRIES_DEFAULT,
+            wal_ring_bytes: tessera_shards::wal::WAL_MAX_BYTES_DEFAULT,
         }
     }
 }
@@ -424,6 +429,24 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.lfu_decay_time.to_string(),
         set: |c, v| {
             c.lfu_decay_time = set_int(v, 0, i32::MAX as u64)? as u32;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "wal-ring-entries",
+        get: |c| c.wal_ring_entries.to_string(),
+        set: |c, v| {
+            c.wal_ring_entries = set_int(v, 1, i64::MAX as u64)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "wal-ring-bytes",
+        get: |c| c.wal_ring_bytes.to_string(),
+        set: |c, v| {
+            c.wal_ring_bytes = set_memory(v, 1024)?;
             Ok(())
         },
         mutable: true,

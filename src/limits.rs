@@ -49,6 +49,9 @@ pub const MAXMEMORY_SAMPLES_MAX: usize = 64;
 /// ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC).
 pub const ACTIVE_EXPIRE_TIME_PERCENT: u64 = 25;
 
+/// Under maxmemory a core's write-ahead ring takes at most 1/this of the core's share.
+pub const WAL_RING_SHARE_DIVISOR: usize = 8;
+
 /// SCAN's default COUNT.
 pub const SCAN_DEFAULT_COUNT: usize = 10;
 

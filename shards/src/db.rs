@@ -10,8 +10,11 @@ use crate::item::Item;
 use crate::keyspace::{Found, Keyspace};
 use crate::memory;
 use crate::value::Entry;
+use crate::wal::{DelReason, Op, WalRing};
 use hashbrown::{HashMap, HashSet};
 use indexmap::IndexSet;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// A client's identity as the connection layer numbers it.
 pub type ClientId = u64;
@@ -79,6 +82,17 @@ pub struct Db {
     /// Clients one of whose watched keys has changed since they watched it.
     dirty: HashSet<ClientId>,
     pub stats: DbStats,
+    /// This database's number, for the records it logs.
+    index: u32,
+    /// The shard's ring, shared by its databases: every change is logged there.
+    wal: Rc<RefCell<WalRing>>,
+}
+
+/// What a rewrite logs: the whole new entry, or only its new expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relog {
+    Entry,
+    Expiry,
 }
 
 /// What a probe counts: nothing, a read, a read that also counts a hit or miss, a write.
@@ -145,8 +159,16 @@ impl Default for Db {
 }
 
 impl Db {
+    /// A database logging to a ring of its own (for tests and tools).
     pub fn new() -> Db {
+        Db::with_wal(0, Rc::new(RefCell::new(WalRing::default())))
+    }
+
+    /// Database number `index` of a shard whose ring is `wal`.
+    pub fn with_wal(index: usize, wal: Rc<RefCell<WalRing>>) -> Db {
         Db {
+            index: index as u32,
+            wal,
             keys: Keyspace::new(),
             volatile: IndexSet::default(),
             heap_bytes: 0,
@@ -232,6 +254,11 @@ impl Db {
                 Some(slot)
             }
             Found::Removed(old) => {
+                self.wal.borrow_mut().append(&Op::Del {
+                    db: self.index,
+                    key: key.to_vec(),
+                    why: DelReason::Expired,
+                });
                 self.stats.expired_keys += 1;
                 self.stats.changes += 1;
                 self.heap_bytes -= memory::item_heap_bytes(&old);
@@ -260,7 +287,7 @@ impl Db {
         now_ms: u64,
         change: impl FnOnce(&mut Entry) -> R,
     ) -> Option<R> {
-        self.rewrite(key, now_ms, |e| {
+        self.rewrite(key, now_ms, Relog::Entry, |e| {
             let expiry = e.expire_at_ms;
             let r = change(e);
             debug_assert_eq!(expiry, e.expire_at_ms, "use set_expiry");
@@ -274,6 +301,7 @@ impl Db {
         &mut self,
         key: &[u8],
         now_ms: u64,
+        relog: Relog,
         change: impl FnOnce(&mut Entry) -> R,
     ) -> Option<R> {
         self.find(key, now_ms, Access::Write)?;
@@ -281,16 +309,29 @@ impl Db {
         let mut result = None;
         let (mut before, mut after) = (0, 0);
         let (mut was_volatile, mut is_volatile) = (false, false);
+        let mut op = None;
+        let index = self.index as usize;
         self.keys.replace_with(hash, key, |item| {
             before = memory::item_heap_bytes(&item);
             was_volatile = item.is_volatile();
             let mut entry = item.into_entry();
             result = Some(change(&mut entry));
             is_volatile = entry.is_volatile();
+            op = Some(match relog {
+                Relog::Entry => Op::set(index, key, &entry),
+                Relog::Expiry => Op::Expire {
+                    db: index as u32,
+                    key: key.to_vec(),
+                    at_ms: entry.expire_at_ms,
+                },
+            });
             let new = Item::new(key, entry);
             after = memory::item_heap_bytes(&new);
             new
         });
+        if let Some(op) = op {
+            self.wal.borrow_mut().append(&op);
+        }
         self.heap_bytes = self.heap_bytes + after - before;
         match (was_volatile, is_volatile) {
             (false, true) => {
@@ -326,6 +367,9 @@ impl Db {
                 true,
             ),
         };
+        self.wal
+            .borrow_mut()
+            .append(&Op::set(self.index as usize, key, &entry));
         let item = Item::new(key, entry);
         self.heap_bytes += memory::item_heap_bytes(&item);
         if item.is_volatile() {
@@ -352,7 +396,23 @@ impl Db {
 
     /// Removes a key; returns its item if it was live.
     pub fn remove(&mut self, key: &[u8], now_ms: u64) -> Option<Item> {
+        self.remove_for(key, now_ms, DelReason::Command)
+    }
+
+    /// Removes a key for the reason given (an expired key is logged as expired whatever
+    /// the reason); returns its item if it was live.
+    pub fn remove_for(&mut self, key: &[u8], now_ms: u64, why: DelReason) -> Option<Item> {
         let old = self.keys.remove(key)?;
+        let why = if old.is_expired(now_ms) {
+            DelReason::Expired
+        } else {
+            why
+        };
+        self.wal.borrow_mut().append(&Op::Del {
+            db: self.index,
+            key: key.to_vec(),
+            why,
+        });
         self.touch(key);
         self.forget(key, &old);
         if old.is_expired(now_ms) {
@@ -364,13 +424,18 @@ impl Db {
 
     /// Sets or clears (`0`) a live key's expiry time. Returns false if the key is missing.
     pub fn set_expiry(&mut self, key: &[u8], expire_at_ms: u64, now_ms: u64) -> bool {
-        self.rewrite(key, now_ms, |e| e.expire_at_ms = expire_at_ms)
-            .is_some()
+        self.rewrite(key, now_ms, Relog::Expiry, |e| {
+            e.expire_at_ms = expire_at_ms
+        })
+        .is_some()
     }
 
     /// Drops every key. Watchers of keys that existed are marked dirty, except where the
     /// key had already expired when watched (Redis 7's rule).
     pub fn flush(&mut self) {
+        self.wal
+            .borrow_mut()
+            .append(&Op::FlushDb { db: self.index });
         self.stats.changes += self.keys.len() as u64;
         for (key, watchers) in &mut self.watchers {
             if self.keys.get(key).is_none() {

@@ -148,9 +148,10 @@ impl Keyspace {
         let idx = self.segment_index(hash);
         let hasher = self.hasher;
         let seg = &mut self.segments[idx];
-        // `entry` may grow the table before it answers, so count from here.
+        // `entry` reserves room before it looks, so it may grow the table even when the
+        // key is already there: count from here, in both cases.
         let before = seg.table.allocation_size();
-        match seg.table.entry(
+        let old = match seg.table.entry(
             hash,
             |it| it.key() == item.key(),
             |it| hasher.hash_one(it.key()),
@@ -161,14 +162,15 @@ impl Keyspace {
             hashbrown::hash_table::Entry::Vacant(v) => {
                 v.insert(item);
                 self.len += 1;
-                self.table_bytes += self.segments[idx].table.allocation_size();
-                self.table_bytes -= before;
-                if self.segments[idx].table.len() > SEGMENT_MAX_ENTRIES {
-                    self.split(idx);
-                }
                 None
             }
+        };
+        self.table_bytes += self.segments[idx].table.allocation_size();
+        self.table_bytes -= before;
+        if old.is_none() && self.segments[idx].table.len() > SEGMENT_MAX_ENTRIES {
+            self.split(idx);
         }
+        old
     }
 
     /// Finds `key` and, in the same probe, removes it if `remove_if` says so (an expired
@@ -425,6 +427,8 @@ mod tests {
         let mut ks = Keyspace::new();
         for i in 0..20_000 {
             ks.insert(format!("key{i}").as_bytes(), entry(i));
+            // Overwrites too: hashbrown may grow a table on an overwrite.
+            ks.insert(format!("key{}", i / 2).as_bytes(), entry(i));
         }
         assert_eq!(ks.table_bytes, recount(&ks));
         assert!(ks.segments.len() > 8);

@@ -11,6 +11,8 @@
 //! - [`memory`]: what a key costs in bytes.
 //! - [`shard`]: the databases of one core, its memory limit and eviction.
 //! - [`ops`]: typed operations per command family (`ops::string`, `ops::keys`).
+//! - [`wal`]: the write-ahead ring of every change, with checked records and reader
+//!   cursors.
 //! - [`glob`]: Redis's glob patterns for KEYS and SCAN MATCH.
 
 pub mod db;
@@ -22,6 +24,7 @@ pub mod memory;
 pub mod ops;
 pub mod shard;
 pub mod value;
+pub mod wal;
 
 pub use db::{ClientId, Db};
 pub use shard::Shard;

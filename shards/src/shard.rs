@@ -3,6 +3,9 @@
 
 use crate::db::{AccessRules, Db, DbStats, Rank};
 use crate::evict::{MemoryPolicy, Policy, EVICT_MAX_KEYS_PER_CALL, POOL_SIZE};
+use crate::wal::{DelReason, Op, WalLimits, WalRing};
+use std::cell::{Ref, RefCell, RefMut};
+use std::rc::Rc;
 
 /// Keys checked per database per round of active expiry (Redis's
 /// ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP).
@@ -49,6 +52,8 @@ pub enum Room {
 
 pub struct Shard {
     dbs: Vec<Db>,
+    /// Every change to any of the databases, in order; shared with them.
+    wal: Rc<RefCell<WalRing>>,
     memory: MemoryPolicy,
     pool: Vec<Candidate>,
     /// The next database the random policies draw from (round robin, as Redis).
@@ -60,8 +65,12 @@ impl Shard {
     /// A shard with `databases` empty databases (Redis's `databases`, 16 by default).
     pub fn new(databases: usize) -> Shard {
         assert!(databases > 0, "at least one database");
+        let wal = Rc::new(RefCell::new(WalRing::default()));
         Shard {
-            dbs: (0..databases).map(|_| Db::new()).collect(),
+            dbs: (0..databases)
+                .map(|i| Db::with_wal(i, wal.clone()))
+                .collect(),
+            wal,
             memory: MemoryPolicy::default(),
             pool: Vec::with_capacity(POOL_SIZE),
             next_random_db: 0,
@@ -80,6 +89,44 @@ impl Shard {
 
     pub fn db_ref(&self, index: usize) -> &Db {
         &self.dbs[index]
+    }
+
+    pub fn wal(&self) -> Ref<'_, WalRing> {
+        self.wal.borrow()
+    }
+
+    pub fn wal_mut(&self) -> RefMut<'_, WalRing> {
+        self.wal.borrow_mut()
+    }
+
+    pub fn set_wal_limits(&mut self, limits: WalLimits) {
+        self.wal.borrow_mut().set_limits(limits);
+    }
+
+    /// Applies a change read from a ring (a follower's catch-up, a log replay), logged again
+    /// here as any change. Applied as given, whatever this node's clock says: a key the
+    /// leader still holds is never expired here first, since the leader's expiry deletions
+    /// arrive as records of their own (the clock is taken as 0, before every expiry).
+    pub fn apply(&mut self, op: &Op) {
+        let now_ms = 0;
+        match op {
+            Op::Set {
+                db,
+                key,
+                value,
+                expire_at_ms,
+            } => {
+                let entry = Op::entry(value, *expire_at_ms);
+                self.dbs[*db as usize].set(key, entry, now_ms);
+            }
+            Op::Del { db, key, why } => {
+                self.dbs[*db as usize].remove_for(key, now_ms, *why);
+            }
+            Op::Expire { db, key, at_ms } => {
+                self.dbs[*db as usize].set_expiry(key, *at_ms, now_ms);
+            }
+            Op::FlushDb { db } => self.dbs[*db as usize].flush(),
+        }
     }
 
     pub fn flush_all(&mut self) {
@@ -110,9 +157,15 @@ impl Shard {
     }
 
     /// Bytes the shard's data uses: every database's tables, keys and values.
-    pub fn used_bytes(&self) -> usize {
+    pub fn data_bytes(&self) -> usize {
         self.dbs.iter().map(Db::used_bytes).sum::<usize>()
             + self.dbs.capacity() * std::mem::size_of::<Db>()
+    }
+
+    /// Bytes counted against the shard's share of maxmemory: its data and its write-ahead
+    /// ring.
+    pub fn used_bytes(&self) -> usize {
+        self.data_bytes() + self.wal.borrow().bytes()
     }
 
     pub fn over_limit(&self) -> bool {
@@ -132,7 +185,7 @@ impl Shard {
             let Some((db, key)) = self.pick_victim(now_ms) else {
                 return Room::Full;
             };
-            self.dbs[db].remove(&key, now_ms);
+            self.dbs[db].remove_for(&key, now_ms, DelReason::Evicted);
             self.stats.evicted_keys += 1;
             if !self.over_limit() {
                 return Room::Fits;
@@ -291,6 +344,11 @@ mod tests {
     /// those in `volatile` with a TTL of `ttl_ms(i)`, and its limit set to what it holds now.
     fn filled(policy: Policy, n: usize, volatile: impl Fn(usize) -> Option<u64>) -> Shard {
         let mut shard = Shard::new(1);
+        // A ring of one record: its bytes (counted against the limit) stay constant.
+        shard.set_wal_limits(WalLimits {
+            max_entries: 1,
+            max_bytes: usize::MAX,
+        });
         shard.set_memory_policy(MemoryPolicy {
             policy,
             ..MemoryPolicy::default()
@@ -486,5 +544,156 @@ mod tests {
             checked as usize,
             EXPIRE_KEYS_PER_ROUND * EXPIRE_ROUNDS_PER_BUDGET_CHECK
         );
+    }
+}
+
+/// The ring replayed into a fresh shard gives the same keys, values and expiry times: every
+/// kind of change, including expiry and eviction deletions, is logged deterministically.
+#[cfg(test)]
+mod wal_tests {
+    use super::*;
+    use crate::evict::Rng;
+    use crate::ops::{keys as key_ops, string as string_ops};
+    use crate::value::{Entry, Value};
+    use crate::wal::WalError;
+
+    /// Every live key of every database: (db, key, value, expiry).
+    fn contents(shard: &mut Shard, now: u64) -> Vec<(usize, Vec<u8>, Value, u64)> {
+        let mut all = Vec::new();
+        for db in 0..shard.databases() {
+            for item in shard.db_ref(db).live_items(now) {
+                all.push((
+                    db,
+                    item.key().to_vec(),
+                    item.value().to_owned(),
+                    item.expire_at_ms(),
+                ));
+            }
+        }
+        all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        all
+    }
+
+    #[test]
+    fn replaying_the_ring_rebuilds_the_same_data() {
+        for seed in 1..=5u64 {
+            let mut leader = Shard::new(4);
+            // The ring counts against the limit: keep it to 500 records (read as we go) and
+            // leave the data about 70 KB.
+            leader.set_wal_limits(WalLimits {
+                max_entries: 500,
+                max_bytes: usize::MAX,
+            });
+            leader.set_memory_policy(MemoryPolicy {
+                policy: Policy::AllKeysLru,
+                limit_bytes: 110_000,
+                ..MemoryPolicy::default()
+            });
+            let follower_ring = leader.wal_mut().register_reader_at(1);
+            let mut records = Vec::new();
+            let mut rng = Rng::new(seed);
+            let mut now = 1_000_000u64;
+            for step in 0..20_000 {
+                if step % 100 == 0 {
+                    records.extend(leader.wal_mut().read(follower_ring, usize::MAX).unwrap());
+                }
+                now += rng.below(3) as u64;
+                let db = rng.below(4);
+                let key = format!("k{}", rng.below(300)).into_bytes();
+                leader.make_room(now);
+                let d = leader.db(db);
+                match rng.below(11) {
+                    0 | 1 => {
+                        let ttl = match rng.below(3) {
+                            0 => string_ops::Ttl::At(now + 1 + rng.below(200) as u64),
+                            1 => string_ops::Ttl::Keep,
+                            _ => string_ops::Ttl::Clear,
+                        };
+                        let value = vec![b'a' + rng.below(26) as u8; rng.below(80)];
+                        let opts = string_ops::SetOptions {
+                            ttl,
+                            ..Default::default()
+                        };
+                        let _ = string_ops::set(d, &key, &value, opts, now);
+                    }
+                    2 => {
+                        let _ = string_ops::incr_by(d, &key, rng.below(10) as i64 - 5, now);
+                    }
+                    3 => {
+                        let _ = string_ops::incr_by_float(d, &key, b"0.1", now);
+                    }
+                    4 => {
+                        let _ = string_ops::append(d, &key, b"tail", 1 << 20, now);
+                    }
+                    5 => {
+                        let _ = string_ops::setrange(d, &key, rng.below(10), b"xy", 1 << 20, now);
+                    }
+                    6 => {
+                        key_ops::del(d, &key, now);
+                    }
+                    7 => {
+                        let at = now + rng.below(100) as u64;
+                        key_ops::expire_at(d, &key, at, Default::default(), now);
+                    }
+                    8 => {
+                        key_ops::persist(d, &key, now);
+                    }
+                    9 => {
+                        let _ = string_ops::get(d, &key, now); // lazy expiry
+                    }
+                    _ if rng.below(200) == 0 => d.flush(),
+                    _ => {
+                        leader.active_expire(now, || true);
+                    }
+                }
+            }
+            assert!(leader.stats.evicted_keys > 100, "the limit was reached");
+            assert!(leader.stats().expired_keys > 100, "keys expired");
+            assert!(
+                (0..4).map(|db| leader.db_ref(db).len()).sum::<usize>() > 300,
+                "the data is not all evicted"
+            );
+            let mut follower = Shard::new(4);
+            records.extend(leader.wal_mut().read(follower_ring, usize::MAX).unwrap());
+            assert_eq!(records.len() as u64, leader.wal().head());
+            assert!(records
+                .iter()
+                .enumerate()
+                .all(|(i, (seq, _))| *seq == i as u64 + 1));
+            for (_, op) in &records {
+                follower.apply(op);
+            }
+            let (a, b) = (contents(&mut leader, now), contents(&mut follower, now));
+            let first_difference = a.iter().zip(&b).find(|(x, y)| x != y);
+            assert!(
+                a.len() == b.len() && first_difference.is_none(),
+                "seed {seed}: {} keys vs {}, first difference {first_difference:?}",
+                a.len(),
+                b.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_reader_that_falls_behind_is_told() {
+        let mut shard = Shard::new(1);
+        shard.set_wal_limits(WalLimits {
+            max_entries: 10,
+            max_bytes: usize::MAX,
+        });
+        let reader = shard.wal_mut().register_reader();
+        for i in 0..20 {
+            shard
+                .db(0)
+                .set(format!("k{i}").as_bytes(), Entry::new(Value::Int(i)), 0);
+        }
+        assert!(matches!(
+            shard.wal_mut().read(reader, 100),
+            Err(WalError::FellBehind {
+                wanted: 1,
+                oldest: 11
+            })
+        ));
+        assert_eq!(shard.wal().lags().collect::<Vec<_>>(), vec![20]);
     }
 }

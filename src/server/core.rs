@@ -3,6 +3,7 @@
 use super::mesh::{Gate, Mesh};
 use crate::cmd::ShardLimits;
 use crate::config::Config;
+use crate::limits;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tessera_shards::evict::MemoryPolicy;
+use tessera_shards::wal::WalLimits;
 use tessera_shards::{ClientId, Shard};
 
 /// What all cores of the node share: read-mostly facts and a few atomics that are touched
@@ -192,8 +194,8 @@ impl Core {
         core
     }
 
-    /// Gives the shard its memory settings from the configuration: an equal share of
-    /// `maxmemory` per core, and the policy. Called at start and after CONFIG SET.
+    /// Gives the shard its settings from the configuration: an equal share of `maxmemory`
+    /// per core, the policy, the ring's bounds. Called at start and after CONFIG SET.
     pub fn apply_memory_config(&self) {
         let c = self.config.borrow();
         let share = if c.maxmemory == 0 {
@@ -201,12 +203,24 @@ impl Core {
         } else {
             (c.maxmemory / self.cores).max(1)
         };
-        self.shard.borrow_mut().set_memory_policy(MemoryPolicy {
+        let mut shard = self.shard.borrow_mut();
+        shard.set_memory_policy(MemoryPolicy {
             limit_bytes: share,
             policy: c.maxmemory_policy,
             samples: c.maxmemory_samples,
             lfu_log_factor: c.lfu_log_factor,
             lfu_decay_minutes: c.lfu_decay_time,
+        });
+        // Under maxmemory the ring counts against the core's share, and takes at most an
+        // eighth of it.
+        let ring_bytes = if share == 0 {
+            c.wal_ring_bytes
+        } else {
+            c.wal_ring_bytes.min(share / limits::WAL_RING_SHARE_DIVISOR)
+        };
+        shard.set_wal_limits(WalLimits {
+            max_entries: c.wal_ring_entries,
+            max_bytes: ring_bytes,
         });
     }
 

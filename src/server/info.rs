@@ -33,6 +33,9 @@ struct CoreReport {
     /// share of maxmemory.
     dataset_bytes: usize,
     limit_bytes: usize,
+    /// The write-ahead ring: head and tail sequence numbers, records, bytes, and the
+    /// largest reader lag (0 without readers).
+    wal: (u64, u64, usize, usize, u64),
     /// Per database: (keys, keys with a TTL).
     keyspace: Vec<(usize, usize)>,
 }
@@ -92,8 +95,18 @@ pub async fn info(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
                 heap_bytes: crate::alloc::thread_bytes(),
                 shard_stats: shard.stats(),
                 evict_stats: shard.stats,
-                dataset_bytes: shard.used_bytes(),
+                dataset_bytes: shard.data_bytes(),
                 limit_bytes: shard.memory_policy().limit_bytes,
+                wal: {
+                    let w = shard.wal();
+                    (
+                        w.head(),
+                        w.tail(),
+                        w.len(),
+                        w.bytes(),
+                        w.lags().max().unwrap_or(0),
+                    )
+                },
                 keyspace: (0..shard.databases())
                     .map(|db| (shard.db_ref(db).len(), shard.db_ref(db).volatile_len()))
                     .collect(),
@@ -183,6 +196,17 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
             reports.iter().map(|r| r.shard_stats.changes).sum::<u64>(),
             node.started_unix_s
         );
+        // tessera's own: each core's write-ahead ring (head and tail sequence numbers,
+        // records and bytes held, the largest reader lag in records).
+        t.truncate(t.len() - 2);
+        for (i, r) in reports.iter().enumerate() {
+            let (head, tail, records, bytes, lag) = r.wal;
+            let _ = write!(
+                t,
+                "core{i}_wal_head:{head}\r\ncore{i}_wal_tail:{tail}\r\ncore{i}_wal_records:{records}\r\ncore{i}_wal_bytes:{bytes}\r\ncore{i}_wal_reader_lag:{lag}\r\n"
+            );
+        }
+        t.push_str("\r\n");
     }
     if want("stats") {
         let shard = reports.iter().fold((0, 0, 0), |acc, r| {

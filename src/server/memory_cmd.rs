@@ -99,7 +99,7 @@ async fn stats(core: &Rc<Core>, o: &mut Out<'_>) {
                 .collect();
             CoreMemory {
                 heap_bytes: crate::alloc::thread_bytes(),
-                dataset_bytes: shard.used_bytes(),
+                dataset_bytes: shard.data_bytes(),
                 limit_bytes: shard.memory_policy().limit_bytes,
                 keys: dbs.iter().map(|d| d.1).sum(),
                 dbs,
