@@ -22,40 +22,40 @@ fn add(n: i64) {
     let _ = LOCAL.try_with(|c| c.set(c.get() + n));
 }
 
-/// What the allocator really spent on `p`: its usable size and malloc's header before it
-/// (a 55-byte request takes a 64-byte chunk), as Redis's zmalloc counts the allocator's
-/// view rather than the request.
-unsafe fn usable(p: *mut u8) -> i64 {
-    (libc::malloc_usable_size(p.cast()) + tessera_shards::memory::MALLOC_HEADER_BYTES) as i64
+/// What malloc spends on a request of `n` bytes: its chunk, header included (a 55-byte
+/// request takes a 64-byte chunk), as Redis's zmalloc counts the allocator's view rather
+/// than the request. Computed from glibc's rounding rather than asked of malloc, which
+/// would cost a call on every allocation and free.
+fn spent(n: usize) -> i64 {
+    tessera_shards::memory::alloc_bytes(n) as i64
 }
 
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() {
-            add(usable(p));
+            add(spent(layout.size()));
         }
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        add(-usable(ptr));
+        add(-spent(layout.size()));
         System.dealloc(ptr, layout);
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc_zeroed(layout);
         if !p.is_null() {
-            add(usable(p));
+            add(spent(layout.size()));
         }
         p
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let before = usable(ptr);
         let p = System.realloc(ptr, layout, new_size);
         if !p.is_null() {
-            add(usable(p) - before);
+            add(spent(new_size) - spent(layout.size()));
         }
         p
     }

@@ -42,6 +42,8 @@ pub struct Config {
     /// Each core's write-ahead ring keeps at most this many records and bytes.
     pub wal_ring_entries: usize,
     pub wal_ring_bytes: usize,
+    /// Keep ring records even while nothing reads them (else only once a reader exists).
+    pub wal_ring_keep: bool,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             hz: limits::HZ_DEFAULT,
             wal_ring_entries: tessera_shards::wal::WAL_MAX_ENTRIES_DEFAULT,
             wal_ring_bytes: tessera_shards::wal::WAL_MAX_BYTES_DEFAULT,
+            wal_ring_keep: false,
         }
     }
 }
@@ -447,6 +450,15 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.wal_ring_bytes.to_string(),
         set: |c, v| {
             c.wal_ring_bytes = set_memory(v, 1024)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "wal-ring-keep",
+        get: |c| if c.wal_ring_keep { "yes" } else { "no" }.into(),
+        set: |c, v| {
+            c.wal_ring_keep = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
             Ok(())
         },
         mutable: true,

@@ -254,8 +254,9 @@ impl Db {
                 Some(slot)
             }
             Found::Removed(old) => {
-                self.wal.borrow_mut().append(&Op::Del {
-                    db: self.index,
+                let index = self.index;
+                self.wal.borrow_mut().log(|| Op::Del {
+                    db: index,
                     key: key.to_vec(),
                     why: DelReason::Expired,
                 });
@@ -311,13 +312,14 @@ impl Db {
         let (mut was_volatile, mut is_volatile) = (false, false);
         let mut op = None;
         let index = self.index as usize;
+        let keeping = self.wal.borrow().keeping();
         self.keys.replace_with(hash, key, |item| {
             before = memory::item_heap_bytes(&item);
             was_volatile = item.is_volatile();
             let mut entry = item.into_entry();
             result = Some(change(&mut entry));
             is_volatile = entry.is_volatile();
-            op = Some(match relog {
+            op = keeping.then(|| match relog {
                 Relog::Entry => Op::set(index, key, &entry),
                 Relog::Expiry => Op::Expire {
                     db: index as u32,
@@ -329,8 +331,13 @@ impl Db {
             after = memory::item_heap_bytes(&new);
             new
         });
-        if let Some(op) = op {
-            self.wal.borrow_mut().append(&op);
+        match op {
+            Some(op) => {
+                self.wal.borrow_mut().append(&op);
+            }
+            None => {
+                self.wal.borrow_mut().skip();
+            }
         }
         self.heap_bytes = self.heap_bytes + after - before;
         match (was_volatile, is_volatile) {
@@ -367,9 +374,8 @@ impl Db {
                 true,
             ),
         };
-        self.wal
-            .borrow_mut()
-            .append(&Op::set(self.index as usize, key, &entry));
+        let index = self.index as usize;
+        self.wal.borrow_mut().log(|| Op::set(index, key, &entry));
         let item = Item::new(key, entry);
         self.heap_bytes += memory::item_heap_bytes(&item);
         if item.is_volatile() {
@@ -408,8 +414,9 @@ impl Db {
         } else {
             why
         };
-        self.wal.borrow_mut().append(&Op::Del {
-            db: self.index,
+        let index = self.index;
+        self.wal.borrow_mut().log(|| Op::Del {
+            db: index,
             key: key.to_vec(),
             why,
         });
@@ -433,9 +440,7 @@ impl Db {
     /// Drops every key. Watchers of keys that existed are marked dirty, except where the
     /// key had already expired when watched (Redis 7's rule).
     pub fn flush(&mut self) {
-        self.wal
-            .borrow_mut()
-            .append(&Op::FlushDb { db: self.index });
+        self.wal.borrow_mut().log(|| Op::FlushDb { db: self.index });
         self.stats.changes += self.keys.len() as u64;
         for (key, watchers) in &mut self.watchers {
             if self.keys.get(key).is_none() {

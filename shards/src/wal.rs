@@ -2,6 +2,11 @@
 //! a sequence number (the shard's replication offset), the operation encoded with rkyv, and
 //! a crc32 of the encoding, computed when written and checked when read.
 //!
+//! Like Redis's replication backlog, which exists once a replica has connected, the ring
+//! keeps records only once it has a reader (or is told to keep them always); before that
+//! it only counts them, so a node nobody follows pays nothing to encode. The sequence
+//! number counts every change from the start either way.
+//!
 //! The ring keeps the newest records within [`WalLimits`] (entries and bytes). Readers
 //! register and read from their own cursor; a reader whose next record has already been
 //! dropped is told so ([`WalError::FellBehind`]) and must start over from a full copy — it is
@@ -151,6 +156,8 @@ pub struct WalRing {
     readers: Vec<Option<u64>>,
     /// Scratch encoding buffer, reused.
     scratch: AlignedVec,
+    /// Keep records even without a reader.
+    keep_always: bool,
 }
 
 impl Default for WalRing {
@@ -168,7 +175,39 @@ impl WalRing {
             limits,
             readers: Vec::new(),
             scratch: AlignedVec::new(),
+            keep_always: false,
         }
+    }
+
+    /// Whether records are kept: always if told so, else once a reader has registered.
+    pub fn keeping(&self) -> bool {
+        self.keep_always || self.readers.iter().any(Option::is_some)
+    }
+
+    pub fn set_keep_always(&mut self, keep: bool) {
+        self.keep_always = keep;
+    }
+
+    /// Logs a change: encodes and keeps the record `make` builds if records are kept,
+    /// else only counts it. Returns its sequence number.
+    pub fn log(&mut self, make: impl FnOnce() -> Op) -> u64 {
+        if self.keeping() {
+            self.append(&make())
+        } else {
+            self.skip()
+        }
+    }
+
+    /// Counts a change without keeping a record of it (nobody reads the ring). The records
+    /// held before it can no longer be followed on from, so they are dropped.
+    pub fn skip(&mut self) -> u64 {
+        if !self.records.is_empty() {
+            self.records.clear();
+            self.bytes = 0;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 
     pub fn set_limits(&mut self, limits: WalLimits) {
@@ -412,6 +451,7 @@ mod tests {
             max_entries: usize::MAX,
             max_bytes: 10_000,
         });
+        ring.set_keep_always(true);
         for i in 1..=1000 {
             ring.append(&set(i));
             assert!(ring.bytes() <= 10_000);
@@ -419,6 +459,24 @@ mod tests {
         assert!(ring.len() > 10 && ring.len() < 1000);
         assert_eq!(ring.head(), 1000);
         assert_eq!(ring.tail(), 1000 - ring.len() as u64 + 1);
+    }
+
+    #[test]
+    fn without_readers_records_are_only_counted() {
+        let mut ring = WalRing::default();
+        for i in 1..=10 {
+            assert_eq!(ring.log(|| set(i)), i);
+        }
+        assert_eq!((ring.head(), ring.len(), ring.bytes()), (10, 0, 0));
+        let r = ring.register_reader();
+        ring.log(|| set(11));
+        assert_eq!(ring.read(r, 10).unwrap(), vec![(11, set(11))]);
+        ring.drop_reader(r);
+        ring.log(|| set(12));
+        assert!(ring.is_empty(), "no reader: nothing kept");
+        ring.set_keep_always(true);
+        ring.log(|| set(13));
+        assert_eq!(ring.read_from(13, 10).unwrap(), vec![(13, set(13))]);
     }
 
     #[test]

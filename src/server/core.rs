@@ -222,6 +222,7 @@ impl Core {
             max_entries: c.wal_ring_entries,
             max_bytes: ring_bytes,
         });
+        shard.wal_mut().set_keep_always(c.wal_ring_keep);
     }
 
     pub fn set_mesh(&self, mesh: Mesh) {
