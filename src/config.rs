@@ -16,6 +16,8 @@ pub struct Config {
     pub maxclients: usize,
     pub databases: usize,
     pub dir: PathBuf,
+    /// The snapshot's file name in `dir`.
+    pub dbfilename: String,
     /// Longest bulk string a client may send, and longest string value, in bytes.
     pub proto_max_bulk_len: usize,
     /// Most arguments in one command.
@@ -55,6 +57,7 @@ impl Default for Config {
             maxclients: limits::MAXCLIENTS_DEFAULT,
             databases: limits::DATABASES_DEFAULT,
             dir: PathBuf::from("."),
+            dbfilename: limits::DBFILENAME_DEFAULT.into(),
             proto_max_bulk_len: limits::PROTO_MAX_BULK_LEN_BYTES,
             proto_max_multibulk_len: limits::PROTO_MAX_MULTIBULK_LEN,
             client_query_buffer_limit: limits::CLIENT_QUERY_BUFFER_LIMIT_BYTES,
@@ -304,6 +307,18 @@ pub static PARAMS: &[Param] = &[
             Ok(())
         },
         mutable: false,
+    },
+    Param {
+        name: "dbfilename",
+        get: |c| c.dbfilename.clone(),
+        set: |c, v| {
+            if v.is_empty() || v.contains('/') {
+                return Err("dbfilename can't be a path, just a filename".into());
+            }
+            c.dbfilename = v.to_string();
+            Ok(())
+        },
+        mutable: true,
     },
     Param {
         name: "proto-max-bulk-len",

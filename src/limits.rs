@@ -52,6 +52,10 @@ pub const ACTIVE_EXPIRE_TIME_PERCENT: u64 = 25;
 /// Under maxmemory a core's write-ahead ring takes at most 1/this of the core's share.
 pub const WAL_RING_SHARE_DIVISOR: usize = 8;
 
+/// `dbfilename`: the snapshot's file name in `dir` (not `dump.rdb`: the format is
+/// tessera's own).
+pub const DBFILENAME_DEFAULT: &str = "dump.tsnap";
+
 /// SCAN's default COUNT.
 pub const SCAN_DEFAULT_COUNT: usize = 10;
 

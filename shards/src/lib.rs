@@ -10,6 +10,7 @@
 //! - [`item`]: a stored key: one block with metadata, key and value (the byte budget).
 //! - [`memory`]: what a key costs in bytes.
 //! - [`shard`]: the databases of one core, its memory limit and eviction.
+//! - [`snapshot`]: the snapshot file: checked frames, loadable into any number of cores.
 //! - [`ops`]: typed operations per command family (`ops::string`, `ops::keys`).
 //! - [`wal`]: the write-ahead ring of every change, with checked records and reader
 //!   cursors.
@@ -23,6 +24,7 @@ pub mod keyspace;
 pub mod memory;
 pub mod ops;
 pub mod shard;
+pub mod snapshot;
 pub mod value;
 pub mod wal;
 

@@ -129,6 +129,26 @@ impl Shard {
         }
     }
 
+    /// This shard's part of a snapshot: an entry frame for every live key, then the core's
+    /// end frame, appended to `out`. Returns the keys written.
+    pub fn snapshot_into(&self, core: usize, now_ms: u64, out: &mut Vec<u8>) -> u64 {
+        let mut keys = 0u64;
+        for (db, d) in self.dbs.iter().enumerate() {
+            for item in d.live_items(now_ms) {
+                crate::snapshot::encode_frame(&crate::snapshot::Frame::entry(db, item), out);
+                keys += 1;
+            }
+        }
+        crate::snapshot::encode_frame(
+            &crate::snapshot::Frame::CoreEnd {
+                core: core as u32,
+                keys,
+            },
+            out,
+        );
+        keys
+    }
+
     pub fn flush_all(&mut self) {
         for db in &mut self.dbs {
             db.flush();

@@ -28,6 +28,8 @@ pub struct NodeShared {
     /// Added to the wall clock; moved only by `DEBUG ADVANCE-CLOCK` in tests.
     clock_offset_ms: AtomicI64,
     next_client_id: AtomicU64,
+    /// Unix time (s) of the last successful SAVE; the start time before one.
+    last_save_unix_s: AtomicU64,
 }
 
 impl NodeShared {
@@ -42,6 +44,7 @@ impl NodeShared {
         NodeShared {
             started: Instant::now(),
             started_unix_s,
+            last_save_unix_s: AtomicU64::new(started_unix_s),
             run_id,
             config_file,
             executable: std::env::current_exe()
@@ -76,6 +79,15 @@ impl NodeShared {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
         (wall + self.clock_offset_ms.load(Ordering::Relaxed) * 1000).max(0) as u64
+    }
+
+    /// Records a successful save taken at `at_ms` (node clock).
+    pub fn saved(&self, at_ms: u64) {
+        self.last_save_unix_s.store(at_ms / 1000, Ordering::Relaxed);
+    }
+
+    pub fn last_save_unix_s(&self) -> u64 {
+        self.last_save_unix_s.load(Ordering::Relaxed)
     }
 
     pub fn advance_clock(&self, ms: i64) {
@@ -172,6 +184,9 @@ pub struct Core {
     rng: Cell<u64>,
     /// DEBUG SET-ACTIVE-EXPIRE: whether the background tick deletes expired keys.
     pub active_expire: Cell<bool>,
+    /// The shard's change count at the last save (or load), for
+    /// `rdb_changes_since_last_save`.
+    pub changes_at_save: Cell<u64>,
 }
 
 impl Core {
@@ -189,6 +204,7 @@ impl Core {
             tx_seq: Cell::new(1),
             rng: Cell::new(splitmix(node.started_unix_s ^ id as u64)),
             active_expire: Cell::new(true),
+            changes_at_save: Cell::new(0),
         });
         core.apply_memory_config();
         core

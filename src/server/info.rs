@@ -29,6 +29,7 @@ struct CoreReport {
     heap_bytes: i64,
     shard_stats: tessera_shards::db::DbStats,
     evict_stats: tessera_shards::shard::ShardStats,
+    changes_at_save: u64,
     /// Bytes of this core's dataset (tables, keys, values, the volatile index), and its
     /// share of maxmemory.
     dataset_bytes: usize,
@@ -95,6 +96,7 @@ pub async fn info(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
                 heap_bytes: crate::alloc::thread_bytes(),
                 shard_stats: shard.stats(),
                 evict_stats: shard.stats,
+                changes_at_save: c.changes_at_save.get(),
                 dataset_bytes: shard.data_bytes(),
                 limit_bytes: shard.memory_policy().limit_bytes,
                 wal: {
@@ -189,12 +191,14 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
         t.push_str("\r\n");
     }
     if want("persistence") {
+        let changes: u64 = reports
+            .iter()
+            .map(|r| r.shard_stats.changes.saturating_sub(r.changes_at_save))
+            .sum();
         let _ = write!(
             t,
-            // Nothing is ever saved yet, so changes count from the start.
-            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\naof_enabled:0\r\n\r\n",
-            reports.iter().map(|r| r.shard_stats.changes).sum::<u64>(),
-            node.started_unix_s
+            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\n\r\n",
+            node.last_save_unix_s()
         );
         // tessera's own: each core's write-ahead ring (head and tail sequence numbers,
         // records and bytes held, the largest reader lag in records).

@@ -17,6 +17,7 @@ pub mod info;
 pub mod memory_cmd;
 pub mod mesh;
 pub mod node_cmds;
+pub mod persist;
 pub mod pipeline;
 pub mod session;
 pub mod tx;
@@ -47,6 +48,8 @@ pub enum StartError {
     MeshTimeout { cores: usize, ms: u64 },
     #[error("cannot start executor for core {core}: {err}")]
     Executor { core: usize, err: String },
+    #[error("{0} (move the file away to start empty)")]
+    Load(String),
 }
 
 /// Checks that the process may lock enough memory for glommio.
@@ -227,6 +230,19 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
         panic!("the request and reply meshes numbered the cores differently: {peer_ids:?}");
     }
     let core = Core::new(id, cores, config.clone(), node.clone());
+    match persist::load(&core, &config) {
+        Ok(keys) => {
+            if keys > 0 {
+                tracing::info!(core = id, keys, "loaded keys from the snapshot");
+            }
+            core.changes_at_save
+                .set(core.shard.borrow().stats().changes);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Load(e.to_string())));
+            return;
+        }
+    }
     core.set_mesh(mesh::Mesh::new(rq_tx, rp_tx, peer_of_core));
     mesh::spawn_receivers(core.clone(), rq_rx, rp_rx);
 

@@ -4,7 +4,7 @@
 use super::core::Core;
 use super::mesh::BYPASS_LOCKS;
 use super::session::Session;
-use super::{admin, info, memory_cmd, tx};
+use super::{admin, info, memory_cmd, persist, tx};
 use crate::cmd::parse::{eq, int};
 use crate::cmd::table::NodeCmd;
 use crate::cmd::{arity_error, errors, unknown_subcommand_error, Args};
@@ -74,8 +74,15 @@ pub async fn run(
             o.bulk_int((us / 1_000_000) as i64);
             o.bulk_int((us % 1_000_000) as i64);
         }
-        NodeCmd::Lastsave => o.int(core.node.started_unix_s as i64),
-        NodeCmd::Shutdown => shutdown(core, s, args, &mut o),
+        NodeCmd::Lastsave => o.int(core.node.last_save_unix_s() as i64),
+        NodeCmd::Save => match save_locked(core, s).await {
+            Ok(_) => o.ok(),
+            Err(e) => {
+                tracing::warn!("SAVE failed: {e}");
+                o.error(&format!("ERR {e}"))
+            }
+        },
+        NodeCmd::Shutdown => shutdown(core, s, args, &mut o).await,
         NodeCmd::Debug => debug(core, args, &mut o).await,
         NodeCmd::Memory => memory_cmd::memory(core, s, args, &mut o).await,
         NodeCmd::Multi => tx::multi(s, &mut o),
@@ -222,17 +229,53 @@ fn hello(core: &Core, s: &mut Session, args: Args, out: &mut Vec<u8>) {
     o.array(0);
 }
 
-fn shutdown(core: &Core, s: &mut Session, args: Args, o: &mut Out) {
+/// SAVE with every shard locked, so the image is one point in time across cores; each
+/// core's change count restarts for `rdb_changes_since_last_save`.
+pub async fn save_locked(core: &Rc<Core>, s: &Session) -> Result<u64, persist::SaveError> {
+    let locks = match s.tx {
+        Some(_) => None,
+        None if core.cores == 1 => None,
+        None => Some(core.acquire((0..core.cores).collect()).await),
+    };
+    let tx = s.tx.or(locks.as_ref().map(|l| l.tx));
+    let saved = persist::save(core, tx).await;
+    if saved.is_ok() {
+        core.invoke_all(tx, |c| {
+            c.changes_at_save.set(c.shard.borrow().stats().changes)
+        })
+        .await;
+    }
+    if let Some(l) = locks {
+        core.release(l).await;
+    }
+    saved
+}
+
+async fn shutdown(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Out<'_>) {
+    let mut save = false;
+    let mut force = false;
     for a in args.iter().skip(1) {
         if eq(a, "ABORT") {
             return o.error("ERR No shutdown in progress.");
         }
-        if !(eq(a, "NOSAVE") || eq(a, "SAVE") || eq(a, "NOW") || eq(a, "FORCE")) {
+        if eq(a, "SAVE") {
+            save = true;
+        } else if eq(a, "FORCE") {
+            force = true;
+        } else if !(eq(a, "NOSAVE") || eq(a, "NOW")) {
             return o.error(errors::SYNTAX);
         }
     }
     tracing::warn!(client = s.id, "User requested shutdown...");
-    // No persistence exists yet, so SAVE and NOSAVE both have nothing to write.
+    // No save points exist (no `save` rules), so only SHUTDOWN SAVE writes a snapshot.
+    if save {
+        if let Err(e) = save_locked(core, s).await {
+            tracing::warn!("Error trying to save the DB, can't exit: {e}");
+            if !force {
+                return o.error("ERR Errors trying to SHUTDOWN. Check logs.");
+            }
+        }
+    }
     core.node.request_shutdown();
     s.closing = true;
 }

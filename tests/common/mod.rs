@@ -21,6 +21,8 @@ pub struct Server {
     pub port: u16,
     child: Option<Child>,
     log: std::path::PathBuf,
+    /// The directory the harness made for the server (removed with it).
+    own_dir: Option<std::path::PathBuf>,
 }
 
 pub fn free_port() -> u16 {
@@ -51,8 +53,20 @@ impl Server {
         let log =
             std::env::temp_dir().join(format!("tessera-test-{port}-{}.log", std::process::id()));
         let logfile = std::fs::File::create(&log).expect("create log file");
+        // A directory of its own, so a snapshot left in the working directory (a developer's
+        // SAVE) is never loaded by a test's server.
+        let mut own_dir_args = Vec::new();
+        let mut own_dir = None;
+        if !extra.contains(&"--dir") {
+            let dir = std::env::temp_dir()
+                .join(format!("tessera-test-dir-{port}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("create the server's dir");
+            own_dir_args = vec!["--dir".to_string(), dir.display().to_string()];
+            own_dir = Some(dir);
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["--port", &port.to_string(), "--cores", &cores.to_string()])
+            .args(&own_dir_args)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(logfile)
@@ -62,6 +76,7 @@ impl Server {
             port,
             child: Some(child),
             log,
+            own_dir,
         };
         let deadline = Instant::now() + START_DEADLINE;
         while Instant::now() < deadline {
@@ -138,6 +153,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.stop();
+        if let Some(dir) = &self.own_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Server {
+    fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(5);

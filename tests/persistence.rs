@@ -1,0 +1,231 @@
+//! Snapshots against the real binary: SAVE and SHUTDOWN SAVE write `dir/dbfilename`, a
+//! restarted node (with the same or another number of cores) has every key back with its
+//! value, type of encoding and expiry; a damaged or cut file stops start-up with a clear
+//! error instead of loading part of it.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A fresh directory for one test's snapshot.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tessera-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn start_in(dir: &Path, cores: usize) -> Server {
+    Server::start(cores, &["--dir", dir.to_str().unwrap()])
+}
+
+fn info_field(raw: &mut Raw, field: &str) -> String {
+    let text = match raw.cmd(&["INFO", "persistence"]) {
+        Resp::Bulk(b) => String::from_utf8(b).unwrap(),
+        other => panic!("INFO replied {other:?}"),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("INFO persistence has no {field}"))
+        .trim()
+        .to_string()
+}
+
+/// Writes a mix of keys in databases 0 and 3: integers, strings, appended (raw) strings,
+/// keys with a TTL. Returns what each database should hold: key → (GET reply, PEXPIRETIME).
+fn fill(raw: &mut Raw, n: usize) -> Vec<Vec<(String, Resp, i64)>> {
+    let mut want = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for db in [0usize, 3] {
+        assert_eq!(raw.cmd(&["SELECT", &db.to_string()]), Resp::ok());
+        let mut buf = Vec::new();
+        for i in 0..n {
+            let key = format!("key:{db}:{i}");
+            match i % 4 {
+                0 => buf.extend(encode_cmd(&[
+                    b"SET",
+                    key.as_bytes(),
+                    i.to_string().as_bytes(),
+                ])),
+                1 => buf.extend(encode_cmd(&[
+                    b"SET",
+                    key.as_bytes(),
+                    format!("value-{i}").as_bytes(),
+                ])),
+                2 => {
+                    buf.extend(encode_cmd(&[b"SET", key.as_bytes(), b"head"]));
+                    buf.extend(encode_cmd(&[b"APPEND", key.as_bytes(), b"-tail"]));
+                }
+                _ => buf.extend(encode_cmd(&[
+                    b"SET",
+                    key.as_bytes(),
+                    b"ttl",
+                    b"EXAT",
+                    b"4102444800",
+                ])),
+            }
+        }
+        raw.send(&buf);
+        let replies = n + n.div_ceil(4);
+        for _ in 0..replies {
+            let r = raw.read();
+            assert!(matches!(r, Resp::Simple(_) | Resp::Int(_)), "{r:?}");
+        }
+        for i in 0..n {
+            let key = format!("key:{db}:{i}");
+            let (value, at) = match i % 4 {
+                0 => (Resp::bulk(&i.to_string()), -1),
+                1 => (Resp::bulk(&format!("value-{i}")), -1),
+                2 => (Resp::bulk("head-tail"), -1),
+                _ => (Resp::bulk("ttl"), 4_102_444_800_000),
+            };
+            want[db].push((key, value, at));
+        }
+    }
+    assert_eq!(raw.cmd(&["SELECT", "0"]), Resp::ok());
+    want
+}
+
+fn check(raw: &mut Raw, want: &[Vec<(String, Resp, i64)>]) {
+    for (db, keys) in want.iter().enumerate() {
+        assert_eq!(raw.cmd(&["SELECT", &db.to_string()]), Resp::ok());
+        assert_eq!(
+            raw.cmd(&["DBSIZE"]),
+            Resp::Int(keys.len() as i64),
+            "db {db}"
+        );
+        for (key, value, at) in keys {
+            assert_eq!(&raw.cmd(&["GET", key]), value, "{key}");
+            assert_eq!(raw.cmd(&["PEXPIRETIME", key]), Resp::Int(*at), "{key}");
+        }
+    }
+    assert_eq!(raw.cmd(&["SELECT", "0"]), Resp::ok());
+}
+
+#[test]
+fn a_snapshot_loads_into_any_number_of_cores() {
+    let dir = scratch_dir("snap-cores");
+    let want = {
+        let s = start_in(&dir, 2);
+        let mut raw = s.raw();
+        let want = fill(&mut raw, 3000);
+        assert_ne!(info_field(&mut raw, "rdb_changes_since_last_save"), "0");
+        let before = match raw.cmd(&["LASTSAVE"]) {
+            Resp::Int(t) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(raw.cmd(&["SAVE"]), Resp::ok());
+        assert!(matches!(raw.cmd(&["LASTSAVE"]), Resp::Int(t) if t >= before));
+        assert_eq!(info_field(&mut raw, "rdb_changes_since_last_save"), "0");
+        assert_eq!(info_field(&mut raw, "rdb_last_bgsave_status"), "ok");
+        // Changes after the SAVE are not in the file.
+        assert_eq!(raw.cmd(&["SET", "after-save", "x"]), Resp::ok());
+        assert_eq!(info_field(&mut raw, "rdb_changes_since_last_save"), "1");
+        want
+    };
+    assert!(dir.join("dump.tsnap").exists());
+    for cores in [1, 2] {
+        let s = start_in(&dir, cores);
+        let mut raw = s.raw();
+        check(&mut raw, &want);
+        assert_eq!(raw.cmd(&["EXISTS", "after-save"]), Resp::Int(0));
+        assert_eq!(
+            raw.cmd(&["OBJECT", "ENCODING", "key:0:0"]),
+            Resp::bulk("int")
+        );
+        assert_eq!(
+            raw.cmd(&["OBJECT", "ENCODING", "key:0:2"]),
+            Resp::bulk("raw")
+        );
+        assert_eq!(info_field(&mut raw, "rdb_changes_since_last_save"), "0");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn shutdown_save_writes_and_nosave_does_not() {
+    let dir = scratch_dir("snap-shutdown");
+    {
+        let mut s = start_in(&dir, 2);
+        let mut raw = s.raw();
+        assert_eq!(raw.cmd(&["SET", "kept", "1"]), Resp::ok());
+        raw.send_cmd(&[b"SHUTDOWN", b"SAVE"]);
+        assert!(s
+            .wait_exit(Duration::from_secs(10))
+            .is_some_and(|st| st.success()));
+    }
+    {
+        let mut s = start_in(&dir, 1);
+        let mut raw = s.raw();
+        assert_eq!(raw.cmd(&["GET", "kept"]), Resp::bulk("1"));
+        assert_eq!(raw.cmd(&["SET", "lost", "1"]), Resp::ok());
+        raw.send_cmd(&[b"SHUTDOWN", b"NOSAVE"]);
+        assert!(s.wait_exit(Duration::from_secs(10)).is_some());
+    }
+    let s = start_in(&dir, 1);
+    let mut raw = s.raw();
+    assert_eq!(raw.cmd(&["EXISTS", "kept", "lost"]), Resp::Int(1));
+    let mut c = Check::new(&s);
+    c.table(&[
+        ("CONFIG SET dbfilename sub/dump", err("ERR CONFIG SET failed (possibly related to argument 'dbfilename') - dbfilename can't be a path, just a filename")),
+        ("CONFIG SET dbfilename other.tsnap", ok()),
+        ("CONFIG GET dbfilename", arr(vec![b("dbfilename"), b("other.tsnap")])),
+        ("SAVE", ok()),
+        ("MULTI", ok()),
+        ("SAVE", err("ERR Command not allowed inside a transaction")),
+        ("DISCARD", ok()),
+    ]);
+    c.finish();
+    assert!(dir.join("other.tsnap").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts the binary on `dir` expecting it to refuse; returns what it printed.
+fn refused_start(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["--port", &free_port().to_string(), "--cores", "1"])
+        .args(["--dir", dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run tessera");
+    assert!(!out.status.success(), "a damaged snapshot was loaded");
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
+#[test]
+fn a_damaged_or_cut_snapshot_stops_start_up() {
+    let dir = scratch_dir("snap-damaged");
+    {
+        let s = start_in(&dir, 1);
+        let mut raw = s.raw();
+        fill(&mut raw, 200);
+        assert_eq!(raw.cmd(&["SAVE"]), Resp::ok());
+    }
+    let path = dir.join("dump.tsnap");
+    let good = std::fs::read(&path).unwrap();
+
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    std::fs::write(&path, &flipped).unwrap();
+    let msg = refused_start(&dir);
+    assert!(msg.contains("damaged at byte"), "{msg}");
+    assert!(msg.contains("dump.tsnap"), "{msg}");
+
+    std::fs::write(&path, &good[..good.len() - 10]).unwrap();
+    let msg = refused_start(&dir);
+    assert!(msg.contains("cut short"), "{msg}");
+
+    std::fs::write(&path, b"REDIS0011 not ours").unwrap();
+    let msg = refused_start(&dir);
+    assert!(msg.contains("not a tessera snapshot"), "{msg}");
+
+    // The intact file loads again.
+    std::fs::write(&path, &good).unwrap();
+    let s = start_in(&dir, 1);
+    assert_eq!(s.raw().cmd(&["DBSIZE"]), Resp::Int(200));
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
