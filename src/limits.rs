@@ -56,6 +56,9 @@ pub const WAL_RING_SHARE_DIVISOR: usize = 8;
 /// tessera's own).
 pub const DBFILENAME_DEFAULT: &str = "dump.tsnap";
 
+/// Each core writes its part of a snapshot through a buffer of this many bytes.
+pub const SNAPSHOT_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
 /// SCAN's default COUNT.
 pub const SCAN_DEFAULT_COUNT: usize = 10;
 

@@ -130,23 +130,33 @@ impl Shard {
     }
 
     /// This shard's part of a snapshot: an entry frame for every live key, then the core's
-    /// end frame, appended to `out`. Returns the keys written.
-    pub fn snapshot_into(&self, core: usize, now_ms: u64, out: &mut Vec<u8>) -> u64 {
+    /// end frame, written to `out` one frame at a time. Returns the keys written.
+    pub fn snapshot_to(
+        &self,
+        core: usize,
+        now_ms: u64,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<u64> {
         let mut keys = 0u64;
+        let mut frame = Vec::new();
         for (db, d) in self.dbs.iter().enumerate() {
             for item in d.live_items(now_ms) {
-                crate::snapshot::encode_frame(&crate::snapshot::Frame::entry(db, item), out);
+                frame.clear();
+                crate::snapshot::encode_frame(&crate::snapshot::Frame::entry(db, item), &mut frame);
+                out.write_all(&frame)?;
                 keys += 1;
             }
         }
+        frame.clear();
         crate::snapshot::encode_frame(
             &crate::snapshot::Frame::CoreEnd {
                 core: core as u32,
                 keys,
             },
-            out,
+            &mut frame,
         );
-        keys
+        out.write_all(&frame)?;
+        Ok(keys)
     }
 
     pub fn flush_all(&mut self) {

@@ -4,6 +4,7 @@
 
 use super::core::Core;
 use crate::config::Config;
+use crate::limits;
 use crate::slot::key_core;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -36,22 +37,31 @@ pub async fn save(core: &Rc<Core>, tx: Option<u64>) -> Result<u64, SaveError> {
     let created = core.node.now_ms();
     snapshot::write_start(&mut file, core.cores, config.databases, created, sequences)
         .map_err(io)?;
+    drop(file);
     let mut keys = 0;
     for c in 0..core.cores {
-        // One core's part at a time, so the extra memory is one core's image.
-        let (part, n) = core
-            .invoke_on(c, tx, move |cc| {
-                let mut out = Vec::new();
+        // Each core appends its own part, one core after another, through a buffer of
+        // SNAPSHOT_WRITE_BUFFER_BYTES: the image is never held in memory.
+        let target = tmp.clone();
+        let part = core
+            .invoke_on(c, tx, move |cc| -> std::io::Result<u64> {
+                let file = std::fs::OpenOptions::new().append(true).open(&target)?;
+                let mut out =
+                    std::io::BufWriter::with_capacity(limits::SNAPSHOT_WRITE_BUFFER_BYTES, file);
                 let n = cc
                     .shard
                     .borrow()
-                    .snapshot_into(cc.id, cc.now_ms(), &mut out);
-                (out, n)
+                    .snapshot_to(cc.id, cc.now_ms(), &mut out)?;
+                out.flush()?;
+                Ok(n)
             })
             .await;
-        file.write_all(&part).map_err(io)?;
-        keys += n;
+        keys += part.map_err(io)?;
     }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&tmp)
+        .map_err(io)?;
     let mut end = Vec::new();
     snapshot::encode_frame(&Frame::FileEnd { keys }, &mut end);
     file.write_all(&end).map_err(io)?;
