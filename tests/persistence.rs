@@ -229,3 +229,25 @@ fn a_damaged_or_cut_snapshot_stops_start_up() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_failed_save_is_an_error_and_shutdown_save_refuses_to_stop() {
+    let dir = scratch_dir("snap-failing");
+    let mut s = start_in(&dir, 2);
+    let mut raw = s.raw();
+    assert_eq!(raw.cmd(&["SET", "k", "v"]), Resp::ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+    match raw.cmd(&["SAVE"]) {
+        Resp::Error(e) => assert!(e.starts_with("ERR cannot write"), "{e}"),
+        other => panic!("SAVE into a missing directory replied {other:?}"),
+    }
+    assert_eq!(
+        raw.cmd(&["SHUTDOWN", "SAVE"]),
+        Resp::err("ERR Errors trying to SHUTDOWN. Check logs.")
+    );
+    assert_eq!(raw.cmd(&["GET", "k"]), Resp::bulk("v"), "still serving");
+    raw.send_cmd(&[b"SHUTDOWN", b"SAVE", b"FORCE"]);
+    assert!(s
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|st| st.success()));
+}

@@ -23,17 +23,32 @@ pub enum SaveError {
 }
 
 /// SAVE: an image of every core's keys, taken with every shard locked (the caller holds the
-/// locks), written, synced and renamed into place. Returns the keys saved.
+/// locks), written, synced and renamed into place. Returns the keys saved. On failure the
+/// old file stays as it was and the partial one is removed.
 pub async fn save(core: &Rc<Core>, tx: Option<u64>) -> Result<u64, SaveError> {
     let config = core.config.borrow().clone();
     let path = snapshot_path(&config);
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let saved = write_image(core, tx, &config, &path, &tmp).await;
+    if saved.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    saved
+}
+
+async fn write_image(
+    core: &Rc<Core>,
+    tx: Option<u64>,
+    config: &Config,
+    path: &Path,
+    tmp: &Path,
+) -> Result<u64, SaveError> {
     let io = |err| SaveError::Io {
         path: tmp.display().to_string(),
         err,
     };
     let sequences = core.invoke_all(tx, |c| c.shard.borrow().wal().head()).await;
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut file = std::fs::File::create(tmp).map_err(io)?;
     let created = core.node.now_ms();
     snapshot::write_start(&mut file, core.cores, config.databases, created, sequences)
         .map_err(io)?;
@@ -42,7 +57,7 @@ pub async fn save(core: &Rc<Core>, tx: Option<u64>) -> Result<u64, SaveError> {
     for c in 0..core.cores {
         // Each core appends its own part, one core after another, through a buffer of
         // SNAPSHOT_WRITE_BUFFER_BYTES: the image is never held in memory.
-        let target = tmp.clone();
+        let target = tmp.to_path_buf();
         let part = core
             .invoke_on(c, tx, move |cc| -> std::io::Result<u64> {
                 let file = std::fs::OpenOptions::new().append(true).open(&target)?;
@@ -60,14 +75,14 @@ pub async fn save(core: &Rc<Core>, tx: Option<u64>) -> Result<u64, SaveError> {
     }
     let mut file = std::fs::OpenOptions::new()
         .append(true)
-        .open(&tmp)
+        .open(tmp)
         .map_err(io)?;
     let mut end = Vec::new();
     snapshot::encode_frame(&Frame::FileEnd { keys }, &mut end);
     file.write_all(&end).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
-    std::fs::rename(&tmp, &path).map_err(|err| SaveError::Io {
+    std::fs::rename(tmp, path).map_err(|err| SaveError::Io {
         path: path.display().to_string(),
         err,
     })?;
