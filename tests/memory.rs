@@ -20,23 +20,6 @@ fn debug_server(cores: usize, extra: &[&str]) -> Server {
     Server::start(cores, &args)
 }
 
-/// One field of INFO, as text.
-fn info_field(raw: &mut Raw, field: &str) -> String {
-    let text = match raw.cmd(&["INFO", "everything"]) {
-        Resp::Bulk(b) => String::from_utf8(b).unwrap(),
-        other => panic!("INFO replied {other:?}"),
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("INFO has no {field}"))
-        .trim()
-        .to_string()
-}
-
-fn info_int(raw: &mut Raw, field: &str) -> i64 {
-    info_field(raw, field).parse().expect("an integer field")
-}
-
 fn int_of(r: Resp) -> i64 {
     match r {
         Resp::Int(n) => n,
@@ -110,11 +93,11 @@ fn config_and_info_fields() {
     ]);
     c.finish();
     let mut raw = s.raw();
-    assert_eq!(info_int(&mut raw, "maxmemory"), 10 * 1024 * 1024);
-    assert_eq!(info_field(&mut raw, "maxmemory_human"), "10.00M");
-    assert_eq!(info_field(&mut raw, "maxmemory_policy"), "allkeys-lfu");
-    assert_eq!(info_int(&mut raw, "core0_maxmemory_share"), 5 * 1024 * 1024);
-    assert_eq!(info_int(&mut raw, "core1_maxmemory_share"), 5 * 1024 * 1024);
+    assert_eq!(raw.info_int("maxmemory"), 10 * 1024 * 1024);
+    assert_eq!(raw.info("maxmemory_human"), "10.00M");
+    assert_eq!(raw.info("maxmemory_policy"), "allkeys-lfu");
+    assert_eq!(raw.info_int("core0_maxmemory_share"), 5 * 1024 * 1024);
+    assert_eq!(raw.info_int("core1_maxmemory_share"), 5 * 1024 * 1024);
     for field in [
         "used_memory",
         "used_memory_rss",
@@ -125,7 +108,7 @@ fn config_and_info_fields() {
         "keyspace_hits",
         "keyspace_misses",
     ] {
-        assert!(info_int(&mut raw, field) >= 0, "{field}");
+        assert!(raw.info_int(field) >= 0, "{field}");
     }
     for field in [
         "used_memory_human",
@@ -133,7 +116,7 @@ fn config_and_info_fields() {
         "expired_stale_perc",
         "used_memory_dataset_perc",
     ] {
-        info_field(&mut raw, field);
+        raw.info(field);
     }
 }
 
@@ -176,7 +159,7 @@ fn noeviction_refuses_writes_and_still_serves_reads_and_deletes() {
     let deleted: i64 = (0..4000).map(|_| int_of(raw.read())).sum();
     assert_eq!(deleted as usize, stored);
     assert_eq!(raw.cmd(&["SET", "after", "v"]), Resp::ok());
-    assert_eq!(info_int(&mut raw, "evicted_keys"), 0);
+    assert_eq!(raw.info_int("evicted_keys"), 0);
 }
 
 #[test]
@@ -196,15 +179,15 @@ fn allkeys_policies_keep_the_dataset_within_the_limit() {
         );
         // The background tick may still evict a key or two between the two reads.
         let keys = int_of(raw.cmd(&["DBSIZE"]));
-        let evicted = info_int(&mut raw, "evicted_keys");
+        let evicted = raw.info_int("evicted_keys");
         assert!(evicted > 5000, "{policy}: evicted {evicted}");
         assert!(
             (20_000..20_010).contains(&(evicted + keys)),
             "{policy}: {evicted} + {keys}"
         );
         for core in 0..2 {
-            let dataset = info_int(&mut raw, &format!("core{core}_dataset_bytes"));
-            let share = info_int(&mut raw, &format!("core{core}_maxmemory_share"));
+            let dataset = raw.info_int(&format!("core{core}_dataset_bytes"));
+            let share = raw.info_int(&format!("core{core}_maxmemory_share"));
             // One write may go over by its own size before the next one evicts.
             assert!(
                 dataset <= share + 4096,
@@ -226,12 +209,12 @@ fn lru_evicts_the_keys_not_read_lately() {
     let value = vec![b'v'; 200];
     set_many(&mut raw, "old", 0..4000, &value, &[]);
     // A limit a little above what the first keys take.
-    let limit = info_int(&mut raw, "used_memory_dataset") * 11 / 10;
+    let limit = raw.info_int("used_memory_dataset") * 11 / 10;
     assert_eq!(
         raw.cmd(&["CONFIG", "SET", "maxmemory", &limit.to_string()]),
         Resp::ok()
     );
-    assert_eq!(info_int(&mut raw, "evicted_keys"), 0, "the first keys fit");
+    assert_eq!(raw.info_int("evicted_keys"), 0, "the first keys fit");
     // Read the first half again, then write new keys until a good part has gone.
     let mut buf = Vec::new();
     for i in 0..2000 {
@@ -246,7 +229,7 @@ fn lru_evicts_the_keys_not_read_lately() {
     let unread = count_existing(&mut raw, "old", 2000..4000);
     // About 1400 of the old keys fit beside the new ones. Exact LRU would keep 1400 read
     // ones and no unread one; sampling comes close.
-    assert!(info_int(&mut raw, "evicted_keys") >= 2000);
+    assert!(raw.info_int("evicted_keys") >= 2000);
     assert!(
         read >= 1000,
         "read lately: {read} of 2000 kept, unread {unread}"
@@ -279,7 +262,7 @@ fn volatile_policies_never_evict_keys_without_a_ttl() {
             replies.iter().all(|r| *r == Resp::ok()),
             "{policy}: TTL keys make room for each other"
         );
-        assert!(info_int(&mut raw, "evicted_keys") > 1000, "{policy}");
+        assert!(raw.info_int("evicted_keys") > 1000, "{policy}");
         assert_eq!(count_existing(&mut raw, "keep", 0..1000), 1000, "{policy}");
         // Keys without a TTL cannot push the TTL keys out for ever: once none are left,
         // writes are refused.
@@ -299,7 +282,7 @@ fn config_set_of_limit_and_policy_takes_effect_at_once() {
         Resp::ok()
     );
     set_many(&mut raw, "k", 0..10_000, &[b'v'; 300], &[]);
-    let dataset = info_int(&mut raw, "used_memory_dataset");
+    let dataset = raw.info_int("used_memory_dataset");
     assert_eq!(
         raw.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-random"]),
         Resp::ok()
@@ -311,8 +294,8 @@ fn config_set_of_limit_and_policy_takes_effect_at_once() {
         let key = key_on_core(core, 2, "next");
         assert_eq!(raw.cmd(&["SET", &key, "v"]), Resp::ok());
     }
-    assert!(info_int(&mut raw, "evicted_keys") >= 4000);
-    assert!(info_int(&mut raw, "used_memory_dataset") <= dataset / 2 + 8192);
+    assert!(raw.info_int("evicted_keys") >= 4000);
+    assert!(raw.info_int("used_memory_dataset") <= dataset / 2 + 8192);
     // And noeviction from now on refuses instead.
     assert_eq!(
         raw.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
@@ -332,7 +315,7 @@ fn expired_keys_vanish_without_being_read() {
     set_many(&mut raw, "gone", 0..3000, b"v", &["PX", "100"]);
     set_many(&mut raw, "stay", 0..500, b"v", &[]);
     set_many(&mut raw, "later", 0..500, b"v", &["EX", "3600"]);
-    let before = info_int(&mut raw, "used_memory_dataset");
+    let before = raw.info_int("used_memory_dataset");
     assert_eq!(raw.cmd(&["DEBUG", "ADVANCE-CLOCK", "1000"]), Resp::ok());
     // Nobody reads the keys; the background tick deletes them.
     let deadline = Instant::now() + BACKGROUND_DEADLINE;
@@ -341,8 +324,8 @@ fn expired_keys_vanish_without_being_read() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(int_of(raw.cmd(&["DBSIZE"])), 1000);
-    assert_eq!(info_int(&mut raw, "expired_keys"), 3000);
-    assert!(info_int(&mut raw, "used_memory_dataset") < before);
+    assert_eq!(raw.info_int("expired_keys"), 3000);
+    assert!(raw.info_int("used_memory_dataset") < before);
     assert_eq!(count_existing(&mut raw, "stay", 0..500), 500);
     assert_eq!(count_existing(&mut raw, "later", 0..500), 500);
     let info = match raw.cmd(&["INFO", "keyspace"]) {
@@ -499,7 +482,7 @@ fn rss_stays_under_the_limit_with_an_endless_stream_of_new_keys() {
         }
     }
     peak = peak.max(rss_of(s.pid()));
-    assert!(info_int(&mut raw, "evicted_keys") > 0);
+    assert!(raw.info_int("evicted_keys") > 0);
     assert!(
         peak as f64 <= 1.25 * limit as f64,
         "RSS peaked at {} MiB for a 100 MiB limit",

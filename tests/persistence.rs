@@ -21,18 +21,6 @@ fn start_in(dir: &Path, cores: usize) -> Server {
     Server::start(cores, &["--dir", dir.to_str().unwrap()])
 }
 
-fn info_field(raw: &mut Raw, field: &str) -> String {
-    let text = match raw.cmd(&["INFO", "persistence"]) {
-        Resp::Bulk(b) => String::from_utf8(b).unwrap(),
-        other => panic!("INFO replied {other:?}"),
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("INFO persistence has no {field}"))
-        .trim()
-        .to_string()
-}
-
 /// Writes a mix of keys in databases 0 and 3: integers, strings, appended (raw) strings,
 /// keys with a TTL. Returns what each database should hold: key → (GET reply, PEXPIRETIME).
 fn fill(raw: &mut Raw, n: usize) -> Vec<Vec<(String, Resp, i64)>> {
@@ -110,18 +98,18 @@ fn a_snapshot_loads_into_any_number_of_cores() {
         let s = start_in(&dir, 2);
         let mut raw = s.raw();
         let want = fill(&mut raw, 3000);
-        assert_ne!(info_field(&mut raw, "rdb_changes_since_last_save"), "0");
+        assert_ne!(raw.info("rdb_changes_since_last_save"), "0");
         let before = match raw.cmd(&["LASTSAVE"]) {
             Resp::Int(t) => t,
             other => panic!("{other:?}"),
         };
         assert_eq!(raw.cmd(&["SAVE"]), Resp::ok());
         assert!(matches!(raw.cmd(&["LASTSAVE"]), Resp::Int(t) if t >= before));
-        assert_eq!(info_field(&mut raw, "rdb_changes_since_last_save"), "0");
-        assert_eq!(info_field(&mut raw, "rdb_last_bgsave_status"), "ok");
+        assert_eq!(raw.info("rdb_changes_since_last_save"), "0");
+        assert_eq!(raw.info("rdb_last_bgsave_status"), "ok");
         // Changes after the SAVE are not in the file.
         assert_eq!(raw.cmd(&["SET", "after-save", "x"]), Resp::ok());
-        assert_eq!(info_field(&mut raw, "rdb_changes_since_last_save"), "1");
+        assert_eq!(raw.info("rdb_changes_since_last_save"), "1");
         want
     };
     assert!(dir.join("dump.tsnap").exists());
@@ -138,7 +126,7 @@ fn a_snapshot_loads_into_any_number_of_cores() {
             raw.cmd(&["OBJECT", "ENCODING", "key:0:2"]),
             Resp::bulk("raw")
         );
-        assert_eq!(info_field(&mut raw, "rdb_changes_since_last_save"), "0");
+        assert_eq!(raw.info("rdb_changes_since_last_save"), "0");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,19 +5,6 @@
 mod common;
 use common::*;
 
-fn info_field(raw: &mut Raw, field: &str) -> i64 {
-    let text = match raw.cmd(&["INFO", "persistence"]) {
-        Resp::Bulk(b) => String::from_utf8(b).unwrap(),
-        other => panic!("INFO replied {other:?}"),
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("INFO persistence has no {field}: {text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn every_change_is_a_record_and_the_ring_keeps_its_bounds() {
     let s = Server::start(1, &["--enable-debug-command", "yes"]);
@@ -25,15 +12,15 @@ fn every_change_is_a_record_and_the_ring_keeps_its_bounds() {
     // Nobody reads the ring: changes are counted, not kept.
     assert_eq!(raw.cmd(&["SET", "x", "1"]), Resp::ok());
     assert_eq!(raw.cmd(&["DEL", "x"]), Resp::Int(1));
-    assert_eq!(info_field(&mut raw, "core0_wal_head"), 2);
-    assert_eq!(info_field(&mut raw, "core0_wal_records"), 0);
-    assert_eq!(info_field(&mut raw, "core0_wal_bytes"), 0);
+    assert_eq!(raw.info_int("core0_wal_head"), 2);
+    assert_eq!(raw.info_int("core0_wal_records"), 0);
+    assert_eq!(raw.info_int("core0_wal_bytes"), 0);
     assert_eq!(
         raw.cmd(&["CONFIG", "SET", "wal-ring-keep", "yes"]),
         Resp::ok()
     );
-    assert_eq!(info_field(&mut raw, "core0_wal_head"), 2);
-    assert_eq!(info_field(&mut raw, "core0_wal_tail"), 3);
+    assert_eq!(raw.info_int("core0_wal_head"), 2);
+    assert_eq!(raw.info_int("core0_wal_tail"), 3);
     assert_eq!(raw.cmd(&["SET", "a", "1"]), Resp::ok());
     assert_eq!(raw.cmd(&["INCR", "a"]), Resp::Int(2));
     assert_eq!(raw.cmd(&["GET", "a"]), Resp::bulk("2")); // a read: no record
@@ -41,13 +28,13 @@ fn every_change_is_a_record_and_the_ring_keeps_its_bounds() {
     assert_eq!(raw.cmd(&["EXPIRE", "a", "100"]), Resp::Int(1));
     assert_eq!(raw.cmd(&["DEL", "a"]), Resp::Int(1));
     assert_eq!(raw.cmd(&["DEL", "a"]), Resp::Int(0)); // nothing changed: no record
-    assert_eq!(info_field(&mut raw, "core0_wal_head"), 7);
+    assert_eq!(raw.info_int("core0_wal_head"), 7);
     // An expiry is a record too (here a lazy one).
     assert_eq!(raw.cmd(&["DEBUG", "ADVANCE-CLOCK", "1000"]), Resp::ok());
     assert_eq!(raw.cmd(&["GET", "b"]), Resp::Nil);
-    assert_eq!(info_field(&mut raw, "core0_wal_head"), 8);
-    assert_eq!(info_field(&mut raw, "core0_wal_records"), 6);
-    assert_eq!(info_field(&mut raw, "core0_wal_reader_lag"), 0);
+    assert_eq!(raw.info_int("core0_wal_head"), 8);
+    assert_eq!(raw.info_int("core0_wal_records"), 6);
+    assert_eq!(raw.info_int("core0_wal_reader_lag"), 0);
 
     assert_eq!(
         raw.cmd(&["CONFIG", "SET", "wal-ring-entries", "10"]),
@@ -56,9 +43,9 @@ fn every_change_is_a_record_and_the_ring_keeps_its_bounds() {
     for i in 0..100 {
         raw.cmd(&["SET", &format!("k{i}"), "v"]);
     }
-    assert_eq!(info_field(&mut raw, "core0_wal_head"), 108);
-    assert_eq!(info_field(&mut raw, "core0_wal_records"), 10);
-    assert_eq!(info_field(&mut raw, "core0_wal_tail"), 99);
+    assert_eq!(raw.info_int("core0_wal_head"), 108);
+    assert_eq!(raw.info_int("core0_wal_records"), 10);
+    assert_eq!(raw.info_int("core0_wal_tail"), 99);
     assert_eq!(
         raw.cmd(&["CONFIG", "SET", "wal-ring-bytes", "10"]),
         Resp::err("ERR CONFIG SET failed (possibly related to argument 'wal-ring-bytes') - argument must be between 1024 and 9223372036854775807 inclusive")

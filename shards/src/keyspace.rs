@@ -135,11 +135,7 @@ impl Keyspace {
 
     /// Inserts or replaces; returns the item that was there.
     pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Item> {
-        self.insert_hashed(self.hash(key), key, entry)
-    }
-
-    pub fn insert_hashed(&mut self, hash: u64, key: &[u8], entry: Entry) -> Option<Item> {
-        self.insert_item(hash, Item::new(key, entry))
+        self.insert_item(self.hash(key), Item::new(key, entry))
     }
 
     /// Inserts or replaces `item` (whose key hashes to `hash`); returns the item that was

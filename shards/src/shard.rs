@@ -30,9 +30,6 @@ struct Candidate {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShardStats {
     pub evicted_keys: u64,
-    /// Active expiry: keys checked and keys found expired, ever.
-    pub expire_checked: u64,
-    pub expire_deleted: u64,
     /// Running estimate of the percentage of volatile keys that have expired but are not
     /// yet deleted (Redis's `expired_stale_perc`).
     pub expired_stale_perc: f64,
@@ -304,8 +301,6 @@ impl Shard {
                 }
             }
         }
-        self.stats.expire_checked += checked;
-        self.stats.expire_deleted += deleted;
         if checked > 0 {
             let current = deleted as f64 * 100.0 / checked as f64;
             self.stats.expired_stale_perc = current * 0.05 + self.stats.expired_stale_perc * 0.95;

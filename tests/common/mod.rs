@@ -328,6 +328,26 @@ impl Raw {
         }
     }
 
+    /// One field of `INFO everything`, as text (panics if INFO lacks it).
+    pub fn info(&mut self, field: &str) -> String {
+        let text = match self.cmd(&["INFO", "everything"]) {
+            Resp::Bulk(b) => String::from_utf8(b).unwrap(),
+            other => panic!("INFO replied {other:?}"),
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("INFO has no {field}"))
+            .trim()
+            .to_string()
+    }
+
+    /// An integer field of INFO.
+    pub fn info_int(&mut self, field: &str) -> i64 {
+        let v = self.info(field);
+        v.parse()
+            .unwrap_or_else(|_| panic!("INFO {field} is not an integer: {v}"))
+    }
+
     pub fn cmd(&mut self, args: &[&str]) -> Resp {
         let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
         self.send_cmd(&a);
