@@ -46,6 +46,55 @@ pub struct Config {
     pub wal_ring_bytes: usize,
     /// Keep ring records even while nothing reads them (else only once a reader exists).
     pub wal_ring_keep: bool,
+    /// `save` rules: a background save starts once `changes` keys have changed and
+    /// `seconds` have passed since the last save. Empty: never.
+    pub save: Vec<SaveRule>,
+    /// Microseconds a background save waits per key written (Redis's test hook
+    /// `rdb-key-save-delay`: slows a save down so tests can write during it). 0: none.
+    pub rdb_key_save_delay: u64,
+}
+
+/// One `save <seconds> <changes>` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveRule {
+    pub seconds: u64,
+    pub changes: u64,
+}
+
+/// Redis 7's default rules: after an hour with 1 change, 5 minutes with 100, a minute
+/// with 10000.
+pub const SAVE_RULES_DEFAULT: [SaveRule; 3] = [
+    SaveRule {
+        seconds: 3600,
+        changes: 1,
+    },
+    SaveRule {
+        seconds: 300,
+        changes: 100,
+    },
+    SaveRule {
+        seconds: 60,
+        changes: 10_000,
+    },
+];
+
+/// Parses `save`'s value: pairs of positive numbers, or nothing.
+pub fn parse_save_rules(v: &str) -> Result<Vec<SaveRule>, String> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    if words.len() % 2 != 0 {
+        return Err("Invalid save parameters".into());
+    }
+    words
+        .chunks(2)
+        .map(
+            |pair| match (pair[0].parse::<u64>(), pair[1].parse::<u64>()) {
+                (Ok(seconds), Ok(changes)) if seconds > 0 && changes > 0 => {
+                    Ok(SaveRule { seconds, changes })
+                }
+                _ => Err("Invalid save parameters".into()),
+            },
+        )
+        .collect()
 }
 
 impl Default for Config {
@@ -74,6 +123,8 @@ impl Default for Config {
             wal_ring_entries: tessera_shards::wal::WAL_MAX_ENTRIES_DEFAULT,
             wal_ring_bytes: tessera_shards::wal::WAL_MAX_BYTES_DEFAULT,
             wal_ring_keep: false,
+            save: SAVE_RULES_DEFAULT.to_vec(),
+            rdb_key_save_delay: 0,
         }
     }
 }
@@ -156,6 +207,13 @@ pub struct Cli {
     /// volatile-fifo [default: noeviction].
     #[arg(long)]
     pub maxmemory_policy: Option<String>,
+    /// Background save rules, "<seconds> <changes> ..."; "" for none
+    /// [default: "3600 1 300 100 60 10000"].
+    #[arg(long, allow_hyphen_values = true)]
+    pub save: Option<String>,
+    /// The snapshot's file name in --dir [default: dump.tsnap].
+    #[arg(long)]
+    pub dbfilename: Option<String>,
 }
 
 /// Parses a memory amount the way Redis's `memtoll` does: `1k` is 1000, `1kb` 1024, and so
@@ -470,6 +528,31 @@ pub static PARAMS: &[Param] = &[
         mutable: true,
     },
     Param {
+        name: "save",
+        get: |c| {
+            c.save
+                .iter()
+                .map(|r| format!("{} {}", r.seconds, r.changes))
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+        set: |c, v| {
+            let v = v.trim_matches('"');
+            c.save = parse_save_rules(v)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "rdb-key-save-delay",
+        get: |c| c.rdb_key_save_delay.to_string(),
+        set: |c, v| {
+            c.rdb_key_save_delay = set_int(v, 0, 10_000_000)? as u64;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
         name: "wal-ring-keep",
         get: |c| if c.wal_ring_keep { "yes" } else { "no" }.into(),
         set: |c, v| {
@@ -509,6 +592,7 @@ fn split_line(line: &str) -> Option<Vec<String>> {
 
 /// Applies a redis.conf-style text. An unknown directive is an error naming the line.
 pub fn apply_file_text(cfg: &mut Config, file: &str, text: &str) -> Result<(), ConfigError> {
+    let mut saw_save = false;
     for (i, raw) in text.lines().enumerate() {
         let trimmed = raw.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -530,7 +614,15 @@ pub fn apply_file_text(cfg: &mut Config, file: &str, text: &str) -> Result<(), C
         if words.len() < 2 {
             return Err(err("wrong number of arguments".into()));
         }
-        (p.set)(cfg, &words[1..].join(" ")).map_err(err)?;
+        let mut value = words[1..].join(" ");
+        if name == "save" {
+            // As in redis.conf: the first `save` line replaces the defaults, later ones add.
+            if saw_save {
+                value = format!("{} {value}", (p.get)(cfg));
+            }
+            saw_save = true;
+        }
+        (p.set)(cfg, &value).map_err(err)?;
     }
     Ok(())
 }
@@ -546,7 +638,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 15] = [
+        let flags: [(&str, Option<String>); 17] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -562,6 +654,8 @@ impl Cli {
             ("loglevel", self.loglevel),
             ("maxmemory", self.maxmemory),
             ("maxmemory-policy", self.maxmemory_policy),
+            ("save", self.save),
+            ("dbfilename", self.dbfilename),
         ];
         for (name, value) in flags {
             if let Some(v) = value {
@@ -601,6 +695,26 @@ mod tests {
         assert_eq!(parse_cpu_list("0-3,8"), Some(vec![0, 1, 2, 3, 8]));
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list(""), None);
+    }
+
+    #[test]
+    fn save_rules_as_redis() {
+        assert_eq!(Config::default().save, SAVE_RULES_DEFAULT.to_vec());
+        let get = |c: &Config| (param("save").unwrap().get)(c);
+        assert_eq!(get(&Config::default()), "3600 1 300 100 60 10000");
+        // In a file the first `save` line replaces the defaults and later ones add to it.
+        let mut c = Config::default();
+        apply_file_text(&mut c, "t.conf", "save 900 1\nsave 60 5\n").unwrap();
+        assert_eq!(get(&c), "900 1 60 5");
+        apply_file_text(&mut c, "t.conf", "save \"\"\n").unwrap();
+        assert!(c.save.is_empty());
+        for bad in ["1", "1 2 3", "0 5", "x 1", "5 -1"] {
+            assert_eq!(
+                parse_save_rules(bad),
+                Err("Invalid save parameters".into()),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -59,6 +59,13 @@ pub const DBFILENAME_DEFAULT: &str = "dump.tsnap";
 /// Each core writes its part of a snapshot through a buffer of this many bytes.
 pub const SNAPSHOT_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
+/// A background save's walk serializes about this many bytes of entries before it lets the
+/// core's connections run again (roughly 100 µs of work).
+pub const SNAPSHOT_STEP_BYTES: usize = 64 * 1024;
+
+/// A core writes its part of a background save in chunks of at least this many bytes.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
 /// SCAN's default COUNT.
 pub const SCAN_DEFAULT_COUNT: usize = 10;
 

@@ -69,7 +69,7 @@ fn install_signal_handlers(node: Arc<NodeShared>) {
                     std::process::exit(1);
                 }
                 tracing::warn!("Received signal {sig}, scheduling shutdown...");
-                node.request_shutdown();
+                node.request_shutdown_by_signal();
             }
         })
         .expect("spawn the signal thread");

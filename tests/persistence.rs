@@ -239,3 +239,202 @@ fn a_failed_save_is_an_error_and_shutdown_save_refuses_to_stop() {
         .wait_exit(Duration::from_secs(10))
         .is_some_and(|st| st.success()));
 }
+
+/// Waits for the running background save to end (bounded); returns its status.
+fn wait_bgsave(raw: &mut Raw) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while raw.info("rdb_bgsave_in_progress") == "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "BGSAVE did not end within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    raw.info("rdb_last_bgsave_status")
+}
+
+/// The check: a million keys saved by BGSAVE while a client goes on overwriting,
+/// deleting and adding keys; the file, loaded into a node with another number of cores,
+/// holds every key as it was when BGSAVE answered, with its TTL, and none of the later
+/// changes.
+#[test]
+fn bgsave_of_a_million_keys_under_writes_is_the_data_at_its_start() {
+    const N: usize = 1_000_000;
+    let dir = scratch_dir("bgsave-1m");
+    let ttl_base: u64 = 4_102_444_800_000;
+    let value = |i: usize| format!("v{i}");
+    let expiry = |i: usize| (i % 3 == 0).then(|| ttl_base + i as u64);
+    {
+        let s = Server::start(2, &["--dir", dir.to_str().unwrap(), "--save", ""]);
+        let mut raw = s.raw();
+        raw.pipeline(
+            0..N,
+            |i| {
+                let (k, v) = (format!("k{i}"), value(i));
+                match expiry(i) {
+                    Some(at) => encode_cmd(&[
+                        b"SET",
+                        k.as_bytes(),
+                        v.as_bytes(),
+                        b"PXAT",
+                        at.to_string().as_bytes(),
+                    ]),
+                    None => encode_cmd(&[b"SET", k.as_bytes(), v.as_bytes()]),
+                }
+            },
+            |i, r| assert_eq!(r, Resp::ok(), "SET k{i}"),
+        );
+        // Slow the save down (Redis's test hook) so the writes below surely overlap it.
+        assert_eq!(
+            raw.cmd(&["CONFIG", "SET", "rdb-key-save-delay", "50"]),
+            Resp::ok()
+        );
+        assert_eq!(
+            raw.cmd(&["BGSAVE"]),
+            Resp::Simple("Background saving started".into())
+        );
+        assert_eq!(
+            raw.cmd(&["BGSAVE"]),
+            Resp::err("ERR Background save already in progress")
+        );
+        assert_eq!(
+            raw.cmd(&["SAVE"]),
+            Resp::err("ERR Background save already in progress")
+        );
+        // From the top down, so most changes reach keys the walk has not written yet.
+        raw.pipeline(
+            (0..N).rev().filter(|i| i % 5 < 2),
+            |i| {
+                let k = format!("k{i}");
+                if i % 5 == 0 {
+                    encode_cmd(&[b"SET", k.as_bytes(), b"changed"])
+                } else {
+                    encode_cmd(&[b"DEL", k.as_bytes()])
+                }
+            },
+            |_, r| assert!(matches!(r, Resp::Simple(_) | Resp::Int(1)), "{r:?}"),
+        );
+        raw.pipeline(
+            0..50_000,
+            |i| encode_cmd(&[b"SET", format!("new{i}").as_bytes(), b"x"]),
+            |_, r| assert_eq!(r, Resp::ok()),
+        );
+        assert_eq!(
+            raw.info("rdb_bgsave_in_progress"),
+            "1",
+            "the writes did not overlap the save"
+        );
+        assert!(raw.info_int("current_save_keys_total") >= N as i64);
+        // The rest of the save at full speed.
+        assert_eq!(
+            raw.cmd(&["CONFIG", "SET", "rdb-key-save-delay", "0"]),
+            Resp::ok()
+        );
+        assert_eq!(wait_bgsave(&mut raw), "ok");
+        assert_eq!(raw.info("rdb_saves"), "1");
+        assert!(raw.info_int("rdb_last_bgsave_time_sec") >= 0);
+        // rdb_changes_since_last_save counts what changed after the image was taken.
+        assert_eq!(
+            raw.info_int("rdb_changes_since_last_save"),
+            (N / 5 * 2 + 50_000) as i64
+        );
+    }
+    let s = start_in(&dir, 1);
+    let mut raw = s.raw();
+    assert_eq!(raw.cmd(&["DBSIZE"]), Resp::Int(N as i64));
+    raw.pipeline(
+        0..N,
+        |i| encode_cmd(&[b"GET", format!("k{i}").as_bytes()]),
+        |i, r| assert_eq!(r, Resp::bulk(&value(i)), "k{i}"),
+    );
+    raw.pipeline(
+        0..N,
+        |i| encode_cmd(&[b"PEXPIRETIME", format!("k{i}").as_bytes()]),
+        |i, r| {
+            let want = expiry(i).map_or(-1, |at| at as i64);
+            assert_eq!(r, Resp::Int(want), "PEXPIRETIME k{i}");
+        },
+    );
+    assert_eq!(raw.cmd(&["EXISTS", "new0", "new49999"]), Resp::Int(0));
+}
+
+/// `save <seconds> <changes>`: once enough changes have been made and enough time has
+/// passed (the server's clock moved on with DEBUG ADVANCE-CLOCK), a background save starts
+/// by itself; bad rules are refused with Redis's text.
+#[test]
+fn save_rules_start_a_background_save() {
+    let dir = scratch_dir("save-rules");
+    let s = Server::start(
+        2,
+        &[
+            "--dir",
+            dir.to_str().unwrap(),
+            "--enable-debug-command",
+            "yes",
+        ],
+    );
+    let mut raw = s.raw();
+    assert_eq!(
+        raw.cmd(&["CONFIG", "SET", "save", "1 2 3"]),
+        Resp::err(
+            "ERR CONFIG SET failed (possibly related to argument 'save') - Invalid save parameters"
+        )
+    );
+    assert_eq!(raw.cmd(&["CONFIG", "SET", "save", "10 3"]), Resp::ok());
+    assert_eq!(raw.cmd(&["CONFIG", "SET", "hz", "100"]), Resp::ok());
+    for k in ["a", "b"] {
+        assert_eq!(raw.cmd(&["SET", k, "1"]), Resp::ok());
+    }
+    assert_eq!(raw.cmd(&["DEBUG", "ADVANCE-CLOCK", "11000"]), Resp::ok());
+    // Two changes are not enough, however long ago the last save was: the ticks (100 a
+    // second) that pass during these INFO round trips start nothing.
+    for _ in 0..20 {
+        assert_eq!(raw.info("rdb_saves"), "0");
+    }
+    assert_eq!(raw.cmd(&["SET", "c", "1"]), Resp::ok());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while raw.info("rdb_saves") == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the save rule did not fire"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(wait_bgsave(&mut raw), "ok");
+    assert_eq!(raw.info("rdb_changes_since_last_save"), "0");
+    assert!(dir.join("dump.tsnap").exists());
+    assert!(s.log_text().contains("3 changes in"), "{}", s.log_text());
+}
+
+/// BGSAVE's errors: a bad argument, and a directory that is gone (the status turns `err`,
+/// the partial file is removed, the node goes on serving, and a later BGSAVE works again).
+#[test]
+fn a_failed_bgsave_is_reported_and_the_node_serves_on() {
+    let dir = scratch_dir("bgsave-fail");
+    let s = Server::start(2, &["--dir", dir.to_str().unwrap(), "--save", ""]);
+    let mut raw = s.raw();
+    assert_eq!(raw.cmd(&["BGSAVE", "NOW"]), Resp::err("ERR syntax error"));
+    for i in 0..1000 {
+        assert_eq!(raw.cmd(&["SET", &format!("k{i}"), "v"]), Resp::ok());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        raw.cmd(&["BGSAVE"]),
+        Resp::Simple("Background saving started".into())
+    );
+    assert_eq!(wait_bgsave(&mut raw), "err");
+    assert_eq!(raw.info("rdb_saves"), "0");
+    assert_eq!(raw.cmd(&["GET", "k1"]), Resp::bulk("v"));
+    assert!(s.log_text().contains("Background saving error"));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert_eq!(
+        raw.cmd(&["BGSAVE", "SCHEDULE"]),
+        Resp::Simple("Background saving started".into())
+    );
+    assert_eq!(wait_bgsave(&mut raw), "ok");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["dump.tsnap".to_string()]);
+}

@@ -5,6 +5,7 @@
 //! [`Db::set_expiry`] or [`Db::flush`], so that a client watching the key is marked dirty,
 //! the volatile index and the byte count stay right, in exactly one place each.
 
+use crate::capture::Capture;
 use crate::evict::{self, Rng, Tracking};
 use crate::item::Item;
 use crate::keyspace::{Found, Keyspace};
@@ -86,6 +87,9 @@ pub struct Db {
     index: u32,
     /// The shard's ring, shared by its databases: every change is logged there.
     wal: Rc<RefCell<WalRing>>,
+    /// The shard's point-in-time capture: an item still in a running capture's image is
+    /// handed to it before it changes.
+    capture: Rc<Capture>,
 }
 
 /// What a rewrite logs: the whole new entry, or only its new expiry.
@@ -161,14 +165,19 @@ impl Default for Db {
 impl Db {
     /// A database logging to a ring of its own (for tests and tools).
     pub fn new() -> Db {
-        Db::with_wal(0, Rc::new(RefCell::new(WalRing::default())))
+        Db::of_shard(
+            0,
+            Rc::new(RefCell::new(WalRing::default())),
+            Rc::new(Capture::default()),
+        )
     }
 
-    /// Database number `index` of a shard whose ring is `wal`.
-    pub fn with_wal(index: usize, wal: Rc<RefCell<WalRing>>) -> Db {
+    /// Database number `index` of a shard whose ring is `wal` and capture `capture`.
+    pub fn of_shard(index: usize, wal: Rc<RefCell<WalRing>>, capture: Rc<Capture>) -> Db {
         Db {
             index: index as u32,
             wal,
+            capture,
             keys: Keyspace::new(),
             volatile: IndexSet::default(),
             heap_bytes: 0,
@@ -254,6 +263,7 @@ impl Db {
                 Some(slot)
             }
             Found::Removed(old) => {
+                self.capture.preserve(self.index as usize, &old);
                 let index = self.index;
                 self.wal.borrow_mut().log(|| Op::Del {
                     db: index,
@@ -313,7 +323,9 @@ impl Db {
         let mut op = None;
         let index = self.index as usize;
         let keeping = self.wal.borrow().keeping();
+        let capture = &self.capture;
         self.keys.replace_with(hash, key, |item| {
+            capture.preserve(index, &item);
             before = memory::item_heap_bytes(&item);
             was_volatile = item.is_volatile();
             let mut entry = item.into_entry();
@@ -327,7 +339,8 @@ impl Db {
                     at_ms: entry.expire_at_ms,
                 },
             });
-            let new = Item::new(key, entry);
+            let mut new = Item::new(key, entry);
+            new.set_snap_mark(capture.mark());
             after = memory::item_heap_bytes(&new);
             new
         });
@@ -376,7 +389,8 @@ impl Db {
         };
         let index = self.index as usize;
         self.wal.borrow_mut().log(|| Op::set(index, key, &entry));
-        let item = Item::new(key, entry);
+        let mut item = Item::new(key, entry);
+        item.set_snap_mark(self.capture.mark());
         self.heap_bytes += memory::item_heap_bytes(&item);
         if item.is_volatile() {
             self.volatile.insert(key.into());
@@ -384,6 +398,7 @@ impl Db {
         let old = self.keys.insert_item(hash, item);
         self.touch(key);
         let old = old?;
+        self.capture.preserve(index, &old);
         self.forget(key, &old);
         if old.is_expired(now_ms) {
             self.stats.expired_keys += 1;
@@ -409,6 +424,7 @@ impl Db {
     /// the reason); returns its item if it was live.
     pub fn remove_for(&mut self, key: &[u8], now_ms: u64, why: DelReason) -> Option<Item> {
         let old = self.keys.remove(key)?;
+        self.capture.preserve(self.index as usize, &old);
         let why = if old.is_expired(now_ms) {
             DelReason::Expired
         } else {
@@ -454,7 +470,14 @@ impl Db {
                 }
             }
         }
-        self.keys.clear();
+        if self.capture.is_active() {
+            // What the running capture has not written yet goes on being written from the
+            // detached table.
+            let old = std::mem::take(&mut self.keys);
+            self.capture.detach(self.index as usize, old);
+        } else {
+            self.keys.clear();
+        }
         self.volatile = IndexSet::default();
         self.heap_bytes = 0;
     }
@@ -555,6 +578,12 @@ impl Db {
     }
 
     /// Every live key. For KEYS and FLUSH-time bookkeeping; O(n).
+    /// One step of the shard's capture walk over this database (see [`Capture`]).
+    pub(crate) fn capture_walk(&mut self, pos: u64, write: bool) -> Option<u64> {
+        self.capture
+            .walk(self.index as usize, &mut self.keys, pos, write)
+    }
+
     pub fn live_items(&self, now_ms: u64) -> impl Iterator<Item = &Item> {
         self.keys.iter().filter(move |s| !s.is_expired(now_ms))
     }

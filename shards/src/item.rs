@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! offset 0   flags: u8       bits 0-1 value kind (int, inline string, boxed string),
-//!                            bit 2 has an expiry, bit 3 string was changed in place (raw)
+//!                            bit 2 has an expiry, bit 3 string was changed in place (raw),
+//!                            bit 4 snapshot mark (see `capture`)
 //!        1   access: u32     eviction stamp (LRU clock, LFU counter, FIFO sequence)
 //!        5   key length      LEB128 varint (1 byte below 128)
 //!            expire_at: u64  only with the expiry flag (Unix ms)
@@ -33,6 +34,7 @@ const KIND_INLINE: u8 = 1;
 const KIND_BOXED: u8 = 2;
 const FLAG_EXPIRY: u8 = 1 << 2;
 const FLAG_RAW: u8 = 1 << 3;
+const FLAG_SNAP_MARK: u8 = 1 << 4;
 
 const ACCESS_AT: usize = 1;
 const KEY_LEN_AT: usize = 5;
@@ -291,6 +293,22 @@ impl Item {
                 .add(ACCESS_AT)
                 .cast::<[u8; 4]>()
                 .write(access.to_le_bytes())
+        }
+    }
+
+    /// The snapshot mark: which capture last accounted for this item (see
+    /// [`crate::capture`]).
+    pub fn snap_mark(&self) -> bool {
+        // SAFETY: byte 0 is the flags.
+        unsafe { self.0.as_ptr().read() & FLAG_SNAP_MARK != 0 }
+    }
+
+    pub fn set_snap_mark(&mut self, mark: bool) {
+        // SAFETY: byte 0 is the flags; the item is borrowed mutably.
+        unsafe {
+            let p = self.0.as_ptr();
+            let flags = p.read() & !FLAG_SNAP_MARK;
+            p.write(flags | if mark { FLAG_SNAP_MARK } else { 0 });
         }
     }
 

@@ -351,6 +351,16 @@ impl Keyspace {
         }
     }
 
+    /// Visits, mutably, every item of the segment that holds hash position `pos` (0 or a
+    /// position this returned), and returns the next segment's start, or `None` after the
+    /// last. Segments only split, so a walk from 0 to `None` visits every item present
+    /// throughout; an item may be visited twice when a position falls inside a segment.
+    pub fn walk_segment(&mut self, pos: u64, visit: impl FnMut(&mut Item)) -> Option<u64> {
+        let (idx, _, end) = self.segment_range(pos);
+        self.segments[idx].table.iter_mut().for_each(visit);
+        end
+    }
+
     /// Every stored slot, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Item> {
         self.segments.iter().flat_map(|s| s.table.iter())

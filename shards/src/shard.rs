@@ -1,6 +1,7 @@
 //! A shard: the numbered databases one core owns, its share of `maxmemory`, eviction and
 //! active expiry.
 
+use crate::capture::Capture;
 use crate::db::{AccessRules, Db, DbStats, Rank};
 use crate::evict::{MemoryPolicy, Policy, EVICT_MAX_KEYS_PER_CALL, POOL_SIZE};
 use crate::wal::{DelReason, Op, WalLimits, WalRing};
@@ -51,6 +52,11 @@ pub struct Shard {
     dbs: Vec<Db>,
     /// Every change to any of the databases, in order; shared with them.
     wal: Rc<RefCell<WalRing>>,
+    /// The point-in-time capture, shared with the databases (see [`Capture`]).
+    capture: Rc<Capture>,
+    /// Where the capture's walk is: the core the image is written for, a database and a
+    /// position in it.
+    walk: Walk,
     memory: MemoryPolicy,
     pool: Vec<Candidate>,
     /// The next database the random policies draw from (round robin, as Redis).
@@ -58,16 +64,31 @@ pub struct Shard {
     pub stats: ShardStats,
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct Walk {
+    core: usize,
+    db: usize,
+    pos: u64,
+}
+
+/// Why a capture could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a capture of this shard is already running")]
+pub struct CaptureBusy;
+
 impl Shard {
     /// A shard with `databases` empty databases (Redis's `databases`, 16 by default).
     pub fn new(databases: usize) -> Shard {
         assert!(databases > 0, "at least one database");
         let wal = Rc::new(RefCell::new(WalRing::default()));
+        let capture = Rc::new(Capture::default());
         Shard {
             dbs: (0..databases)
-                .map(|i| Db::with_wal(i, wal.clone()))
+                .map(|i| Db::of_shard(i, wal.clone(), capture.clone()))
                 .collect(),
             wal,
+            capture,
+            walk: Walk::default(),
             memory: MemoryPolicy::default(),
             pool: Vec::with_capacity(POOL_SIZE),
             next_random_db: 0,
@@ -154,6 +175,68 @@ impl Shard {
         );
         out.write_all(&frame)?;
         Ok(keys)
+    }
+
+    /// Starts a point-in-time image of this shard as of `now_ms`, to be written as core
+    /// `core`'s part of a snapshot, while the shard keeps serving. Returns the ring's
+    /// sequence number the image corresponds to.
+    pub fn capture_start(&mut self, core: usize, now_ms: u64) -> Result<u64, CaptureBusy> {
+        if self.capture.is_active() {
+            return Err(CaptureBusy);
+        }
+        self.capture.start(now_ms);
+        self.walk = Walk {
+            core,
+            db: 0,
+            pos: 0,
+        };
+        Ok(self.wal.borrow().head())
+    }
+
+    pub fn capture(&self) -> &Capture {
+        &self.capture
+    }
+
+    /// Walks the capture on until it has written at least `max_bytes` more of output (or
+    /// the walk ends). Returns true once the image is complete: its last frame (the core's
+    /// end) is in the output, and the capture has stopped.
+    pub fn capture_step(&mut self, max_bytes: usize) -> bool {
+        if !self.capture.is_active() {
+            return true;
+        }
+        let stop = self.capture.pending_bytes() + max_bytes;
+        while self.capture.pending_bytes() < stop {
+            if self.capture.walk_detached() {
+                continue;
+            }
+            let Some(db) = self.dbs.get_mut(self.walk.db) else {
+                self.capture.finish(self.walk.core);
+                return true;
+            };
+            match db.capture_walk(self.walk.pos, true) {
+                Some(next) => self.walk.pos = next,
+                None => {
+                    self.walk.db += 1;
+                    self.walk.pos = 0;
+                }
+            }
+        }
+        false
+    }
+
+    /// Stops a running capture and drops its output. The walk still goes to the end (only
+    /// marking), so that the next capture finds every item with the same mark.
+    pub fn capture_abort(&mut self) {
+        if !self.capture.is_active() {
+            return;
+        }
+        for db in self.walk.db..self.dbs.len() {
+            let mut pos = if db == self.walk.db { self.walk.pos } else { 0 };
+            while let Some(next) = self.dbs[db].capture_walk(pos, false) {
+                pos = next;
+            }
+        }
+        self.capture.abort();
     }
 
     pub fn flush_all(&mut self) {
@@ -599,6 +682,59 @@ mod wal_tests {
         all
     }
 
+    /// One random change (or read, or expiry cycle) of the kinds a client can make, on one
+    /// of 300 keys in one of 4 databases, after making room under the shard's limit.
+    fn churn(leader: &mut Shard, rng: &mut Rng, now: u64) {
+        let db = rng.below(4);
+        let key = format!("k{}", rng.below(300)).into_bytes();
+        leader.make_room(now);
+        let d = leader.db(db);
+        match rng.below(11) {
+            0 | 1 => {
+                let ttl = match rng.below(3) {
+                    0 => string_ops::Ttl::At(now + 1 + rng.below(200) as u64),
+                    1 => string_ops::Ttl::Keep,
+                    _ => string_ops::Ttl::Clear,
+                };
+                let value = vec![b'a' + rng.below(26) as u8; rng.below(80)];
+                let opts = string_ops::SetOptions {
+                    ttl,
+                    ..Default::default()
+                };
+                let _ = string_ops::set(d, &key, &value, opts, now);
+            }
+            2 => {
+                let _ = string_ops::incr_by(d, &key, rng.below(10) as i64 - 5, now);
+            }
+            3 => {
+                let _ = string_ops::incr_by_float(d, &key, b"0.1", now);
+            }
+            4 => {
+                let _ = string_ops::append(d, &key, b"tail", 1 << 20, now);
+            }
+            5 => {
+                let _ = string_ops::setrange(d, &key, rng.below(10), b"xy", 1 << 20, now);
+            }
+            6 => {
+                key_ops::del(d, &key, now);
+            }
+            7 => {
+                let at = now + rng.below(100) as u64;
+                key_ops::expire_at(d, &key, at, Default::default(), now);
+            }
+            8 => {
+                key_ops::persist(d, &key, now);
+            }
+            9 => {
+                let _ = string_ops::get(d, &key, now); // lazy expiry
+            }
+            _ if rng.below(200) == 0 => d.flush(),
+            _ => {
+                leader.active_expire(now, || true);
+            }
+        }
+    }
+
     #[test]
     fn replaying_the_ring_rebuilds_the_same_data() {
         for seed in 1..=5u64 {
@@ -623,54 +759,7 @@ mod wal_tests {
                     records.extend(leader.wal_mut().read(follower_ring, usize::MAX).unwrap());
                 }
                 now += rng.below(3) as u64;
-                let db = rng.below(4);
-                let key = format!("k{}", rng.below(300)).into_bytes();
-                leader.make_room(now);
-                let d = leader.db(db);
-                match rng.below(11) {
-                    0 | 1 => {
-                        let ttl = match rng.below(3) {
-                            0 => string_ops::Ttl::At(now + 1 + rng.below(200) as u64),
-                            1 => string_ops::Ttl::Keep,
-                            _ => string_ops::Ttl::Clear,
-                        };
-                        let value = vec![b'a' + rng.below(26) as u8; rng.below(80)];
-                        let opts = string_ops::SetOptions {
-                            ttl,
-                            ..Default::default()
-                        };
-                        let _ = string_ops::set(d, &key, &value, opts, now);
-                    }
-                    2 => {
-                        let _ = string_ops::incr_by(d, &key, rng.below(10) as i64 - 5, now);
-                    }
-                    3 => {
-                        let _ = string_ops::incr_by_float(d, &key, b"0.1", now);
-                    }
-                    4 => {
-                        let _ = string_ops::append(d, &key, b"tail", 1 << 20, now);
-                    }
-                    5 => {
-                        let _ = string_ops::setrange(d, &key, rng.below(10), b"xy", 1 << 20, now);
-                    }
-                    6 => {
-                        key_ops::del(d, &key, now);
-                    }
-                    7 => {
-                        let at = now + rng.below(100) as u64;
-                        key_ops::expire_at(d, &key, at, Default::default(), now);
-                    }
-                    8 => {
-                        key_ops::persist(d, &key, now);
-                    }
-                    9 => {
-                        let _ = string_ops::get(d, &key, now); // lazy expiry
-                    }
-                    _ if rng.below(200) == 0 => d.flush(),
-                    _ => {
-                        leader.active_expire(now, || true);
-                    }
-                }
+                churn(&mut leader, &mut rng, now);
             }
             assert!(leader.stats.evicted_keys > 100, "the limit was reached");
             assert!(leader.stats().expired_keys > 100, "keys expired");
@@ -720,5 +809,107 @@ mod wal_tests {
             })
         ));
         assert_eq!(shard.wal().lags().collect::<Vec<_>>(), vec![20]);
+    }
+
+    /// Reads an image's frames (a core's capture output) back as sorted contents.
+    fn read_image(part: &[u8], now: u64) -> Vec<(usize, Vec<u8>, Value, u64)> {
+        let mut file = Vec::new();
+        crate::snapshot::write_start(&mut file, 1, 4, 0, vec![0]).unwrap();
+        file.extend_from_slice(part);
+        let mut reader = crate::snapshot::SnapshotReader::open(&file[..]).unwrap().0;
+        let mut all = Vec::new();
+        let mut keys = 0;
+        // No FileEnd: read entries until the core's end.
+        while let Ok(Some(frame)) = reader.next_entry() {
+            if let crate::snapshot::Frame::Entry {
+                db,
+                key,
+                value,
+                expire_at_ms,
+            } = frame
+            {
+                let entry = crate::wal::Op::entry(&value, expire_at_ms);
+                if !entry.is_expired(now) {
+                    all.push((db as usize, key, entry.value, expire_at_ms));
+                }
+                keys += 1;
+            }
+        }
+        assert!(keys >= all.len());
+        all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        all
+    }
+
+    /// A capture taken while the shard keeps changing (writes, deletes, expiry, eviction,
+    /// FLUSHDB) holds exactly the data as it was when it started; the next capture, started
+    /// after more changes, holds the data as it was then.
+    #[test]
+    fn a_capture_is_the_data_as_it_was_at_its_start() {
+        for seed in 1..=5u64 {
+            let mut shard = Shard::new(4);
+            shard.set_memory_policy(MemoryPolicy {
+                policy: Policy::AllKeysLru,
+                limit_bytes: 150_000,
+                ..MemoryPolicy::default()
+            });
+            let mut rng = Rng::new(seed);
+            let mut now = 1_000_000u64;
+            for round in 0..3 {
+                for _ in 0..5_000 {
+                    now += rng.below(3) as u64;
+                    churn(&mut shard, &mut rng, now);
+                }
+                let want = contents(&mut shard, now);
+                assert!(want.len() > 200, "seed {seed}: {} keys", want.len());
+                let start = now;
+                shard.capture_start(0, now).unwrap();
+                assert_eq!(shard.capture_start(0, now), Err(CaptureBusy));
+                let mut image = Vec::new();
+                let mut changes = 0;
+                loop {
+                    for _ in 0..rng.below(400) {
+                        now += rng.below(3) as u64;
+                        churn(&mut shard, &mut rng, now);
+                        changes += 1;
+                    }
+                    let done = shard.capture_step(64 + rng.below(2000));
+                    image.extend(shard.capture().take_output());
+                    if done {
+                        break;
+                    }
+                }
+                assert!(
+                    changes > 300,
+                    "seed {seed} round {round}: {changes} changes"
+                );
+                let got = read_image(&image, start);
+                assert_eq!(
+                    got.len(),
+                    want.len(),
+                    "seed {seed} round {round}: image holds {} keys, wanted {}",
+                    got.len(),
+                    want.len()
+                );
+                assert!(got == want, "seed {seed} round {round}: image differs");
+                assert!(!shard.capture().is_active());
+            }
+            // An aborted capture leaves the marks as a finished one does: the next image is
+            // whole.
+            shard.capture_start(0, now).unwrap();
+            shard.capture_step(100);
+            churn(&mut shard, &mut rng, now);
+            shard.capture_abort();
+            let want = contents(&mut shard, now);
+            shard.capture_start(0, now).unwrap();
+            let mut image = Vec::new();
+            while !shard.capture_step(4096) {
+                image.extend(shard.capture().take_output());
+            }
+            image.extend(shard.capture().take_output());
+            assert!(
+                read_image(&image, now) == want,
+                "seed {seed}: after an abort"
+            );
+        }
     }
 }

@@ -6,13 +6,17 @@
 //! frames     each: length (u32 LE), crc32 of the payload (u32 LE), payload (rkyv)
 //!            Header { version, cores, databases, created_unix_ms, sequence per core }
 //!            Entry { db, key, value, expire_at_ms }   ... for every live key
-//!            CoreEnd { core, keys }                    after each core's entries
+//!            CoreEnd { core, keys }                    once per core, after its entries
 //!            FileEnd { keys }                          last
 //! ```
 //!
+//! The cores of a background save write their parts at once, in chunks of whole frames,
+//! so entries of different cores may be interleaved; each core's end frame follows its
+//! last chunk.
+//!
 //! Every frame is checked when read; a file that ends before `FileEnd`, a frame whose
-//! checksum does not match, or counts that do not add up are errors naming the byte offset,
-//! never silently loaded.
+//! checksum does not match, a core's end missing or twice, or counts that do not add up
+//! are errors naming the byte offset, never silently loaded.
 
 use crate::item::{Item, ValueRef};
 use crate::wal::LoggedValue;
@@ -26,6 +30,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The largest frame a reader accepts (a key and value within proto-max-bulk-len, 512 MB,
 /// and the framing).
 pub const FRAME_MAX_BYTES: usize = 1 << 30;
+
+/// The most cores a header may list (a sanity bound for a damaged header).
+pub const MAX_CORES: u32 = 4096;
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -99,7 +106,9 @@ pub struct SnapshotReader<R: Read> {
     offset: u64,
     done: bool,
     entries: u64,
-    core_entries: u64,
+    /// Which cores' end frames have been read, and the keys they listed.
+    cores_ended: Vec<bool>,
+    core_keys: u64,
     buf: AlignedVec,
 }
 
@@ -116,7 +125,8 @@ impl<R: Read> SnapshotReader<R> {
             offset: 8,
             done: false,
             entries: 0,
-            core_entries: 0,
+            cores_ended: Vec::new(),
+            core_keys: 0,
             buf: AlignedVec::new(),
         };
         let header = r.frame()?;
@@ -124,7 +134,15 @@ impl<R: Read> SnapshotReader<R> {
             Frame::Header { version, .. } if *version != FORMAT_VERSION => {
                 return Err(SnapshotError::Version(*version))
             }
-            Frame::Header { .. } => {}
+            Frame::Header { cores, .. } => {
+                if *cores == 0 || *cores > MAX_CORES {
+                    return Err(SnapshotError::Malformed(
+                        8,
+                        format!("a header for {cores} cores"),
+                    ));
+                }
+                r.cores_ended = vec![false; *cores as usize];
+            }
             _ => {
                 return Err(SnapshotError::Malformed(
                     8,
@@ -166,26 +184,34 @@ impl<R: Read> SnapshotReader<R> {
             match self.frame()? {
                 e @ Frame::Entry { .. } => {
                     self.entries += 1;
-                    self.core_entries += 1;
                     return Ok(Some(e));
                 }
                 Frame::CoreEnd { core, keys } => {
-                    if keys != self.core_entries {
+                    match self.cores_ended.get_mut(core as usize) {
+                        Some(ended @ false) => *ended = true,
+                        _ => {
+                            return Err(SnapshotError::Malformed(
+                                at,
+                                format!("an unexpected end of core {core}"),
+                            ))
+                        }
+                    }
+                    self.core_keys += keys;
+                }
+                Frame::FileEnd { keys } => {
+                    if let Some(core) = self.cores_ended.iter().position(|e| !e) {
+                        return Err(SnapshotError::Malformed(
+                            at,
+                            format!("core {core}'s part is missing"),
+                        ));
+                    }
+                    if keys != self.entries || self.core_keys != self.entries {
                         return Err(SnapshotError::Malformed(
                             at,
                             format!(
-                                "core {core} lists {keys} keys, {} were read",
-                                self.core_entries
+                                "the file lists {keys} keys and its cores {}, {} were read",
+                                self.core_keys, self.entries
                             ),
-                        ));
-                    }
-                    self.core_entries = 0;
-                }
-                Frame::FileEnd { keys } => {
-                    if keys != self.entries {
-                        return Err(SnapshotError::Malformed(
-                            at,
-                            format!("the file lists {keys} keys, {} were read", self.entries),
                         ));
                     }
                     self.done = true;

@@ -7,7 +7,7 @@ use crate::limits;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -25,15 +25,22 @@ pub struct NodeShared {
     pub executable: String,
     pub cpus: Vec<Option<usize>>,
     shutdown: AtomicBool,
+    /// The shutdown was asked for by a signal (which saves when `save` rules are set).
+    signalled: AtomicBool,
     /// Added to the wall clock; moved only by `DEBUG ADVANCE-CLOCK` in tests.
     clock_offset_ms: AtomicI64,
     next_client_id: AtomicU64,
     /// Unix time (s) of the last successful SAVE; the start time before one.
     last_save_unix_s: AtomicU64,
+    /// Background saves: running, last outcome, counts (INFO persistence).
+    pub saves: super::persist::SaveState,
+    /// Each core's changes since the last save, published by its tick for the save rules.
+    pub dirty: Vec<AtomicU64>,
 }
 
 impl NodeShared {
     pub fn new(config_file: Option<std::path::PathBuf>, cpus: Vec<Option<usize>>) -> NodeShared {
+        let cores = cpus.len();
         let started_unix_s = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -52,13 +59,26 @@ impl NodeShared {
                 .unwrap_or_default(),
             cpus,
             shutdown: AtomicBool::new(false),
+            signalled: AtomicBool::new(false),
             clock_offset_ms: AtomicI64::new(0),
             next_client_id: AtomicU64::new(0),
+            saves: Default::default(),
+            dirty: (0..cores).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
+    }
+
+    /// A shutdown asked for by SIGTERM or SIGINT.
+    pub fn request_shutdown_by_signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.request_shutdown();
+    }
+
+    pub fn signalled(&self) -> bool {
+        self.signalled.load(Ordering::Acquire)
     }
 
     pub fn shutting_down(&self) -> bool {
@@ -187,11 +207,15 @@ pub struct Core {
     /// The shard's change count at the last save (or load), for
     /// `rdb_changes_since_last_save`.
     pub changes_at_save: Cell<u64>,
+    /// The shard's change count when the running background save's image was taken.
+    pub changes_at_capture: Cell<u64>,
+    me: Weak<Core>,
 }
 
 impl Core {
     pub fn new(id: usize, cores: usize, config: Config, node: Arc<NodeShared>) -> Rc<Core> {
-        let core = Rc::new(Core {
+        let core = Rc::new_cyclic(|me| Core {
+            me: me.clone(),
             id,
             cores,
             shard: RefCell::new(Shard::new(config.databases)),
@@ -205,6 +229,7 @@ impl Core {
             rng: Cell::new(splitmix(node.started_unix_s ^ id as u64)),
             active_expire: Cell::new(true),
             changes_at_save: Cell::new(0),
+            changes_at_capture: Cell::new(0),
         });
         core.apply_memory_config();
         core
@@ -239,6 +264,11 @@ impl Core {
             max_bytes: ring_bytes,
         });
         shard.wal_mut().set_keep_always(c.wal_ring_keep);
+    }
+
+    /// This core, owned: for a task spawned from a call that only has `&Core`.
+    pub fn rc(&self) -> Rc<Core> {
+        self.me.upgrade().expect("a core outlives its calls")
     }
 
     pub fn set_mesh(&self, mesh: Mesh) {

@@ -1,10 +1,15 @@
 //! Each core's background tick, `hz` times a second: active expiry within its time budget,
-//! and eviction that writes left unfinished.
+//! eviction that writes left unfinished, and (on core 0) the `save` rules.
 
 use super::core::Core;
 use crate::limits;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+/// After a failed background save, the save rules try again only after this many
+/// milliseconds (Redis's CONFIG_BGSAVE_RETRY_DELAY, 5 s).
+pub const BGSAVE_RETRY_DELAY_MS: u64 = 5_000;
 
 pub async fn run(core: Rc<Core>) {
     loop {
@@ -15,6 +20,51 @@ pub async fn run(core: Rc<Core>) {
             return;
         }
         tick(&core, period);
+        publish_changes(&core);
+        if core.id == 0 {
+            check_save_rules(&core);
+        }
+    }
+}
+
+/// Publishes this core's changes since the last save for the save rules.
+fn publish_changes(core: &Core) {
+    let changes = core.shard.borrow().stats().changes;
+    core.node.dirty[core.id].store(
+        changes.saturating_sub(core.changes_at_save.get()),
+        Ordering::Relaxed,
+    );
+}
+
+/// Starts a background save when a `save <seconds> <changes>` rule is met (as Redis's
+/// serverCron: more than `seconds` since the last save and at least `changes` changes; after
+/// a failure, not again within the retry delay).
+fn check_save_rules(core: &Rc<Core>) {
+    let node = &core.node;
+    if node.saves.running() {
+        return;
+    }
+    let rules = core.config.borrow().save.clone();
+    if rules.is_empty() {
+        return;
+    }
+    let now_ms = core.now_ms();
+    let since_s = (now_ms / 1000).saturating_sub(node.last_save_unix_s());
+    let dirty: u64 = node.dirty.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+    let due = rules
+        .iter()
+        .any(|r| dirty >= r.changes && since_s > r.seconds);
+    let may_retry = node.saves.last_ok()
+        || now_ms.saturating_sub(node.saves.last_try_ms()) > BGSAVE_RETRY_DELAY_MS;
+    if due && may_retry {
+        tracing::info!("{dirty} changes in {since_s} seconds. Saving...");
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = super::persist::bgsave(&core, None).await {
+                tracing::warn!("the save rules could not start a background save: {e}");
+            }
+        })
+        .detach();
     }
 }
 

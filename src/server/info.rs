@@ -6,6 +6,7 @@ use crate::cmd::Args;
 use crate::resp::Out;
 use std::fmt::Write;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 /// The Redis version whose behaviour we follow; reported as `redis_version` so clients that
 /// check it enable the features we have.
@@ -195,10 +196,19 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
             .iter()
             .map(|r| r.shard_stats.changes.saturating_sub(r.changes_at_save))
             .sum();
+        let saves = &node.saves;
+        let now = node.now_ms();
         let _ = write!(
             t,
-            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\n\r\n",
-            node.last_save_unix_s()
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\ncurrent_cow_size_age:0\r\ncurrent_fork_perc:0.00\r\ncurrent_save_keys_processed:{}\r\ncurrent_save_keys_total:{}\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:0\r\naof_enabled:0\r\n\r\n",
+            if saves.running() { saves.keys_written.load(Ordering::Relaxed) } else { 0 },
+            if saves.running() { saves.keys_total.load(Ordering::Relaxed) } else { 0 },
+            u8::from(saves.running()),
+            node.last_save_unix_s(),
+            if saves.last_ok() { "ok" } else { "err" },
+            saves.last_secs(),
+            saves.current_secs(now),
+            saves.completed.load(Ordering::Relaxed),
         );
         // tessera's own: each core's write-ahead ring (head and tail sequence numbers,
         // records and bytes held, the largest reader lag in records).

@@ -295,6 +295,14 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
         a.await;
     }
     drain(&core).await;
+    if core.id == 0 && core.node.signalled() && !core.config.borrow().save.is_empty() {
+        // As Redis on SIGTERM with save rules: a last snapshot (the connections are closed,
+        // the other cores wait below until this one is done).
+        tracing::info!("Saving the final snapshot before exiting.");
+        if let Err(e) = persist::save(&core, None).await {
+            tracing::warn!("Error trying to save the DB before exiting: {e}");
+        }
+    }
     // Stay up, answering other cores' calls, until every core has drained its clients.
     DRAINED.fetch_add(1, Ordering::AcqRel);
     while DRAINED.load(Ordering::Acquire) < cores {

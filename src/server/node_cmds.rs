@@ -75,6 +75,18 @@ pub async fn run(
             o.bulk_int((us % 1_000_000) as i64);
         }
         NodeCmd::Lastsave => o.int(core.node.last_save_unix_s() as i64),
+        NodeCmd::Bgsave => {
+            if args.len() > 2 || (args.len() == 2 && !eq(args.get(1), "SCHEDULE")) {
+                return o.error("ERR syntax error");
+            }
+            match persist::bgsave(core, s.tx).await {
+                Ok(()) => o.simple("Background saving started"),
+                Err(e) => o.error(&format!("ERR {e}")),
+            }
+        }
+        NodeCmd::Save if core.node.saves.running() => {
+            o.error("ERR Background save already in progress")
+        }
         NodeCmd::Save => match save_locked(core, s).await {
             Ok(_) => o.ok(),
             Err(e) => {
@@ -240,6 +252,10 @@ pub async fn save_locked(core: &Rc<Core>, s: &Session) -> Result<u64, persist::S
     let tx = s.tx.or(locks.as_ref().map(|l| l.tx));
     let saved = persist::save(core, tx).await;
     if saved.is_ok() {
+        core.node
+            .saves
+            .completed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         core.invoke_all(tx, |c| {
             c.changes_at_save.set(c.shard.borrow().stats().changes)
         })
@@ -252,7 +268,8 @@ pub async fn save_locked(core: &Rc<Core>, s: &Session) -> Result<u64, persist::S
 }
 
 async fn shutdown(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Out<'_>) {
-    let mut save = false;
+    // As Redis: without SAVE or NOSAVE, save when `save` rules are set.
+    let mut save = !core.config.borrow().save.is_empty();
     let mut force = false;
     for a in args.iter().skip(1) {
         if eq(a, "ABORT") {
@@ -260,14 +277,15 @@ async fn shutdown(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Out<
         }
         if eq(a, "SAVE") {
             save = true;
+        } else if eq(a, "NOSAVE") {
+            save = false;
         } else if eq(a, "FORCE") {
             force = true;
-        } else if !(eq(a, "NOSAVE") || eq(a, "NOW")) {
+        } else if !eq(a, "NOW") {
             return o.error(errors::SYNTAX);
         }
     }
     tracing::warn!(client = s.id, "User requested shutdown...");
-    // No save points exist (no `save` rules), so only SHUTDOWN SAVE writes a snapshot.
     if save {
         if let Err(e) = save_locked(core, s).await {
             tracing::warn!("Error trying to save the DB, can't exit: {e}");

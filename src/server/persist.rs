@@ -1,6 +1,13 @@
-//! Snapshots on disk: SAVE writes every core's keys to `dir/dbfilename` (a temporary file,
-//! synced, then renamed over the old one), and a starting node loads that file, each core
-//! keeping the keys whose slots it owns, so an image taken with N cores loads into M.
+//! Snapshots on disk: SAVE and BGSAVE write every core's keys to `dir/dbfilename` (a
+//! temporary file, synced, then renamed over the old one), and a starting node loads that
+//! file, each core keeping the keys whose slots it owns, so an image taken with N cores
+//! loads into M.
+//!
+//! SAVE holds every shard while it writes. BGSAVE takes a point-in-time capture of every
+//! shard at one moment (all shards locked for the instant it takes to flip their marks,
+//! see `tessera_shards::capture`), then each core writes its own part on its own core with
+//! glommio's file I/O while it goes on serving: chunks of whole frames at offsets taken
+//! from one shared counter, so the parts land side by side in one file with no copy.
 
 use super::core::Core;
 use crate::config::Config;
@@ -9,6 +16,8 @@ use crate::slot::key_core;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use tessera_shards::snapshot::{self, Frame, SnapshotError, SnapshotReader};
 use tessera_shards::wal::Op;
 
@@ -153,4 +162,292 @@ fn load_from(core: &Core, path: &Path) -> Result<u64, LoadError> {
         loaded += 1;
     }
     Ok(loaded)
+}
+
+/// What the node knows of its background saves (INFO persistence).
+#[derive(Debug)]
+pub struct SaveState {
+    running: AtomicBool,
+    /// Node time (ms) the running save started at.
+    started_ms: AtomicU64,
+    last_ok: AtomicBool,
+    /// Seconds the last background save took; -1 before one.
+    last_secs: AtomicI64,
+    /// Node time (ms) of the last background save attempt, for the retry delay.
+    last_try_ms: AtomicU64,
+    /// Saves completed since start (SAVE and BGSAVE: Redis's `rdb_saves`).
+    pub completed: AtomicU64,
+    /// Keys the running save has written, and the keys there were when it started.
+    pub keys_written: AtomicU64,
+    pub keys_total: AtomicU64,
+}
+
+impl Default for SaveState {
+    fn default() -> Self {
+        SaveState {
+            running: AtomicBool::new(false),
+            started_ms: AtomicU64::new(0),
+            last_ok: AtomicBool::new(true),
+            last_secs: AtomicI64::new(-1),
+            last_try_ms: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            keys_written: AtomicU64::new(0),
+            keys_total: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SaveState {
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub fn last_ok(&self) -> bool {
+        self.last_ok.load(Ordering::Relaxed)
+    }
+
+    pub fn last_secs(&self) -> i64 {
+        self.last_secs.load(Ordering::Relaxed)
+    }
+
+    /// Seconds the running save has taken so far; -1 when none runs.
+    pub fn current_secs(&self, now_ms: u64) -> i64 {
+        if !self.running() {
+            return -1;
+        }
+        (now_ms.saturating_sub(self.started_ms.load(Ordering::Relaxed)) / 1000) as i64
+    }
+
+    pub fn last_try_ms(&self) -> u64 {
+        self.last_try_ms.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BgsaveError {
+    #[error("Background save already in progress")]
+    Running,
+}
+
+/// BGSAVE: captures every shard at one moment and starts writing the image in the
+/// background. Returns once the capture has started; the caller answers at once.
+/// `tx`: the session's transaction, when it already holds every shard.
+pub async fn bgsave(core: &Rc<Core>, tx: Option<u64>) -> Result<(), BgsaveError> {
+    let saves = &core.node.saves;
+    if saves
+        .running
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(BgsaveError::Running);
+    }
+    let now = core.now_ms();
+    saves.started_ms.store(now, Ordering::Relaxed);
+    saves.last_try_ms.store(now, Ordering::Relaxed);
+    saves.keys_written.store(0, Ordering::Relaxed);
+    let locks = match tx {
+        Some(_) => None,
+        None if core.cores == 1 => None,
+        None => Some(core.acquire((0..core.cores).collect()).await),
+    };
+    let held = tx.or(locks.as_ref().map(|l| l.tx));
+    let started = core
+        .invoke_all(held, move |c| {
+            let mut shard = c.shard.borrow_mut();
+            let keys: usize = (0..shard.databases())
+                .map(|db| shard.db_ref(db).len())
+                .sum();
+            c.changes_at_capture.set(shard.stats().changes);
+            shard
+                .capture_start(c.id, now)
+                .map(|seq| (seq, keys as u64))
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    if let Some(l) = locks {
+        core.release(l).await;
+    }
+    let config = core.config.borrow().clone();
+    let path = snapshot_path(&config);
+    let tmp = config
+        .dir
+        .join(format!("temp-bgsave-{}.tsnap", std::process::id()));
+    let owner = core.clone();
+    glommio::spawn_local(async move {
+        let result = match started.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(parts) => {
+                let (sequences, keys): (Vec<u64>, Vec<u64>) = parts.into_iter().unzip();
+                owner
+                    .node
+                    .saves
+                    .keys_total
+                    .store(keys.iter().sum(), Ordering::Relaxed);
+                write_background(&owner, &config, sequences, now, &tmp, &path).await
+            }
+            Err(e) => Err(e),
+        };
+        finish_bgsave(&owner, now, result, &tmp, &path).await;
+    })
+    .detach();
+    Ok(())
+}
+
+/// Writes the header, has every core write its part, then the end; syncs and renames.
+async fn write_background(
+    core: &Rc<Core>,
+    config: &Config,
+    sequences: Vec<u64>,
+    created: u64,
+    tmp: &Path,
+    path: &Path,
+) -> Result<u64, String> {
+    let io = |e: std::io::Error| format!("cannot write {}: {e}", tmp.display());
+    let gio = |e: glommio::GlommioError<()>| format!("cannot write {}: {e}", tmp.display());
+    let mut head = Vec::new();
+    snapshot::write_start(&mut head, core.cores, config.databases, created, sequences)
+        .map_err(io)?;
+    let file = glommio::io::BufferedFile::create(tmp).await.map_err(gio)?;
+    let next = Arc::new(AtomicU64::new(head.len() as u64));
+    write_all_at(&file, head, 0).await.map_err(gio)?;
+    let mut pending = Vec::with_capacity(core.cores);
+    for c in 0..core.cores {
+        let next = next.clone();
+        let target = tmp.to_path_buf();
+        pending.push(
+            core.invoke_on(c, None, move |cc| {
+                let (done, rx) = futures_channel::oneshot::channel();
+                let cc = cc.rc();
+                glommio::spawn_local(async move {
+                    let r = write_part(&cc, &target, &next).await;
+                    if r.is_err() {
+                        cc.shard.borrow_mut().capture_abort();
+                    }
+                    let _ = done.send(r.map_err(|e| e.to_string()));
+                })
+                .detach();
+                rx
+            })
+            .await,
+        );
+    }
+    let mut keys = 0;
+    let mut failed = None;
+    for rx in pending {
+        match rx.await {
+            Ok(Ok(n)) => keys += n,
+            Ok(Err(e)) => failed = Some(format!("cannot write {}: {e}", tmp.display())),
+            Err(_) => failed = Some("a core stopped during the save".into()),
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let mut end = Vec::new();
+    snapshot::encode_frame(&Frame::FileEnd { keys }, &mut end);
+    let at = next.fetch_add(end.len() as u64, Ordering::Relaxed);
+    write_all_at(&file, end, at).await.map_err(gio)?;
+    file.fdatasync().await.map_err(gio)?;
+    file.close().await.map_err(gio)?;
+    std::fs::rename(tmp, path).map_err(|e| format!("cannot rename to {}: {e}", path.display()))?;
+    Ok(keys)
+}
+
+/// One core's part of a background save: walks its capture a step at a time, yielding to
+/// its connections between steps, and writes whole chunks of frames at offsets taken from
+/// `next`. Returns the keys written.
+async fn write_part(core: &Rc<Core>, path: &Path, next: &AtomicU64) -> std::io::Result<u64> {
+    let file = glommio::io::OpenOptions::new()
+        .write(true)
+        .buffered_open(path)
+        .await
+        .map_err(std::io::Error::from)?;
+    let saves = &core.node.saves;
+    let mut written = 0;
+    loop {
+        if core.node.shutting_down() {
+            let _ = file.close().await;
+            return Err(std::io::Error::other("the server is shutting down"));
+        }
+        let before = core.shard.borrow().capture().keys();
+        let done = core
+            .shard
+            .borrow_mut()
+            .capture_step(limits::SNAPSHOT_STEP_BYTES);
+        let (ready, keys) = {
+            let shard = core.shard.borrow();
+            (shard.capture().pending_bytes(), shard.capture().keys())
+        };
+        if done || ready >= limits::SNAPSHOT_CHUNK_BYTES {
+            let chunk = core.shard.borrow().capture().take_output();
+            let at = next.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if let Err(e) = write_all_at(&file, chunk, at).await {
+                let _ = file.close().await;
+                return Err(e.into());
+            }
+            saves
+                .keys_written
+                .fetch_add(keys - written, Ordering::Relaxed);
+            written = keys;
+        }
+        if done {
+            break;
+        }
+        let delay_us = core.config.borrow().rdb_key_save_delay;
+        let stepped = keys - before;
+        if delay_us > 0 && stepped > 0 {
+            glommio::timer::sleep(std::time::Duration::from_micros(delay_us * stepped)).await;
+        } else {
+            futures_lite::future::yield_now().await;
+        }
+    }
+    file.close().await.map_err(std::io::Error::from)?;
+    Ok(written)
+}
+
+/// Writes all of `buf` at `at`. A regular file takes less only when the disk is full: that
+/// is an error, as it is for Redis's writes.
+async fn write_all_at(
+    file: &glommio::io::BufferedFile,
+    buf: Vec<u8>,
+    at: u64,
+) -> Result<(), glommio::GlommioError<()>> {
+    let len = buf.len();
+    let n = file.write_at(buf, at).await?;
+    if n < len {
+        let short = format!("wrote {n} of {len} bytes (is the disk full?)");
+        return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, short).into());
+    }
+    Ok(())
+}
+
+/// Records the outcome of a background save; on failure removes the partial file and
+/// stops every core's capture.
+async fn finish_bgsave(
+    core: &Rc<Core>,
+    started: u64,
+    result: Result<u64, String>,
+    tmp: &Path,
+    path: &Path,
+) {
+    let saves = &core.node.saves;
+    let secs = (core.now_ms().saturating_sub(started) / 1000) as i64;
+    match result {
+        Ok(keys) => {
+            core.invoke_all(None, |c| c.changes_at_save.set(c.changes_at_capture.get()))
+                .await;
+            core.node.saved(started);
+            saves.completed.fetch_add(1, Ordering::Relaxed);
+            saves.last_ok.store(true, Ordering::Relaxed);
+            tracing::info!(keys, path = %path.display(), "Background saving terminated with success");
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(tmp);
+            core.invoke_all(None, |c| c.shard.borrow_mut().capture_abort())
+                .await;
+            saves.last_ok.store(false, Ordering::Relaxed);
+            tracing::warn!("Background saving error: {e}");
+        }
+    }
+    saves.last_secs.store(secs, Ordering::Relaxed);
+    saves.running.store(false, Ordering::Release);
 }

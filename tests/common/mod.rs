@@ -64,9 +64,16 @@ impl Server {
             own_dir_args = vec!["--dir".to_string(), dir.display().to_string()];
             own_dir = Some(dir);
         }
+        // No save rules unless the test sets them: a server stopped by SIGTERM would save.
+        let no_save: &[&str] = if extra.contains(&"--save") {
+            &[]
+        } else {
+            &["--save", ""]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["--port", &port.to_string(), "--cores", &cores.to_string()])
             .args(&own_dir_args)
+            .args(no_save)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(logfile)
@@ -325,6 +332,54 @@ impl Raw {
                 String::from_utf8_lossy(&self.buf)
             );
             self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads `n` replies and hands each to `each` with its index; unlike [`Raw::read`] it
+    /// keeps up with pipelines of many thousands of replies.
+    pub fn read_each(&mut self, n: usize, mut each: impl FnMut(usize, Resp)) {
+        let mut deadline = Instant::now() + REPLY_DEADLINE;
+        let mut at = 0;
+        let mut i = 0;
+        while i < n {
+            if let Some((v, used)) = parse_resp(&self.buf[at..]) {
+                at += used;
+                each(i, v);
+                i += 1;
+                deadline = Instant::now() + REPLY_DEADLINE;
+                continue;
+            }
+            self.buf.drain(..at);
+            at = 0;
+            assert!(
+                Instant::now() < deadline,
+                "no reply within {REPLY_DEADLINE:?}"
+            );
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        self.buf.drain(..at);
+    }
+
+    /// Sends the commands `command(i)` for every `i` in `range`, a batch at a time, and hands
+    /// each reply to `check(i, reply)`.
+    pub fn pipeline(
+        &mut self,
+        range: impl Iterator<Item = usize>,
+        mut command: impl FnMut(usize) -> Vec<u8>,
+        mut check: impl FnMut(usize, Resp),
+    ) {
+        const BATCH: usize = 5_000;
+        let all: Vec<usize> = range.collect();
+        for batch in all.chunks(BATCH) {
+            let mut out = Vec::new();
+            for &i in batch {
+                out.extend(command(i));
+            }
+            self.send(&out);
+            self.read_each(batch.len(), |j, r| check(batch[j], r));
         }
     }
 
