@@ -52,6 +52,37 @@ pub struct Config {
     /// Microseconds a background save waits per key written (Redis's test hook
     /// `rdb-key-save-delay`: slows a save down so tests can write during it). 0: none.
     pub rdb_key_save_delay: u64,
+    /// `appendonly`: each core logs its changes to `dir/appendonlydir`.
+    pub appendonly: bool,
+    pub appendfsync: AppendFsync,
+    /// Load an append-only file damaged before its end up to the damage (a torn last
+    /// record is always dropped and reported).
+    pub aof_load_truncated: bool,
+    /// Rewrite a core's log once it has grown by this percentage of its base (0: never)
+    /// and is at least `auto_aof_rewrite_min_size` bytes.
+    pub auto_aof_rewrite_percentage: usize,
+    pub auto_aof_rewrite_min_size: usize,
+}
+
+/// When the append-only file is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendFsync {
+    /// Before a write is acknowledged (one fsync for all the writes waiting: group commit).
+    Always,
+    /// Once a second.
+    Everysec,
+    /// When the kernel decides.
+    No,
+}
+
+impl AppendFsync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppendFsync::Always => "always",
+            AppendFsync::Everysec => "everysec",
+            AppendFsync::No => "no",
+        }
+    }
 }
 
 /// One `save <seconds> <changes>` rule.
@@ -125,6 +156,11 @@ impl Default for Config {
             wal_ring_keep: false,
             save: SAVE_RULES_DEFAULT.to_vec(),
             rdb_key_save_delay: 0,
+            appendonly: false,
+            appendfsync: AppendFsync::Everysec,
+            aof_load_truncated: false,
+            auto_aof_rewrite_percentage: 100,
+            auto_aof_rewrite_min_size: 64 << 20,
         }
     }
 }
@@ -214,6 +250,15 @@ pub struct Cli {
     /// The snapshot's file name in --dir [default: dump.tsnap].
     #[arg(long)]
     pub dbfilename: Option<String>,
+    /// yes: log every change to --dir/appendonlydir and load it at start [default: no].
+    #[arg(long)]
+    pub appendonly: Option<String>,
+    /// When the append-only file is fsynced: always, everysec or no [default: everysec].
+    #[arg(long)]
+    pub appendfsync: Option<String>,
+    /// yes: load an append-only file damaged before its end up to the damage [default: no].
+    #[arg(long)]
+    pub aof_load_truncated: Option<String>,
 }
 
 /// Parses a memory amount the way Redis's `memtoll` does: `1k` is 1000, `1kb` 1024, and so
@@ -544,6 +589,60 @@ pub static PARAMS: &[Param] = &[
         mutable: true,
     },
     Param {
+        name: "appendonly",
+        get: |c| if c.appendonly { "yes" } else { "no" }.into(),
+        set: |c, v| {
+            c.appendonly = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "appendfsync",
+        get: |c| c.appendfsync.as_str().into(),
+        set: |c, v| {
+            c.appendfsync = match v.to_ascii_lowercase().as_str() {
+                "always" => AppendFsync::Always,
+                "everysec" => AppendFsync::Everysec,
+                "no" => AppendFsync::No,
+                _ => {
+                    return Err(
+                        "argument(s) must be one of the following: always, everysec, no".into(),
+                    )
+                }
+            };
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "aof-load-truncated",
+        get: |c| if c.aof_load_truncated { "yes" } else { "no" }.into(),
+        set: |c, v| {
+            c.aof_load_truncated = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "auto-aof-rewrite-percentage",
+        get: |c| c.auto_aof_rewrite_percentage.to_string(),
+        set: |c, v| {
+            c.auto_aof_rewrite_percentage = set_int(v, 0, i32::MAX as u64)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "auto-aof-rewrite-min-size",
+        get: |c| c.auto_aof_rewrite_min_size.to_string(),
+        set: |c, v| {
+            c.auto_aof_rewrite_min_size = set_memory(v, 0)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
         name: "rdb-key-save-delay",
         get: |c| c.rdb_key_save_delay.to_string(),
         set: |c, v| {
@@ -638,7 +737,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 17] = [
+        let flags: [(&str, Option<String>); 20] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -656,6 +755,9 @@ impl Cli {
             ("maxmemory-policy", self.maxmemory_policy),
             ("save", self.save),
             ("dbfilename", self.dbfilename),
+            ("appendonly", self.appendonly),
+            ("appendfsync", self.appendfsync),
+            ("aof-load-truncated", self.aof_load_truncated),
         ];
         for (name, value) in flags {
             if let Some(v) = value {

@@ -66,6 +66,23 @@ pub const SNAPSHOT_STEP_BYTES: usize = 64 * 1024;
 /// A core writes its part of a background save in chunks of at least this many bytes.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
+/// `appendfsync everysec`: the most milliseconds between fsyncs.
+pub const AOF_EVERYSEC_MS: u64 = 1000;
+
+/// The append-only writer wakes at least this often (milliseconds) when nothing kicks it.
+pub const AOF_IDLE_WAKE_MS: u64 = 1000;
+
+/// The append-only writer moves at most this many bytes of records per write.
+pub const AOF_WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A rewrite waiting for a running capture (a BGSAVE) to end tries again after this many
+/// milliseconds.
+pub const AOF_REWRITE_RETRY_MS: u64 = 10;
+
+/// At shutdown the append-only writer gets this many milliseconds to write and sync what
+/// the ring holds.
+pub const AOF_SHUTDOWN_FLUSH_MS: u64 = 5000;
+
 /// SCAN's default COUNT.
 pub const SCAN_DEFAULT_COUNT: usize = 10;
 

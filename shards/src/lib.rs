@@ -4,6 +4,7 @@
 //! - [`keyspace`]: an extendible hash table of small segments, with a SCAN cursor that
 //!   survives growth.
 //! - [`value`]: stored values (strings, integers) and entries with their expiry.
+//! - [`aof`]: the append-only file's records and their checked reading.
 //! - [`capture`]: a point-in-time image of a shard taken while it serves (no fork).
 //! - [`db`]: one numbered database: lazy and sampled expiry, eviction metadata, memory
 //!   accounting, WATCH bookkeeping, statistics.
@@ -17,6 +18,7 @@
 //!   cursors.
 //! - [`glob`]: Redis's glob patterns for KEYS and SCAN MATCH.
 
+pub mod aof;
 pub mod capture;
 pub mod db;
 pub mod evict;

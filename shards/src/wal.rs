@@ -346,6 +346,61 @@ impl WalRing {
         Ok(out)
     }
 
+    /// Moves the reader on over up to `max_bytes` of records (at least one, if any is
+    /// waiting), appending each to `out` in the append-only file's framing (see
+    /// [`crate::aof`]) after checking its checksum. Returns the last sequence number
+    /// appended, or `None` when the reader was up to date.
+    pub fn read_framed(
+        &mut self,
+        reader: ReaderId,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<u64>, WalError> {
+        let next = self
+            .readers
+            .get(reader.0)
+            .copied()
+            .flatten()
+            .ok_or(WalError::NoReader)?;
+        let tail = self.tail();
+        if next < tail {
+            return Err(WalError::FellBehind {
+                wanted: next,
+                oldest: tail,
+            });
+        }
+        let start = out.len();
+        let mut last = None;
+        for r in self.records.iter().skip((next - tail) as usize) {
+            if last.is_some() && out.len() - start >= max_bytes {
+                break;
+            }
+            if crc32fast::hash(&r.data) != r.crc {
+                return Err(WalError::Corrupt { seq: r.seq });
+            }
+            crate::aof::encode_record(r.seq, &r.data, out);
+            last = Some(r.seq);
+        }
+        if let Some(seq) = last {
+            self.readers[reader.0] = Some(seq + 1);
+        }
+        Ok(last)
+    }
+
+    /// Moves a reader's cursor to `next` (a reader that gives up on what it missed).
+    pub fn set_cursor(&mut self, reader: ReaderId, next: u64) {
+        if let Some(slot @ Some(_)) = self.readers.get_mut(reader.0) {
+            *slot = Some(next);
+        }
+    }
+
+    /// Makes the next record's sequence number `next` (a node continuing the numbering of
+    /// the log it loaded). Only before any record is held.
+    pub fn continue_from(&mut self, next: u64) {
+        debug_assert!(self.records.is_empty());
+        self.next_seq = self.next_seq.max(next);
+    }
+
     #[cfg(test)]
     fn flip_bit(&mut self, seq: u64) {
         let tail = self.tail();

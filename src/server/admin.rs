@@ -567,8 +567,23 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
             }
         }
         core.invoke_all(Some(BYPASS_LOCKS), move |c| {
+            let was_appending = c.config.borrow().appendonly;
             *c.config.borrow_mut() = cfg.clone();
             c.apply_memory_config();
+            match (was_appending, cfg.appendonly) {
+                (false, true) => {
+                    // A first log and a rewrite to give it a base of the data there is.
+                    let c = c.rc();
+                    glommio::spawn_local(async move {
+                        if let Err(e) = super::aof::start(&c, None).await {
+                            tracing::warn!(core = c.id, "appendonly could not start: {e}");
+                        }
+                    })
+                    .detach();
+                }
+                (true, false) => super::aof::stop(c),
+                _ => {}
+            }
         })
         .await;
         o.ok()

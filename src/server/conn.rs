@@ -267,6 +267,7 @@ async fn serve_loop(
         };
         filled += n;
         s.batch_now_ms = None;
+        let head_before = core.shard.borrow().wal().head();
         core.bump(|st| st.total_net_input_bytes += n as u64);
         s.record.borrow_mut().last_active = Instant::now();
         if kill.get() {
@@ -299,11 +300,11 @@ async fn serve_loop(
                     if s.closing || kill.get() {
                         break;
                     }
-                    if out.len() >= limits::OUTPUT_FLUSH_BYTES
-                        && !pipe.has_remote()
-                        && write_out(core, stream, &mut out).await.is_err()
-                    {
-                        return;
+                    if out.len() >= limits::OUTPUT_FLUSH_BYTES && !pipe.has_remote() {
+                        await_durable(core, head_before).await;
+                        if write_out(core, stream, &mut out).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 Decoded::Skip { consumed } => pos += consumed,
@@ -320,6 +321,7 @@ async fn serve_loop(
         pipe.flush(core, s, &mut out).await;
         let errors = pipe.take_errors();
         core.bump(|st| st.total_error_replies += errors);
+        await_durable(core, head_before).await;
         if !out.is_empty() && write_out(core, stream, &mut out).await.is_err() {
             return;
         }
@@ -336,6 +338,16 @@ async fn serve_loop(
         }
         if filled == 0 && rbuf.len() > limits::READ_BUFFER_KEEP_BYTES {
             rbuf = vec![0u8; limits::READ_CHUNK_BYTES];
+        }
+    }
+}
+
+/// Under `appendfsync always`: waits until what was written on this core since `since` (a
+/// ring sequence number) is on disk, so no reply acknowledges a write that is not.
+async fn await_durable(core: &Core, since: u64) {
+    if let Some((aof, head)) = super::aof::must_wait(core) {
+        if head > since {
+            super::aof::wait_durable(&aof, head).await;
         }
     }
 }

@@ -8,7 +8,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tessera_shards::evict::MemoryPolicy;
@@ -36,6 +36,11 @@ pub struct NodeShared {
     pub saves: super::persist::SaveState,
     /// Each core's changes since the last save, published by its tick for the save rules.
     pub dirty: Vec<AtomicU64>,
+    /// Append-only rewrites: running (per core), done, and the last one's outcome.
+    pub aof_rewrites_running: AtomicUsize,
+    pub aof_rewrites: AtomicU64,
+    pub aof_last_rewrite_ok: AtomicBool,
+    pub aof_last_rewrite_secs: AtomicI64,
 }
 
 impl NodeShared {
@@ -64,6 +69,10 @@ impl NodeShared {
             next_client_id: AtomicU64::new(0),
             saves: Default::default(),
             dirty: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+            aof_rewrites_running: AtomicUsize::new(0),
+            aof_rewrites: AtomicU64::new(0),
+            aof_last_rewrite_ok: AtomicBool::new(true),
+            aof_last_rewrite_secs: AtomicI64::new(-1),
         }
     }
 
@@ -209,6 +218,8 @@ pub struct Core {
     pub changes_at_save: Cell<u64>,
     /// The shard's change count when the running background save's image was taken.
     pub changes_at_capture: Cell<u64>,
+    /// This core's append-only log, while `appendonly` is on.
+    pub aof: RefCell<Option<Rc<super::aof::Aof>>>,
     me: Weak<Core>,
 }
 
@@ -230,6 +241,7 @@ impl Core {
             active_expire: Cell::new(true),
             changes_at_save: Cell::new(0),
             changes_at_capture: Cell::new(0),
+            aof: RefCell::new(None),
         });
         core.apply_memory_config();
         core

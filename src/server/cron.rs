@@ -44,6 +44,16 @@ fn check_save_rules(core: &Rc<Core>) {
     if node.saves.running() {
         return;
     }
+    if node.saves.scheduled() && node.aof_rewrites_running.load(Ordering::Acquire) == 0 {
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = super::persist::bgsave(&core, None, false).await {
+                tracing::warn!("the scheduled background save could not start: {e}");
+            }
+        })
+        .detach();
+        return;
+    }
     let rules = core.config.borrow().save.clone();
     if rules.is_empty() {
         return;
@@ -60,7 +70,7 @@ fn check_save_rules(core: &Rc<Core>) {
         tracing::info!("{dirty} changes in {since_s} seconds. Saving...");
         let core = core.clone();
         glommio::spawn_local(async move {
-            if let Err(e) = super::persist::bgsave(&core, None).await {
+            if let Err(e) = super::persist::bgsave(&core, None, false).await {
                 tracing::warn!("the save rules could not start a background save: {e}");
             }
         })

@@ -40,6 +40,8 @@ struct CoreReport {
     wal: (u64, u64, usize, usize, u64),
     /// Per database: (keys, keys with a TTL).
     keyspace: Vec<(usize, usize)>,
+    /// The append-only log, when on: total and base bytes, last write ok, durable sequence.
+    aof: Option<(u64, u64, bool, u64)>,
 }
 
 pub fn human_bytes(n: u64) -> String {
@@ -113,6 +115,10 @@ pub async fn info(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
                 keyspace: (0..shard.databases())
                     .map(|db| (shard.db_ref(db).len(), shard.db_ref(db).volatile_len()))
                     .collect(),
+                aof: c.aof.borrow().as_ref().map(|a| {
+                    let (total, base) = a.sizes();
+                    (total, base, a.write_ok(), a.durable())
+                }),
             }
         })
         .await;
@@ -200,7 +206,7 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
         let now = node.now_ms();
         let _ = write!(
             t,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\ncurrent_cow_size_age:0\r\ncurrent_fork_perc:0.00\r\ncurrent_save_keys_processed:{}\r\ncurrent_save_keys_total:{}\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:0\r\naof_enabled:0\r\n\r\n",
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\ncurrent_cow_size_age:0\r\ncurrent_fork_perc:0.00\r\ncurrent_save_keys_processed:{}\r\ncurrent_save_keys_total:{}\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:0\r\n",
             if saves.running() { saves.keys_written.load(Ordering::Relaxed) } else { 0 },
             if saves.running() { saves.keys_total.load(Ordering::Relaxed) } else { 0 },
             u8::from(saves.running()),
@@ -210,9 +216,34 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
             saves.current_secs(now),
             saves.completed.load(Ordering::Relaxed),
         );
+        let aofs: Vec<_> = reports.iter().filter_map(|r| r.aof).collect();
+        let rewriting = node.aof_rewrites_running.load(Ordering::Acquire) > 0;
+        let _ = write!(
+            t,
+            "aof_enabled:{}\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:0\r\naof_last_rewrite_time_sec:{}\r\naof_current_rewrite_time_sec:-1\r\naof_last_bgrewrite_status:{}\r\naof_rewrites:{}\r\naof_rewrites_consecutive_failures:0\r\naof_last_write_status:{}\r\naof_last_cow_size:0\r\nmodule_fork_in_progress:0\r\nmodule_fork_last_cow_size:0\r\n",
+            u8::from(!aofs.is_empty()),
+            u8::from(rewriting),
+            node.aof_last_rewrite_secs.load(Ordering::Relaxed),
+            if node.aof_last_rewrite_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
+            node.aof_rewrites.load(Ordering::Relaxed),
+            if aofs.iter().all(|a| a.2) { "ok" } else { "err" },
+        );
+        if !aofs.is_empty() {
+            let _ = write!(
+                t,
+                "aof_current_size:{}\r\naof_base_size:{}\r\naof_pending_rewrite:0\r\naof_buffer_length:0\r\naof_pending_bio_fsync:0\r\naof_delayed_fsync:0\r\n",
+                aofs.iter().map(|a| a.0).sum::<u64>(),
+                aofs.iter().map(|a| a.1).sum::<u64>(),
+            );
+        }
         // tessera's own: each core's write-ahead ring (head and tail sequence numbers,
-        // records and bytes held, the largest reader lag in records).
-        t.truncate(t.len() - 2);
+        // records and bytes held, the largest reader lag in records), and the last record
+        // its append-only log has on disk.
+        for (i, r) in reports.iter().enumerate() {
+            if let Some(a) = r.aof {
+                let _ = write!(t, "core{i}_aof_durable_seq:{}\r\n", a.3);
+            }
+        }
         for (i, r) in reports.iter().enumerate() {
             let (head, tail, records, bytes, lag) = r.wal;
             let _ = write!(

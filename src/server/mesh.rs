@@ -295,7 +295,7 @@ impl Core {
                 }
                 Waiter::Run { from, ticket, job } => {
                     let value = job(self);
-                    self.mesh().reply(from, ticket, value);
+                    self.reply_run(from, ticket, value);
                 }
                 Waiter::Acquire { tx, grant } => {
                     self.gate.holder.set(Some(tx));
@@ -313,12 +313,23 @@ impl Core {
         }
     }
 
+    /// Answers a call; under `appendfsync always`, once this core's records are on disk.
+    fn reply_run(&self, from: usize, ticket: u64, value: AnyBox) {
+        match super::aof::must_wait(self) {
+            Some((aof, seq)) => aof.after_durable(
+                seq,
+                Box::new(move |c: &Core| c.mesh().reply(from, ticket, value)),
+            ),
+            None => self.mesh().reply(from, ticket, value),
+        }
+    }
+
     fn handle_request(&self, from: usize, req: Request) {
         match req {
             Request::Run { ticket, tx, job } => {
                 if self.gate.admits(tx) {
                     let value = job(self);
-                    self.mesh().reply(from, ticket, value);
+                    self.reply_run(from, ticket, value);
                 } else {
                     self.gate
                         .queue

@@ -10,6 +10,7 @@
 //! - [`node_cmds`], [`admin`], [`info`]: commands that run on the connection's core.
 
 pub mod admin;
+pub mod aof;
 pub mod conn;
 pub mod core;
 pub mod cron;
@@ -230,21 +231,48 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
         panic!("the request and reply meshes numbered the cores differently: {peer_ids:?}");
     }
     let core = Core::new(id, cores, config.clone(), node.clone());
-    match persist::load(&core, &config) {
-        Ok(keys) => {
-            if keys > 0 {
-                tracing::info!(core = id, keys, "loaded keys from the snapshot");
+    // As Redis: with appendonly on and append-only files present, they are the data;
+    // otherwise the snapshot is.
+    let mut manifest = None;
+    if config.appendonly && aof::manifests_exist(&config) {
+        match aof::load(&core, &config) {
+            Ok(loaded) => {
+                tracing::info!(
+                    core = id,
+                    keys = loaded.keys_from_base,
+                    records = loaded.records,
+                    "loaded the append-only files"
+                );
+                manifest = loaded.manifest;
             }
-            core.changes_at_save
-                .set(core.shard.borrow().stats().changes);
+            Err(e) => {
+                let _ = ready.send(Err(StartError::Load(e)));
+                return;
+            }
         }
-        Err(e) => {
-            let _ = ready.send(Err(StartError::Load(e.to_string())));
+    } else {
+        match persist::load(&core, &config) {
+            Ok(keys) => {
+                if keys > 0 {
+                    tracing::info!(core = id, keys, "loaded keys from the snapshot");
+                }
+            }
+            Err(e) => {
+                let _ = ready.send(Err(StartError::Load(e.to_string())));
+                return;
+            }
+        }
+    }
+    core.changes_at_save
+        .set(core.shard.borrow().stats().changes);
+    core.set_mesh(mesh::Mesh::new(rq_tx, rp_tx, peer_of_core));
+    mesh::spawn_receivers(core.clone(), rq_rx, rp_rx);
+    if config.appendonly {
+        if let Err(e) = aof::start(&core, manifest).await {
+            let _ = ready.send(Err(StartError::Load(e)));
             return;
         }
     }
-    core.set_mesh(mesh::Mesh::new(rq_tx, rp_tx, peer_of_core));
-    mesh::spawn_receivers(core.clone(), rq_rx, rp_rx);
 
     let mut listeners = Vec::new();
     for addr in &config.bind {
@@ -295,6 +323,7 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
         a.await;
     }
     drain(&core).await;
+    aof::flush_at_exit(&core).await;
     if core.id == 0 && core.node.signalled() && !core.config.borrow().save.is_empty() {
         // As Redis on SIGTERM with save rules: a last snapshot (the connections are closed,
         // the other cores wait below until this one is done).

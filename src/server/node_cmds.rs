@@ -79,9 +79,31 @@ pub async fn run(
             if args.len() > 2 || (args.len() == 2 && !eq(args.get(1), "SCHEDULE")) {
                 return o.error("ERR syntax error");
             }
-            match persist::bgsave(core, s.tx).await {
-                Ok(()) => o.simple("Background saving started"),
+            let schedule = args.len() == 2;
+            match persist::bgsave(core, s.tx, schedule).await {
+                Ok(persist::Bgsave::Started) => o.simple("Background saving started"),
+                Ok(persist::Bgsave::Scheduled) => o.simple("Background saving scheduled"),
                 Err(e) => o.error(&format!("ERR {e}")),
+            }
+        }
+        NodeCmd::Bgrewriteaof => {
+            if !core.config.borrow().appendonly {
+                return o.error("ERR Append only file is off: turn it on with CONFIG SET appendonly yes (which rewrites it)");
+            }
+            if core
+                .node
+                .aof_rewrites_running
+                .load(std::sync::atomic::Ordering::Acquire)
+                > 0
+            {
+                return o.error("ERR Background append only file rewriting already in progress");
+            }
+            let saving = core.node.saves.running();
+            core.invoke_all(None, |c| super::aof::rewrite(c.rc())).await;
+            if saving {
+                o.simple("Background append only file rewriting scheduled")
+            } else {
+                o.simple("Background append only file rewriting started")
             }
         }
         NodeCmd::Save if core.node.saves.running() => {

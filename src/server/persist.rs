@@ -180,6 +180,8 @@ pub struct SaveState {
     /// Keys the running save has written, and the keys there were when it started.
     pub keys_written: AtomicU64,
     pub keys_total: AtomicU64,
+    /// BGSAVE SCHEDULE arrived during an append-only rewrite.
+    pub scheduled: AtomicBool,
 }
 
 impl Default for SaveState {
@@ -193,6 +195,7 @@ impl Default for SaveState {
             completed: AtomicU64::new(0),
             keys_written: AtomicU64::new(0),
             keys_total: AtomicU64::new(0),
+            scheduled: AtomicBool::new(false),
         }
     }
 }
@@ -218,6 +221,10 @@ impl SaveState {
         (now_ms.saturating_sub(self.started_ms.load(Ordering::Relaxed)) / 1000) as i64
     }
 
+    pub fn scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+
     pub fn last_try_ms(&self) -> u64 {
         self.last_try_ms.load(Ordering::Relaxed)
     }
@@ -227,13 +234,35 @@ impl SaveState {
 pub enum BgsaveError {
     #[error("Background save already in progress")]
     Running,
+    #[error("An AOF log rewriting in progress: can't BGSAVE right now. Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.")]
+    Rewriting,
+}
+
+/// What BGSAVE did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bgsave {
+    Started,
+    /// An append-only rewrite holds the shards; the save starts once it is done.
+    Scheduled,
 }
 
 /// BGSAVE: captures every shard at one moment and starts writing the image in the
 /// background. Returns once the capture has started; the caller answers at once.
 /// `tx`: the session's transaction, when it already holds every shard.
-pub async fn bgsave(core: &Rc<Core>, tx: Option<u64>) -> Result<(), BgsaveError> {
+pub async fn bgsave(
+    core: &Rc<Core>,
+    tx: Option<u64>,
+    schedule: bool,
+) -> Result<Bgsave, BgsaveError> {
     let saves = &core.node.saves;
+    if core.node.aof_rewrites_running.load(Ordering::Acquire) > 0 {
+        if !schedule {
+            return Err(BgsaveError::Rewriting);
+        }
+        saves.scheduled.store(true, Ordering::Relaxed);
+        return Ok(Bgsave::Scheduled);
+    }
+    saves.scheduled.store(false, Ordering::Relaxed);
     if saves
         .running
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -289,7 +318,7 @@ pub async fn bgsave(core: &Rc<Core>, tx: Option<u64>) -> Result<(), BgsaveError>
         finish_bgsave(&owner, now, result, &tmp, &path).await;
     })
     .detach();
-    Ok(())
+    Ok(Bgsave::Started)
 }
 
 /// Writes the header, has every core write its part, then the end; syncs and renames.

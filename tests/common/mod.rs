@@ -153,6 +153,14 @@ impl Server {
         None
     }
 
+    /// Kills the server with SIGKILL (no shutdown work at all) and waits for it to go.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
