@@ -52,6 +52,9 @@ pub struct Config {
     /// Microseconds a background save waits per key written (Redis's test hook
     /// `rdb-key-save-delay`: slows a save down so tests can write during it). 0: none.
     pub rdb_key_save_delay: u64,
+    /// tessera's own: the most of a busy core's time a background save or rewrite may take
+    /// (percent; on an idle core it takes what it needs).
+    pub save_cpu_percent: usize,
     /// `appendonly`: each core logs its changes to `dir/appendonlydir`.
     pub appendonly: bool,
     pub appendfsync: AppendFsync,
@@ -156,6 +159,7 @@ impl Default for Config {
             wal_ring_keep: false,
             save: SAVE_RULES_DEFAULT.to_vec(),
             rdb_key_save_delay: 0,
+            save_cpu_percent: limits::SAVE_CPU_PERCENT_DEFAULT,
             appendonly: false,
             appendfsync: AppendFsync::Everysec,
             aof_load_truncated: false,
@@ -638,6 +642,15 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.auto_aof_rewrite_min_size.to_string(),
         set: |c, v| {
             c.auto_aof_rewrite_min_size = set_memory(v, 0)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "save-cpu-percent",
+        get: |c| c.save_cpu_percent.to_string(),
+        set: |c, v| {
+            c.save_cpu_percent = set_int(v, 1, 100)?;
             Ok(())
         },
         mutable: true,

@@ -57,6 +57,8 @@ pub struct Shard {
     /// Where the capture's walk is: the core the image is written for, a database and a
     /// position in it.
     walk: Walk,
+    /// The number of the latest capture started.
+    capture_id: u64,
     memory: MemoryPolicy,
     pool: Vec<Candidate>,
     /// The next database the random policies draw from (round robin, as Redis).
@@ -76,6 +78,20 @@ struct Walk {
 #[error("a capture of this shard is already running")]
 pub struct CaptureBusy;
 
+/// A writer's capture was aborted (by someone else) or replaced by a newer one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the capture was aborted")]
+pub struct CaptureLost;
+
+/// A started capture, as its writer holds it: every later call names it, so a writer never
+/// steps, takes from or aborts a capture that is not its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureTicket {
+    id: u64,
+    /// The ring's sequence number the image corresponds to.
+    pub seq: u64,
+}
+
 impl Shard {
     /// A shard with `databases` empty databases (Redis's `databases`, 16 by default).
     pub fn new(databases: usize) -> Shard {
@@ -89,6 +105,7 @@ impl Shard {
             wal,
             capture,
             walk: Walk::default(),
+            capture_id: 0,
             memory: MemoryPolicy::default(),
             pool: Vec::with_capacity(POOL_SIZE),
             next_random_db: 0,
@@ -179,8 +196,12 @@ impl Shard {
 
     /// Starts a point-in-time image of this shard as of `now_ms`, to be written as core
     /// `core`'s part of a snapshot, while the shard keeps serving. Returns the ring's
-    /// sequence number the image corresponds to.
-    pub fn capture_start(&mut self, core: usize, now_ms: u64) -> Result<u64, CaptureBusy> {
+    /// sequence number the image corresponds to, in the ticket for the other calls.
+    pub fn capture_start(
+        &mut self,
+        core: usize,
+        now_ms: u64,
+    ) -> Result<CaptureTicket, CaptureBusy> {
         if self.capture.is_active() {
             return Err(CaptureBusy);
         }
@@ -190,7 +211,25 @@ impl Shard {
             db: 0,
             pos: 0,
         };
-        Ok(self.wal.borrow().head())
+        self.capture_id += 1;
+        Ok(CaptureTicket {
+            id: self.capture_id,
+            seq: self.wal.borrow().head(),
+        })
+    }
+
+    fn check(&self, ticket: CaptureTicket) -> Result<(), CaptureLost> {
+        if ticket.id == self.capture_id {
+            Ok(())
+        } else {
+            Err(CaptureLost)
+        }
+    }
+
+    /// Hands the capture's output so far to its writer.
+    pub fn capture_take(&self, ticket: CaptureTicket) -> Result<Vec<u8>, CaptureLost> {
+        self.check(ticket)?;
+        Ok(self.capture.take_output())
     }
 
     pub fn capture(&self) -> &Capture {
@@ -200,9 +239,14 @@ impl Shard {
     /// Walks the capture on until it has written at least `max_bytes` more of output (or
     /// the walk ends). Returns true once the image is complete: its last frame (the core's
     /// end) is in the output, and the capture has stopped.
-    pub fn capture_step(&mut self, max_bytes: usize) -> bool {
+    pub fn capture_step(
+        &mut self,
+        ticket: CaptureTicket,
+        max_bytes: usize,
+    ) -> Result<bool, CaptureLost> {
+        self.check(ticket)?;
         if !self.capture.is_active() {
-            return true;
+            return Ok(true);
         }
         let stop = self.capture.pending_bytes() + max_bytes;
         while self.capture.pending_bytes() < stop {
@@ -211,7 +255,7 @@ impl Shard {
             }
             let Some(db) = self.dbs.get_mut(self.walk.db) else {
                 self.capture.finish(self.walk.core);
-                return true;
+                return Ok(true);
             };
             match db.capture_walk(self.walk.pos, true) {
                 Some(next) => self.walk.pos = next,
@@ -221,13 +265,14 @@ impl Shard {
                 }
             }
         }
-        false
+        Ok(false)
     }
 
-    /// Stops a running capture and drops its output. The walk still goes to the end (only
-    /// marking), so that the next capture finds every item with the same mark.
-    pub fn capture_abort(&mut self) {
-        if !self.capture.is_active() {
+    /// Stops the ticket's capture, if it still runs, and drops its output. The walk still
+    /// goes to the end (only marking), so that the next capture finds every item with the
+    /// same mark.
+    pub fn capture_abort(&mut self, ticket: CaptureTicket) {
+        if self.check(ticket).is_err() || !self.capture.is_active() {
             return;
         }
         for db in self.walk.db..self.dbs.len() {
@@ -862,7 +907,7 @@ mod wal_tests {
                 let want = contents(&mut shard, now);
                 assert!(want.len() > 200, "seed {seed}: {} keys", want.len());
                 let start = now;
-                shard.capture_start(0, now).unwrap();
+                let ticket = shard.capture_start(0, now).unwrap();
                 assert_eq!(shard.capture_start(0, now), Err(CaptureBusy));
                 let mut image = Vec::new();
                 let mut changes = 0;
@@ -872,8 +917,8 @@ mod wal_tests {
                         churn(&mut shard, &mut rng, now);
                         changes += 1;
                     }
-                    let done = shard.capture_step(64 + rng.below(2000));
-                    image.extend(shard.capture().take_output());
+                    let done = shard.capture_step(ticket, 64 + rng.below(2000)).unwrap();
+                    image.extend(shard.capture_take(ticket).unwrap());
                     if done {
                         break;
                     }
@@ -895,17 +940,21 @@ mod wal_tests {
             }
             // An aborted capture leaves the marks as a finished one does: the next image is
             // whole.
-            shard.capture_start(0, now).unwrap();
-            shard.capture_step(100);
+            let aborted = shard.capture_start(0, now).unwrap();
+            shard.capture_step(aborted, 100).unwrap();
             churn(&mut shard, &mut rng, now);
-            shard.capture_abort();
+            shard.capture_abort(aborted);
             let want = contents(&mut shard, now);
-            shard.capture_start(0, now).unwrap();
+            let ticket = shard.capture_start(0, now).unwrap();
+            // The aborted capture's writer can no longer touch the new one.
+            assert_eq!(shard.capture_step(aborted, 100), Err(CaptureLost));
+            shard.capture_abort(aborted);
+            assert!(shard.capture().is_active());
             let mut image = Vec::new();
-            while !shard.capture_step(4096) {
-                image.extend(shard.capture().take_output());
+            while !shard.capture_step(ticket, 4096).unwrap() {
+                image.extend(shard.capture_take(ticket).unwrap());
             }
-            image.extend(shard.capture().take_output());
+            image.extend(shard.capture_take(ticket).unwrap());
             assert!(
                 read_image(&image, now) == want,
                 "seed {seed}: after an abort"

@@ -30,6 +30,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 use tessera_shards::aof::{self as format, AofError, AofReader, End, Next};
+use tessera_shards::shard::CaptureTicket;
 use tessera_shards::snapshot::{self, Frame, SnapshotReader};
 use tessera_shards::wal::{Op, ReaderId, WalError};
 
@@ -834,7 +835,8 @@ pub fn rewrite(core: Rc<Core>) {
     core.node
         .aof_rewrites_running
         .fetch_add(1, Ordering::AcqRel);
-    glommio::spawn_local(async move {
+    let owner = core.clone();
+    owner.spawn_background(async move {
         let started = core.now_ms();
         let result = rewrite_now(&core, &aof).await;
         let node = &core.node;
@@ -858,8 +860,7 @@ pub fn rewrite(core: Rc<Core>) {
         }
         aof.rewriting.set(false);
         node.aof_rewrites_running.fetch_sub(1, Ordering::AcqRel);
-    })
-    .detach();
+    });
 }
 
 /// Starts the capture and the switch to a new log together, with no await between: the
@@ -869,11 +870,12 @@ pub fn rewrite(core: Rc<Core>) {
 fn start_rewrite(
     core: &Core,
     aof: &Aof,
-) -> Result<Option<(u64, u64, oneshot::Receiver<Result<(), String>>)>, String> {
+) -> Result<Option<(u64, CaptureTicket, oneshot::Receiver<Result<(), String>>)>, String> {
     let mut shard = core.shard.borrow_mut();
-    let Ok(seq) = shard.capture_start(0, core.now_ms()) else {
+    let Ok(ticket) = shard.capture_start(0, core.now_ms()) else {
         return Ok(None);
     };
+    let seq = ticket.seq;
     let mut to_old = Vec::new();
     let read = shard
         .wal_mut()
@@ -886,7 +888,7 @@ fn start_rewrite(
             shard.wal_mut().set_cursor(aof.reader, seq + 1);
         }
         Err(e) => {
-            shard.capture_abort();
+            shard.capture_abort(ticket);
             return Err(format!("reading the ring: {e}"));
         }
     }
@@ -901,11 +903,11 @@ fn start_rewrite(
     let (done, switched) = oneshot::channel();
     *aof.switch.borrow_mut() = Some(Switch { to_old, gen, done });
     aof.wake.notify();
-    Ok(Some((gen, seq, switched)))
+    Ok(Some((gen, ticket, switched)))
 }
 
 async fn rewrite_now(core: &Rc<Core>, aof: &Rc<Aof>) -> Result<(), String> {
-    let (gen, seq, switched) = loop {
+    let (gen, ticket, switched) = loop {
         if aof.stop.get() {
             return Err("appendonly was turned off".into());
         }
@@ -919,9 +921,9 @@ async fn rewrite_now(core: &Rc<Core>, aof: &Rc<Aof>) -> Result<(), String> {
     };
     let base = base_name(core.id, gen);
     let path = aof.dir.join(&base);
-    let written = write_base(core, &path, seq).await;
+    let written = write_base(core, &path, ticket).await;
     if let Err(e) = written {
-        core.shard.borrow_mut().capture_abort();
+        core.shard.borrow_mut().capture_abort(ticket);
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
@@ -946,11 +948,21 @@ async fn rewrite_now(core: &Rc<Core>, aof: &Rc<Aof>) -> Result<(), String> {
     };
     write_manifest(&aof.dir, &m).map_err(|e| format!("writing the manifest: {e}"))?;
     *aof.manifest.borrow_mut() = m;
-    for name in old.base.iter().chain(old.logs.iter()) {
-        if *name != newest {
-            let _ = std::fs::remove_file(aof.dir.join(name));
-        }
-    }
+    // Freeing big files takes the kernel a while: on the blocking thread.
+    let stale: Vec<PathBuf> = old
+        .base
+        .iter()
+        .chain(old.logs.iter())
+        .filter(|name| **name != newest)
+        .map(|name| aof.dir.join(name))
+        .collect();
+    glommio::executor()
+        .spawn_blocking(move || {
+            for path in stale {
+                let _ = std::fs::remove_file(path);
+            }
+        })
+        .await;
     let base_len = std::fs::metadata(&path).map_or(0, |m| m.len());
     let log_len = std::fs::metadata(aof.dir.join(&newest)).map_or(0, |m| m.len());
     aof.base_bytes.set(base_len);
@@ -960,23 +972,30 @@ async fn rewrite_now(core: &Rc<Core>, aof: &Rc<Aof>) -> Result<(), String> {
 
 /// Writes the running capture as a one-core snapshot file, a step at a time between the
 /// core's requests.
-async fn write_base(core: &Rc<Core>, path: &Path, seq: u64) -> Result<(), String> {
+async fn write_base(core: &Rc<Core>, path: &Path, ticket: CaptureTicket) -> Result<(), String> {
     let err = |e: glommio::GlommioError<()>| format!("writing {}: {e}", path.display());
     let file = glommio::io::BufferedFile::create(path).await.map_err(err)?;
     let databases = core.shard.borrow().databases();
     let mut head = Vec::new();
-    snapshot::write_start(&mut head, 1, databases, core.now_ms(), vec![seq])
+    snapshot::write_start(&mut head, 1, databases, core.now_ms(), vec![ticket.seq])
         .map_err(|e| e.to_string())?;
     let mut at = head.len() as u64;
     write_at(&file, head, 0).await.map_err(err)?;
+    let mut throttle = super::persist::Throttle::new(core);
     loop {
+        let step_started = std::time::Instant::now();
         let done = core
             .shard
             .borrow_mut()
-            .capture_step(limits::SNAPSHOT_STEP_BYTES);
+            .capture_step(ticket, limits::SNAPSHOT_STEP_BYTES)
+            .map_err(|e| e.to_string())?;
         let ready = core.shard.borrow().capture().pending_bytes();
         if done || ready >= limits::SNAPSHOT_CHUNK_BYTES {
-            let mut chunk = core.shard.borrow().capture().take_output();
+            let mut chunk = core
+                .shard
+                .borrow()
+                .capture_take(ticket)
+                .map_err(|e| e.to_string())?;
             if done {
                 let keys = core.shard.borrow().capture().keys();
                 snapshot::encode_frame(&Frame::FileEnd { keys }, &mut chunk);
@@ -985,10 +1004,11 @@ async fn write_base(core: &Rc<Core>, path: &Path, seq: u64) -> Result<(), String
             write_at(&file, chunk, at).await.map_err(err)?;
             at += n;
         }
+        throttle.spent(step_started.elapsed());
         if done {
             break;
         }
-        futures_lite::future::yield_now().await;
+        throttle.pause(core).await;
     }
     file.fdatasync().await.map_err(err)?;
     file.close().await.map_err(err)?;

@@ -220,6 +220,9 @@ pub struct Core {
     pub changes_at_capture: Cell<u64>,
     /// This core's append-only log, while `appendonly` is on.
     pub aof: RefCell<Option<Rc<super::aof::Aof>>>,
+    /// The task queue of background work (snapshot and rewrite writers): fewer shares than
+    /// the connections' queue, so under load a save slows down rather than the clients.
+    background: OnceCell<glommio::TaskQueueHandle>,
     me: Weak<Core>,
 }
 
@@ -242,6 +245,7 @@ impl Core {
             changes_at_save: Cell::new(0),
             changes_at_capture: Cell::new(0),
             aof: RefCell::new(None),
+            background: OnceCell::new(),
         });
         core.apply_memory_config();
         core
@@ -276,6 +280,22 @@ impl Core {
             max_bytes: ring_bytes,
         });
         shard.wal_mut().set_keep_always(c.wal_ring_keep);
+    }
+
+    /// Runs `work` in this core's background task queue (created on first use, on this
+    /// core's executor).
+    pub fn spawn_background(&self, work: impl std::future::Future<Output = ()> + 'static) {
+        let queue = *self.background.get_or_init(|| {
+            glommio::executor().create_task_queue(
+                glommio::Shares::Static(limits::BACKGROUND_SHARES),
+                glommio::Latency::NotImportant,
+                "background",
+            )
+        });
+        match glommio::spawn_local_into(work, queue) {
+            Ok(task) => task.detach(),
+            Err(e) => panic!("the background task queue refused a task: {e}"),
+        };
     }
 
     /// This core, owned: for a task spawned from a call that only has `&Core`.
