@@ -430,14 +430,19 @@ impl Aof {
     }
 }
 
-/// Under `appendfsync always`, the sequence number a reply must wait for: this core's newest
-/// record, if it is not on disk yet.
+/// After a batch of commands: under `appendfsync always`, the sequence number its replies
+/// must wait for (this core's newest record, if it is not on disk yet). Under the other
+/// policies the writer is only woken, so records reach the file as soon as the connections
+/// let it run (as Redis writes its AOF buffer before every sleep).
 pub fn must_wait(core: &Core) -> Option<(Rc<Aof>, u64)> {
     let aof = core.aof.borrow().clone()?;
+    let head = core.shard.borrow().wal().head();
     if core.config.borrow().appendfsync != AppendFsync::Always {
+        if head > aof.written.get() {
+            aof.kick();
+        }
         return None;
     }
-    let head = core.shard.borrow().wal().head();
     (head > aof.durable()).then_some((aof, head))
 }
 
