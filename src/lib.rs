@@ -6,6 +6,8 @@
 //! - [`slot`]: key → slot (CRC16, hash tags) → owning core.
 //! - [`server`]: the runtime — executors per core, the channel mesh, connections,
 //!   pipelined batching across cores, transactions, node-wide commands.
+//! - [`cluster`]: the cluster control plane as state machines (membership, failure
+//!   detection), tested in seeded simulations.
 //! - [`config`]: defaults, the redis.conf-style file, flags, CONFIG GET/SET parameters.
 //! - [`limits`]: every limit with its unit.
 //! - [`alloc`]: the counting allocator behind `used_memory`.
@@ -13,6 +15,7 @@
 //! The storage engine lives in the `tessera-shards` crate.
 
 pub mod alloc;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod limits;

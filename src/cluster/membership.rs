@@ -1,0 +1,694 @@
+//! Cluster membership as a state machine without I/O: the control core feeds it ticks and
+//! messages and sends what it returns. SWIM (Das et al.) with suspicion and incarnation
+//! numbers, indirect probes, gossip piggybacked on probes, and a periodic full-state sync:
+//!
+//! - Every `probe_interval_ms` a node pings the next member of a shuffled round (dead ones
+//!   excluded). When the link's phi-accrual detector (`super::phi`) says the silence is
+//!   suspicious, it asks `indirect_probes` other members to ping the target for it, so one
+//!   bad link does not condemn a node. With no answer at all by the end of the round's slot
+//!   the target becomes `pdead` (suspect), which is gossiped.
+//! - A suspect that hears of it refutes with a higher incarnation number (`alive` wins over
+//!   `pdead` and `dead` of a lower incarnation). A suspicion not refuted within
+//!   `suspect_timeout_ms` becomes `dead`, which is gossiped too.
+//! - Dead members are remembered until forgotten (`forget`), and one of them is pinged every
+//!   `dead_probe_interval_ms` with the news of its death, so after a partition heals the two
+//!   sides find each other: the "dead" node refutes, and its `alive` spreads.
+//! - Every `sync_interval_ms` a node swaps its whole member list with a random member, which
+//!   is also how a joining node (given seeds) learns the cluster.
+//!
+//! Gossip: each change is queued and rides on the next messages, up to `max_piggyback` per
+//! message, each sent `retransmit_mult * ceil(log10(n + 1))` times, fewest-sent first.
+
+use super::phi::{Phi, PhiConfig};
+use std::collections::{BTreeMap, HashMap};
+use tessera_shards::evict::Rng;
+
+/// A node's id: 160 bits, shown as 40 hex digits as Redis Cluster shows its node ids.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub [u8; 20]);
+
+impl NodeId {
+    /// An id from a random source (the node makes its own at first start).
+    pub fn random(rng: &mut Rng) -> NodeId {
+        let mut id = [0u8; 20];
+        for chunk in id.chunks_mut(8) {
+            let bytes = rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        NodeId(id)
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", &self.to_string()[..8])
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Health {
+    Alive,
+    /// Suspected: no answer to a direct or indirect probe (Redis's PFAIL).
+    Pdead,
+    /// Declared dead after a suspicion that nobody refuted in time (Redis's FAIL).
+    Dead,
+}
+
+/// What a node believes of one member, as gossiped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Update {
+    pub id: NodeId,
+    pub incarnation: u64,
+    pub health: Health,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    Ping {
+        seq: u64,
+        updates: Vec<Update>,
+    },
+    /// The answer to a ping; `about` is the node that answered (relayed answers to an
+    /// indirect probe carry the target's id).
+    Ack {
+        seq: u64,
+        about: NodeId,
+        updates: Vec<Update>,
+    },
+    /// "Ping `target` for me and relay its answer."
+    PingReq {
+        seq: u64,
+        target: NodeId,
+        updates: Vec<Update>,
+    },
+    /// The sender's whole member list (itself included); `reply` asks for the receiver's.
+    Sync {
+        reply: bool,
+        members: Vec<Update>,
+    },
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    pub to: NodeId,
+    pub msg: Message,
+}
+
+/// A change of what this node believes about a member.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Event {
+    pub id: NodeId,
+    pub health: Health,
+    pub incarnation: u64,
+    pub at_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    pub probe_interval_ms: u64,
+    pub indirect_probes: usize,
+    pub suspect_timeout_ms: u64,
+    pub retransmit_mult: usize,
+    pub max_piggyback: usize,
+    pub sync_interval_ms: u64,
+    pub dead_probe_interval_ms: u64,
+    pub phi: PhiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            probe_interval_ms: 200,
+            indirect_probes: 3,
+            suspect_timeout_ms: 2000,
+            retransmit_mult: 4,
+            max_piggyback: 8,
+            sync_interval_ms: 10_000,
+            dead_probe_interval_ms: 1000,
+            phi: PhiConfig::default(),
+        }
+    }
+}
+
+struct Member {
+    incarnation: u64,
+    health: Health,
+    /// When the health last changed (a suspicion's start).
+    since_ms: u64,
+    link: Phi,
+}
+
+struct Probe {
+    target: NodeId,
+    seq: u64,
+    sent_ms: u64,
+    indirect: bool,
+    acked: bool,
+}
+
+/// A ping sent for another node's indirect probe.
+struct Relay {
+    origin: NodeId,
+    origin_seq: u64,
+    expires_ms: u64,
+}
+
+pub struct Membership {
+    me: NodeId,
+    incarnation: u64,
+    cfg: Config,
+    members: BTreeMap<NodeId, Member>,
+    round: Vec<NodeId>,
+    next_in_round: usize,
+    probe: Option<Probe>,
+    next_probe_ms: u64,
+    next_sync_ms: u64,
+    next_dead_probe_ms: u64,
+    relays: HashMap<u64, Relay>,
+    /// Changes to gossip, with the sends each has left.
+    gossip: Vec<(Update, usize)>,
+    seq: u64,
+    rng: Rng,
+    out: Vec<Outgoing>,
+    events: Vec<Event>,
+    /// Members now `pdead` (so a tick scans for timed-out suspicions only when there are).
+    suspects: usize,
+}
+
+impl Membership {
+    pub fn new(me: NodeId, cfg: Config, seed: u64, now_ms: u64) -> Membership {
+        let mut rng = Rng::new(seed);
+        // Spread the nodes' rounds over the interval.
+        let offset = rng.below(cfg.probe_interval_ms.max(1) as usize) as u64;
+        Membership {
+            me,
+            incarnation: 0,
+            cfg,
+            members: BTreeMap::new(),
+            round: Vec::new(),
+            next_in_round: 0,
+            probe: None,
+            next_probe_ms: now_ms + offset,
+            next_sync_ms: now_ms + offset + cfg.sync_interval_ms,
+            next_dead_probe_ms: now_ms + offset + cfg.dead_probe_interval_ms,
+            relays: HashMap::new(),
+            gossip: Vec::new(),
+            seq: 0,
+            rng,
+            out: Vec::new(),
+            events: Vec::new(),
+            suspects: 0,
+        }
+    }
+
+    /// Takes a member as known without news to gossip (a restarting node reading its saved
+    /// cluster configuration).
+    pub fn remember(&mut self, u: Update, now_ms: u64) {
+        if u.id == self.me || self.members.contains_key(&u.id) {
+            return;
+        }
+        if u.health == Health::Pdead {
+            self.suspects += 1;
+        }
+        self.members.insert(
+            u.id,
+            Member {
+                incarnation: u.incarnation,
+                health: u.health,
+                since_ms: now_ms,
+                link: Phi::default(),
+            },
+        );
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// What this node believes of `id`.
+    pub fn health(&self, id: NodeId) -> Option<Health> {
+        self.members.get(&id).map(|m| m.health)
+    }
+
+    /// Every member known, with its health and incarnation (this node excluded).
+    pub fn members(&self) -> impl Iterator<Item = Update> + '_ {
+        self.members.iter().map(|(id, m)| Update {
+            id: *id,
+            incarnation: m.incarnation,
+            health: m.health,
+        })
+    }
+
+    /// Joins through a known node (a seed, CLUSTER MEET): asks it for its member list.
+    pub fn join(&mut self, seed: NodeId, now_ms: u64) {
+        if seed == self.me {
+            return;
+        }
+        self.learn(
+            Update {
+                id: seed,
+                incarnation: 0,
+                health: Health::Alive,
+            },
+            now_ms,
+        );
+        let members = self.full_state();
+        self.send(
+            seed,
+            Message::Sync {
+                reply: true,
+                members,
+            },
+        );
+    }
+
+    /// Drops a member from the list (CLUSTER FORGET). It comes back if it is heard from.
+    pub fn forget(&mut self, id: NodeId) {
+        if let Some(m) = self.members.remove(&id) {
+            if m.health == Health::Pdead {
+                self.suspects -= 1;
+            }
+        }
+        self.round.retain(|r| *r != id);
+        self.gossip.retain(|(u, _)| u.id != id);
+    }
+
+    /// Messages to send, in order.
+    pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Changes of belief since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Advances time: suspicions that timed out, the running probe, the next probe, the
+    /// periodic dead-member probe and sync.
+    pub fn tick(&mut self, now_ms: u64) {
+        let timed_out: Vec<Update> = if self.suspects == 0 {
+            Vec::new()
+        } else {
+            self.members
+                .iter()
+                .filter(|(_, m)| {
+                    m.health == Health::Pdead
+                        && now_ms.saturating_sub(m.since_ms) >= self.cfg.suspect_timeout_ms
+                })
+                .map(|(id, m)| Update {
+                    id: *id,
+                    incarnation: m.incarnation,
+                    health: Health::Dead,
+                })
+                .collect()
+        };
+        for u in timed_out {
+            self.learn(u, now_ms);
+        }
+        self.relays.retain(|_, r| r.expires_ms > now_ms);
+        self.maybe_go_indirect(now_ms);
+        if now_ms >= self.next_probe_ms {
+            self.next_probe_ms = now_ms + self.cfg.probe_interval_ms;
+            self.conclude_probe(now_ms);
+            self.start_probe(now_ms);
+        }
+        if now_ms >= self.next_dead_probe_ms {
+            self.next_dead_probe_ms = now_ms + self.cfg.dead_probe_interval_ms;
+            self.probe_a_dead_member();
+        }
+        if now_ms >= self.next_sync_ms {
+            self.next_sync_ms = now_ms + self.cfg.sync_interval_ms;
+            let ids: Vec<NodeId> = self.members.keys().copied().collect();
+            if !ids.is_empty() {
+                let to = ids[self.rng.below(ids.len())];
+                let members = self.full_state();
+                self.send(
+                    to,
+                    Message::Sync {
+                        reply: true,
+                        members,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Handles a message from `from`.
+    pub fn receive(&mut self, from: NodeId, msg: Message, now_ms: u64) {
+        if from == self.me {
+            return;
+        }
+        if !self.members.contains_key(&from) {
+            // Hearing from a node is news of it; its own updates say more.
+            self.learn(
+                Update {
+                    id: from,
+                    incarnation: 0,
+                    health: Health::Alive,
+                },
+                now_ms,
+            );
+        }
+        match msg {
+            Message::Ping { seq, updates } => {
+                self.merge(&updates, now_ms);
+                let updates = self.piggyback(Some(from));
+                self.send(
+                    from,
+                    Message::Ack {
+                        seq,
+                        about: self.me,
+                        updates,
+                    },
+                );
+            }
+            Message::PingReq {
+                seq,
+                target,
+                updates,
+            } => {
+                self.merge(&updates, now_ms);
+                let relay_seq = self.next_seq();
+                self.relays.insert(
+                    relay_seq,
+                    Relay {
+                        origin: from,
+                        origin_seq: seq,
+                        expires_ms: now_ms + self.cfg.probe_interval_ms,
+                    },
+                );
+                let updates = self.piggyback(Some(target));
+                self.send(
+                    target,
+                    Message::Ping {
+                        seq: relay_seq,
+                        updates,
+                    },
+                );
+            }
+            Message::Ack {
+                seq,
+                about,
+                updates,
+            } => {
+                self.merge(&updates, now_ms);
+                if let Some(relay) = self.relays.remove(&seq) {
+                    let updates = self.piggyback(Some(relay.origin));
+                    self.send(
+                        relay.origin,
+                        Message::Ack {
+                            seq: relay.origin_seq,
+                            about,
+                            updates,
+                        },
+                    );
+                    return;
+                }
+                let cfg = self.cfg.phi;
+                if let Some(p) = self.probe.as_mut() {
+                    if p.seq == seq && p.target == about && !p.acked {
+                        p.acked = true;
+                        if from == about {
+                            // A direct answer: one more sample of this link's delay.
+                            let delay = now_ms.saturating_sub(p.sent_ms) as f64;
+                            if let Some(m) = self.members.get_mut(&about) {
+                                m.link.sample(delay, &cfg);
+                            }
+                        }
+                    }
+                }
+            }
+            Message::Sync { reply, members } => {
+                self.merge(&members, now_ms);
+                if reply {
+                    let members = self.full_state();
+                    self.send(
+                        from,
+                        Message::Sync {
+                            reply: false,
+                            members,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.out.push(Outgoing { to, msg });
+    }
+
+    fn full_state(&self) -> Vec<Update> {
+        let mut all: Vec<Update> = self.members().collect();
+        all.push(Update {
+            id: self.me,
+            incarnation: self.incarnation,
+            health: Health::Alive,
+        });
+        all
+    }
+
+    /// When the running probe's silence is suspicious: asks others to probe the target.
+    fn maybe_go_indirect(&mut self, now_ms: u64) {
+        let Some(p) = &self.probe else {
+            return;
+        };
+        if p.acked || p.indirect {
+            return;
+        }
+        let silence = now_ms.saturating_sub(p.sent_ms) as f64;
+        let suspicious = self
+            .members
+            .get(&p.target)
+            .is_none_or(|m| m.link.suspects(silence, &self.cfg.phi));
+        if !suspicious {
+            return;
+        }
+        let (target, seq) = (p.target, p.seq);
+        if let Some(p) = self.probe.as_mut() {
+            p.indirect = true;
+        }
+        let helpers: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, m)| **id != target && m.health == Health::Alive)
+            .map(|(id, _)| *id)
+            .collect();
+        for _ in 0..self.cfg.indirect_probes.min(helpers.len()) {
+            let helper = helpers[self.rng.below(helpers.len())];
+            let updates = self.piggyback(Some(helper));
+            self.send(
+                helper,
+                Message::PingReq {
+                    seq,
+                    target,
+                    updates,
+                },
+            );
+        }
+    }
+
+    /// The end of a probe's slot: no answer at all makes the target a suspect.
+    fn conclude_probe(&mut self, now_ms: u64) {
+        let Some(p) = self.probe.take() else {
+            return;
+        };
+        if p.acked {
+            return;
+        }
+        if let Some(m) = self.members.get(&p.target) {
+            if m.health == Health::Alive {
+                let u = Update {
+                    id: p.target,
+                    incarnation: m.incarnation,
+                    health: Health::Pdead,
+                };
+                self.learn(u, now_ms);
+            }
+        }
+    }
+
+    fn start_probe(&mut self, now_ms: u64) {
+        if self.next_in_round >= self.round.len() {
+            self.round = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.health != Health::Dead)
+                .map(|(id, _)| *id)
+                .collect();
+            // Fisher-Yates: a fresh order every round.
+            for i in (1..self.round.len()).rev() {
+                let j = self.rng.below(i + 1);
+                self.round.swap(i, j);
+            }
+            self.next_in_round = 0;
+        }
+        while self.next_in_round < self.round.len() {
+            let target = self.round[self.next_in_round];
+            self.next_in_round += 1;
+            if self
+                .members
+                .get(&target)
+                .is_some_and(|m| m.health != Health::Dead)
+            {
+                let seq = self.next_seq();
+                let updates = self.piggyback(Some(target));
+                self.send(target, Message::Ping { seq, updates });
+                self.probe = Some(Probe {
+                    target,
+                    seq,
+                    sent_ms: now_ms,
+                    indirect: false,
+                    acked: false,
+                });
+                return;
+            }
+        }
+    }
+
+    /// Pings a random dead member with the news of its death, so that a node cut off by a
+    /// partition that has healed can refute it.
+    fn probe_a_dead_member(&mut self) {
+        let dead: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.health == Health::Dead)
+            .map(|(id, _)| *id)
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        let target = dead[self.rng.below(dead.len())];
+        let seq = self.next_seq();
+        let updates = self.piggyback(Some(target));
+        self.send(target, Message::Ping { seq, updates });
+    }
+
+    /// Up to `max_piggyback` queued changes, fewest-sent first; a message to a member this
+    /// node suspects or thinks dead carries that news first, so it can refute.
+    fn piggyback(&mut self, to: Option<NodeId>) -> Vec<Update> {
+        let mut out = Vec::with_capacity(self.cfg.max_piggyback + 2);
+        // This node's own state, always: a node is the authority on its incarnation.
+        out.push(Update {
+            id: self.me,
+            incarnation: self.incarnation,
+            health: Health::Alive,
+        });
+        if let Some(to) = to {
+            if let Some(m) = self.members.get(&to) {
+                if m.health != Health::Alive {
+                    out.push(Update {
+                        id: to,
+                        incarnation: m.incarnation,
+                        health: m.health,
+                    });
+                }
+            }
+        }
+        // Most sends left = newest first.
+        self.gossip.sort_by_key(|g| std::cmp::Reverse(g.1));
+        for (u, left) in self.gossip.iter_mut().take(self.cfg.max_piggyback) {
+            out.push(*u);
+            *left -= 1;
+        }
+        self.gossip.retain(|(_, left)| *left > 0);
+        out
+    }
+
+    fn merge(&mut self, updates: &[Update], now_ms: u64) {
+        for u in updates {
+            self.learn(*u, now_ms);
+        }
+    }
+
+    /// Applies one piece of news under SWIM's rules; a change is gossiped and reported.
+    fn learn(&mut self, u: Update, now_ms: u64) {
+        if u.id == self.me {
+            if u.health != Health::Alive && u.incarnation >= self.incarnation {
+                // Refute: a higher incarnation than any suspicion of this node.
+                self.incarnation = u.incarnation + 1;
+                self.spread(Update {
+                    id: self.me,
+                    incarnation: self.incarnation,
+                    health: Health::Alive,
+                });
+            }
+            return;
+        }
+        let changed = match self.members.get_mut(&u.id) {
+            None => {
+                if u.health == Health::Pdead {
+                    self.suspects += 1;
+                }
+                self.members.insert(
+                    u.id,
+                    Member {
+                        incarnation: u.incarnation,
+                        health: u.health,
+                        since_ms: now_ms,
+                        link: Phi::default(),
+                    },
+                );
+                true
+            }
+            Some(m) => {
+                let wins = match (u.health, m.health) {
+                    (Health::Alive, _) => u.incarnation > m.incarnation,
+                    (Health::Pdead, Health::Alive) => u.incarnation >= m.incarnation,
+                    (Health::Pdead, _) => u.incarnation > m.incarnation,
+                    (Health::Dead, Health::Dead) => u.incarnation > m.incarnation,
+                    (Health::Dead, _) => u.incarnation >= m.incarnation,
+                };
+                if wins {
+                    if m.health != u.health {
+                        m.since_ms = now_ms;
+                        if m.health == Health::Pdead {
+                            self.suspects -= 1;
+                        }
+                        if u.health == Health::Pdead {
+                            self.suspects += 1;
+                        }
+                    }
+                    m.health = u.health;
+                    m.incarnation = u.incarnation;
+                }
+                wins
+            }
+        };
+        if changed {
+            self.spread(u);
+            self.events.push(Event {
+                id: u.id,
+                health: u.health,
+                incarnation: u.incarnation,
+                at_ms: now_ms,
+            });
+        }
+    }
+
+    fn spread(&mut self, u: Update) {
+        let n = self.members.len() + 1;
+        let sends = self.cfg.retransmit_mult * ((n + 1) as f64).log10().ceil().max(1.0) as usize;
+        self.gossip.retain(|(g, _)| g.id != u.id);
+        self.gossip.push((u, sends));
+    }
+}
