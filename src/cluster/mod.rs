@@ -4,7 +4,10 @@
 //! - [`membership`]: who is in the cluster and who is alive, suspect (`pdead`) or dead:
 //!   SWIM with incarnations, indirect probes and gossip, as a state machine fed with ticks
 //!   and messages.
+//! - [`map`]: the 16384-slot table, its placement by Jump Consistent Hashing, and the
+//!   changes that move only the slots that must move.
 
+pub mod map;
 pub mod membership;
 pub mod phi;
 

@@ -1,0 +1,312 @@
+//! The slot table: which primary owns each of Redis Cluster's 16384 slots, with the epoch of
+//! the configuration, and how it changes when primaries come and go.
+//!
+//! The first placement is Jump Consistent Hashing (Lamping & Veach) of each slot over the
+//! primaries sorted by id. JCH alone re-places keys only for a bucket added at the end;
+//! removing a primary from the middle of the sorted list would shift every bucket after it.
+//! So the table, not the formula, is the truth once made, and changes move only the slots
+//! that must move:
+//! - removing a primary hands each of its slots to the least-loaded primary left;
+//! - adding one gives it its fair share, 16384/(n+1) slots, taken one at a time from the
+//!   most-loaded primary; nothing else moves.
+//!
+//! Which of a primary's slots go is decided by a hash of the slot and the node arriving or
+//! leaving, so the choice is spread over the slot space and the same inputs give the same
+//! table.
+//!
+//! A change gets the next epoch; the higher epoch wins wherever two tables meet.
+
+use super::membership::NodeId;
+
+pub const SLOTS: usize = 16384;
+
+/// Jump Consistent Hashing: the bucket in `0..buckets` for `key`.
+pub fn jump_hash(mut key: u64, buckets: usize) -> usize {
+    let (mut b, mut j) = (-1i64, 0i64);
+    while j < buckets as i64 {
+        b = j;
+        key = key.wrapping_mul(2862933555777941757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as usize
+}
+
+/// A slot's key for JCH: the slot number, mixed.
+fn slot_key(slot: usize) -> u64 {
+    let mut x = slot as u64 ^ 0x5851_f42d_4c95_7f2d;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotMap {
+    pub epoch: u64,
+    owners: Vec<NodeId>,
+}
+
+impl SlotMap {
+    /// The first table, epoch 1: JCH over the primaries sorted by id.
+    pub fn initial(primaries: &[NodeId]) -> SlotMap {
+        assert!(!primaries.is_empty(), "a cluster needs a primary");
+        let sorted = sorted(primaries);
+        SlotMap {
+            epoch: 1,
+            owners: (0..SLOTS)
+                .map(|s| sorted[jump_hash(slot_key(s), sorted.len())])
+                .collect(),
+        }
+    }
+
+    pub fn owner(&self, slot: usize) -> NodeId {
+        self.owners[slot]
+    }
+
+    /// Each primary's slot count.
+    pub fn counts(&self) -> std::collections::BTreeMap<NodeId, usize> {
+        let mut c = std::collections::BTreeMap::new();
+        for o in &self.owners {
+            *c.entry(*o).or_default() += 1;
+        }
+        c
+    }
+
+    /// Contiguous ranges `(first, last, owner)`, as CLUSTER SLOTS lists them.
+    pub fn ranges(&self) -> Vec<(usize, usize, NodeId)> {
+        let mut out: Vec<(usize, usize, NodeId)> = Vec::new();
+        for (s, o) in self.owners.iter().enumerate() {
+            match out.last_mut() {
+                Some((_, last, owner)) if owner == o && *last + 1 == s => *last = s,
+                _ => out.push((s, s, *o)),
+            }
+        }
+        out
+    }
+
+    /// The table without `gone`: each of its slots goes to the least-loaded of `remaining`
+    /// (the primaries left); no other slot moves.
+    pub fn without(&self, gone: NodeId, remaining: &[NodeId]) -> SlotMap {
+        let sorted = sorted(remaining);
+        assert!(!sorted.is_empty() && !sorted.contains(&gone));
+        let held = self.counts();
+        let mut counts: Vec<(usize, NodeId)> = sorted
+            .iter()
+            .map(|id| (held.get(id).copied().unwrap_or(0), *id))
+            .collect();
+        let mut orphans: Vec<usize> = (0..SLOTS).filter(|&s| self.owners[s] == gone).collect();
+        orphans.sort_by_cached_key(|&s| mix(slot_key(s), &gone));
+        let mut owners = self.owners.clone();
+        for s in orphans {
+            let least = counts.iter_mut().min().expect("a primary is left");
+            least.0 += 1;
+            owners[s] = least.1;
+        }
+        SlotMap {
+            epoch: self.epoch + 1,
+            owners,
+        }
+    }
+
+    /// The table with `new` added to `primaries` (the current ones): it takes 16384/(n+1)
+    /// slots, one at a time from the most-loaded primary; no other slot moves.
+    pub fn with(&self, new: NodeId, primaries: &[NodeId]) -> SlotMap {
+        let sorted = sorted(primaries);
+        // Each primary's slots, in the order it gives them up.
+        let mut by_owner: std::collections::HashMap<NodeId, Vec<usize>> =
+            sorted.iter().map(|id| (*id, Vec::new())).collect();
+        for (s, o) in self.owners.iter().enumerate() {
+            if let Some(v) = by_owner.get_mut(o) {
+                v.push(s);
+            }
+        }
+        let mut held: Vec<(NodeId, Vec<usize>)> = sorted
+            .iter()
+            .map(|id| {
+                let mut slots = by_owner.remove(id).unwrap_or_default();
+                slots.sort_by_cached_key(|&s| std::cmp::Reverse(mix(slot_key(s), &new)));
+                (*id, slots)
+            })
+            .collect();
+        let mut owners = self.owners.clone();
+        for _ in 0..SLOTS / (sorted.len() + 1) {
+            let most = held
+                .iter_mut()
+                .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(&a.0)))
+                .expect("a primary holds slots");
+            let s = most.1.pop().expect("the most-loaded primary holds a slot");
+            owners[s] = new;
+        }
+        SlotMap {
+            epoch: self.epoch + 1,
+            owners,
+        }
+    }
+
+    /// Takes `other` if its epoch is higher (the rule everywhere two tables meet).
+    pub fn merge(&mut self, other: &SlotMap) -> bool {
+        if other.epoch > self.epoch {
+            *self = other.clone();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A slot key mixed with a node's id: the order a change takes a primary's slots in.
+fn mix(key: u64, id: &NodeId) -> u64 {
+    let mut h = key;
+    for chunk in id.0.chunks(8) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        h = slot_key((h ^ u64::from_le_bytes(b)) as usize);
+    }
+    h
+}
+
+fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
+    let mut v = ids.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The node that proposes map changes: the live primary with the lowest id.
+pub fn coordinator(live_primaries: &[NodeId]) -> Option<NodeId> {
+    live_primaries.iter().min().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_shards::evict::Rng;
+
+    fn ids(rng: &mut Rng, n: usize) -> Vec<NodeId> {
+        (0..n).map(|_| NodeId::random(rng)).collect()
+    }
+
+    /// Every primary holds its share within `tolerance` (a fraction of the share).
+    fn balanced(map: &SlotMap, primaries: &[NodeId], tolerance: f64) {
+        let counts = map.counts();
+        assert_eq!(counts.len(), primaries.len(), "every primary holds slots");
+        let share = SLOTS as f64 / primaries.len() as f64;
+        for (id, c) in counts {
+            assert!(primaries.contains(&id));
+            assert!(
+                (c as f64 - share).abs() <= share * tolerance,
+                "{id:?} holds {c}, share {share:.0}"
+            );
+        }
+    }
+
+    #[test]
+    fn jump_hash_matches_the_paper_and_spreads_evenly() {
+        // Values from the reference implementation.
+        assert_eq!(jump_hash(0, 1), 0);
+        assert_eq!(jump_hash(0xDEAD_BEEF, 1), 0);
+        let mut counts = [0usize; 10];
+        for k in 0..100_000u64 {
+            counts[jump_hash(slot_key(k as usize), 10)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
+        // Growing from n to n+1 buckets moves keys only into the new bucket.
+        for k in 0..10_000u64 {
+            let (a, b) = (jump_hash(k, 7), jump_hash(k, 8));
+            assert!(a == b || b == 7);
+        }
+    }
+
+    #[test]
+    fn initial_placement_covers_every_slot_evenly() {
+        let mut rng = Rng::new(1);
+        for n in [1, 3, 6, 50] {
+            let p = ids(&mut rng, n);
+            let map = SlotMap::initial(&p);
+            assert_eq!(map.epoch, 1);
+            balanced(&map, &p, 0.15 + 0.02 * n as f64);
+            // The order the primaries are given in does not matter.
+            let mut rev = p.clone();
+            rev.reverse();
+            assert_eq!(SlotMap::initial(&rev), map);
+            let covered: usize = map.ranges().iter().map(|(a, b, _)| b - a + 1).sum();
+            assert_eq!(covered, SLOTS);
+        }
+    }
+
+    #[test]
+    fn removing_a_primary_moves_only_its_slots() {
+        let mut rng = Rng::new(2);
+        let p = ids(&mut rng, 6);
+        let map = SlotMap::initial(&p);
+        let gone = p[2];
+        let rest: Vec<NodeId> = p.iter().copied().filter(|x| *x != gone).collect();
+        let next = map.without(gone, &rest);
+        assert_eq!(next.epoch, 2);
+        for s in 0..SLOTS {
+            if map.owner(s) != gone {
+                assert_eq!(next.owner(s), map.owner(s), "slot {s} moved");
+            }
+        }
+        balanced(&next, &rest, 0.25);
+    }
+
+    #[test]
+    fn adding_a_primary_moves_only_its_fair_share() {
+        let mut rng = Rng::new(3);
+        let p = ids(&mut rng, 5);
+        let map = SlotMap::initial(&p);
+        let new = NodeId::random(&mut rng);
+        let next = map.with(new, &p);
+        let moved = (0..SLOTS)
+            .filter(|&s| next.owner(s) != map.owner(s))
+            .count();
+        assert!((0..SLOTS).all(|s| next.owner(s) == map.owner(s) || next.owner(s) == new));
+        assert_eq!(moved, SLOTS / 6);
+        let mut all = p.clone();
+        all.push(new);
+        balanced(&next, &all, 0.25);
+    }
+
+    /// Random joins and leaves (seeded) keep every slot owned by a current primary, the
+    /// table near balance, and each change's moves to what it must.
+    #[test]
+    fn churn_keeps_coverage_and_balance() {
+        for seed in 1..=5 {
+            let mut rng = Rng::new(seed);
+            let mut p = ids(&mut rng, 4);
+            let mut map = SlotMap::initial(&p);
+            for step in 0..40 {
+                if p.len() > 2 && rng.below(2) == 0 {
+                    let gone = p.remove(rng.below(p.len()));
+                    let next = map.without(gone, &p);
+                    let moved = (0..SLOTS)
+                        .filter(|&s| next.owner(s) != map.owner(s))
+                        .count();
+                    assert_eq!(moved, map.counts()[&gone], "seed {seed} step {step}");
+                    map = next;
+                } else if p.len() < 12 {
+                    let new = NodeId::random(&mut rng);
+                    map = map.with(new, &p);
+                    p.push(new);
+                }
+                balanced(&map, &p, 0.2);
+            }
+        }
+    }
+
+    #[test]
+    fn the_higher_epoch_wins_and_the_lowest_live_id_coordinates() {
+        let mut rng = Rng::new(4);
+        let p = ids(&mut rng, 3);
+        let mut a = SlotMap::initial(&p);
+        let b = a.with(NodeId::random(&mut rng), &p);
+        assert!(!b.clone().merge(&a));
+        assert!(a.merge(&b));
+        assert_eq!(a, b);
+        assert_eq!(coordinator(&p), p.iter().min().copied());
+        assert_eq!(coordinator(&[]), None);
+    }
+}
