@@ -75,6 +75,8 @@ pub struct Update {
 pub enum Message {
     Ping {
         seq: u64,
+        /// The sender's slot-table epoch: a receiver behind it fetches the table.
+        map_epoch: u64,
         updates: Vec<Update>,
     },
     /// The answer to a ping; `about` is the node that answered (relayed answers to an
@@ -82,6 +84,7 @@ pub enum Message {
     Ack {
         seq: u64,
         about: NodeId,
+        map_epoch: u64,
         updates: Vec<Update>,
     },
     /// "Ping `target` for me and relay its answer."
@@ -91,10 +94,7 @@ pub enum Message {
         updates: Vec<Update>,
     },
     /// The sender's whole member list (itself included); `reply` asks for the receiver's.
-    Sync {
-        reply: bool,
-        members: Vec<Update>,
-    },
+    Sync { reply: bool, members: Vec<Update> },
 }
 
 /// A message to send.
@@ -183,7 +183,15 @@ pub struct Membership {
     events: Vec<Event>,
     /// Members now `pdead` (so a tick scans for timed-out suspicions only when there are).
     suspects: usize,
+    /// The epoch of the slot table this node holds, and the newest one heard of (with a
+    /// node that has it) and not yet reported.
+    map_epoch: u64,
+    map_news: Option<(NodeId, u64)>,
+    map_asked: (u64, u64),
 }
+
+/// A node that asked for a newer slot table and did not get it asks again after this long.
+pub const MAP_FETCH_RETRY_MS: u64 = 1000;
 
 impl Membership {
     pub fn new(me: NodeId, cfg: Config, seed: u64, now_ms: u64) -> Membership {
@@ -208,6 +216,40 @@ impl Membership {
             out: Vec::new(),
             events: Vec::new(),
             suspects: 0,
+            map_epoch: 0,
+            map_news: None,
+            map_asked: (0, 0),
+        }
+    }
+
+    /// The epoch of the slot table this node now holds (the driver owns the table).
+    pub fn set_map_epoch(&mut self, epoch: u64) {
+        self.map_epoch = epoch;
+        if self.map_news.is_some_and(|(_, e)| e <= epoch) {
+            self.map_news = None;
+        }
+    }
+
+    /// A node that holds a newer slot table than this one, and its epoch: the driver
+    /// fetches the table from it. Each newer epoch is reported once.
+    /// The same epoch is reported again only after `MAP_FETCH_RETRY_MS` (the fetch may be
+    /// lost).
+    pub fn take_map_news(&mut self, now_ms: u64) -> Option<(NodeId, u64)> {
+        let news = self.map_news.take();
+        if let Some((_, e)) = news {
+            self.map_asked = (e, now_ms);
+        }
+        news
+    }
+
+    fn heard_map_epoch(&mut self, from: NodeId, epoch: u64, now_ms: u64) {
+        let (asked, at) = self.map_asked;
+        let retry = now_ms.saturating_sub(at) >= MAP_FETCH_RETRY_MS;
+        if epoch > self.map_epoch
+            && (epoch > asked || retry)
+            && self.map_news.is_none_or(|(_, e)| epoch > e)
+        {
+            self.map_news = Some((from, epoch));
         }
     }
 
@@ -364,14 +406,20 @@ impl Membership {
             );
         }
         match msg {
-            Message::Ping { seq, updates } => {
+            Message::Ping {
+                seq,
+                map_epoch,
+                updates,
+            } => {
                 self.merge(&updates, now_ms);
+                self.heard_map_epoch(from, map_epoch, now_ms);
                 let updates = self.piggyback(Some(from));
                 self.send(
                     from,
                     Message::Ack {
                         seq,
                         about: self.me,
+                        map_epoch: self.map_epoch,
                         updates,
                     },
                 );
@@ -396,6 +444,7 @@ impl Membership {
                     target,
                     Message::Ping {
                         seq: relay_seq,
+                        map_epoch: self.map_epoch,
                         updates,
                     },
                 );
@@ -403,9 +452,11 @@ impl Membership {
             Message::Ack {
                 seq,
                 about,
+                map_epoch,
                 updates,
             } => {
                 self.merge(&updates, now_ms);
+                self.heard_map_epoch(from, map_epoch, now_ms);
                 if let Some(relay) = self.relays.remove(&seq) {
                     let updates = self.piggyback(Some(relay.origin));
                     self.send(
@@ -413,6 +464,7 @@ impl Membership {
                         Message::Ack {
                             seq: relay.origin_seq,
                             about,
+                            map_epoch: self.map_epoch,
                             updates,
                         },
                     );
@@ -552,7 +604,14 @@ impl Membership {
             {
                 let seq = self.next_seq();
                 let updates = self.piggyback(Some(target));
-                self.send(target, Message::Ping { seq, updates });
+                self.send(
+                    target,
+                    Message::Ping {
+                        seq,
+                        map_epoch: self.map_epoch,
+                        updates,
+                    },
+                );
                 self.probe = Some(Probe {
                     target,
                     seq,
@@ -580,7 +639,14 @@ impl Membership {
         let target = dead[self.rng.below(dead.len())];
         let seq = self.next_seq();
         let updates = self.piggyback(Some(target));
-        self.send(target, Message::Ping { seq, updates });
+        self.send(
+            target,
+            Message::Ping {
+                seq,
+                map_epoch: self.map_epoch,
+                updates,
+            },
+        );
     }
 
     /// Up to `max_piggyback` queued changes, fewest-sent first; a message to a member this

@@ -2,8 +2,10 @@
 //! loses and partitions messages, with simulated time (1 ms steps, a tick every
 //! `TICK_MS`). The same seed gives the same run; a failing test prints its seed.
 
+use super::map::SlotMap;
 use super::membership::{Config, Event, Health, Membership, Message, NodeId, Update};
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use tessera_shards::evict::Rng;
 
 /// Each node's control loop ticks this often (simulated ms).
@@ -27,6 +29,15 @@ impl Default for Net {
     }
 }
 
+/// What travels between simulated nodes: membership messages, and slot-table fetches
+/// (which the control core's driver does beside the state machine).
+#[derive(Clone, Debug)]
+pub enum Wire {
+    Member(Message),
+    MapRequest,
+    Map(Rc<SlotMap>),
+}
+
 pub struct Sim {
     pub nodes: Vec<Membership>,
     pub ids: Vec<NodeId>,
@@ -39,7 +50,9 @@ pub struct Sim {
     /// Each node's side of a partition: messages between sides are dropped.
     pub side: Vec<u8>,
     /// In flight, by delivery time: (to, from, message).
-    queue: BTreeMap<u64, Vec<(usize, usize, Message)>>,
+    queue: BTreeMap<u64, Vec<(usize, usize, Wire)>>,
+    /// Each node's slot table.
+    pub maps: Vec<Rc<SlotMap>>,
     /// Every belief change: (observer, event).
     pub events: Vec<(usize, Event)>,
     pub messages: u64,
@@ -69,9 +82,15 @@ impl Sim {
         let ids: Vec<NodeId> = (0..n).map(|_| NodeId::random(&mut rng)).collect();
         let nodes = ids
             .iter()
-            .map(|id| Membership::new(*id, cfg, rng.next_u64(), 0))
+            .map(|id| {
+                let mut m = Membership::new(*id, cfg, rng.next_u64(), 0);
+                m.set_map_epoch(1);
+                m
+            })
             .collect();
+        let map = Rc::new(SlotMap::initial(&ids));
         Sim {
+            maps: vec![map; n],
             index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
             nodes,
             ids,
@@ -86,19 +105,28 @@ impl Sim {
         }
     }
 
+    fn post(&mut self, from: usize, to: usize, wire: Wire) {
+        self.messages += 1;
+        if self.side[from] != self.side[to] || self.rng.next_f64() < self.net.loss {
+            return;
+        }
+        let jitter = -self.net.jitter_ms * (1.0 - self.rng.next_f64()).ln();
+        let at = self.now + self.net.delay_ms + jitter as u64;
+        self.queue.entry(at).or_default().push((to, from, wire));
+    }
+
     fn flush(&mut self, from: usize) {
         let out = self.nodes[from].take_outgoing();
         for o in out {
             let Some(&to) = self.index.get(&o.to) else {
                 continue;
             };
-            self.messages += 1;
-            if self.side[from] != self.side[to] || self.rng.next_f64() < self.net.loss {
-                continue;
+            self.post(from, to, Wire::Member(o.msg));
+        }
+        if let Some((holder, _)) = self.nodes[from].take_map_news(self.now) {
+            if let Some(&to) = self.index.get(&holder) {
+                self.post(from, to, Wire::MapRequest);
             }
-            let jitter = -self.net.jitter_ms * (1.0 - self.rng.next_f64()).ln();
-            let at = self.now + self.net.delay_ms + jitter as u64;
-            self.queue.entry(at).or_default().push((to, from, o.msg));
         }
         for e in self.nodes[from].take_events() {
             self.events.push((from, e));
@@ -110,12 +138,26 @@ impl Sim {
         while self.now < until_ms {
             self.now += 1;
             if let Some(batch) = self.queue.remove(&self.now) {
-                for (to, from, msg) in batch {
+                for (to, from, wire) in batch {
                     if self.down[to] {
                         continue;
                     }
-                    let id = self.ids[from];
-                    self.nodes[to].receive(id, msg, self.now);
+                    match wire {
+                        Wire::Member(msg) => {
+                            let id = self.ids[from];
+                            self.nodes[to].receive(id, msg, self.now);
+                        }
+                        Wire::MapRequest => {
+                            let map = self.maps[to].clone();
+                            self.post(to, from, Wire::Map(map));
+                        }
+                        Wire::Map(map) => {
+                            if map.epoch > self.maps[to].epoch {
+                                self.nodes[to].set_map_epoch(map.epoch);
+                                self.maps[to] = map;
+                            }
+                        }
+                    }
                     self.flush(to);
                 }
             }
@@ -162,6 +204,27 @@ impl Sim {
             .map(|(_, e)| e.at_ms)
             .min()
     }
+}
+
+/// Forms `n` nodes, lets them run, has the coordinator (the lowest id) publish a new table
+/// without one primary, and returns how long until every node holds it (ms).
+pub fn map_convergence(n: usize, net: Net, seed: u64) -> u64 {
+    let mut sim = Sim::formed(n, Config::default(), net, seed);
+    sim.run_until(3_000);
+    let coordinator = (0..n).min_by_key(|&i| sim.ids[i]).expect("nodes");
+    let gone = (coordinator + 1) % n;
+    let rest: Vec<NodeId> = (0..n).filter(|&i| i != gone).map(|i| sim.ids[i]).collect();
+    let next = Rc::new(sim.maps[coordinator].without(sim.ids[gone], &rest));
+    let epoch = next.epoch;
+    sim.maps[coordinator] = next;
+    sim.nodes[coordinator].set_map_epoch(epoch);
+    let start = sim.now;
+    let done = sim.run_while_not(60_000, |s| s.maps.iter().all(|m| m.epoch == epoch));
+    assert!(
+        done,
+        "seed {seed}: {n} nodes did not converge on the new table in 60 s"
+    );
+    sim.now - start
 }
 
 /// Times from a crash to: the first suspicion, the first `dead`, every live node seeing
@@ -363,6 +426,30 @@ mod tests {
         }
     }
 
+    /// A new slot table published by the coordinator reaches every node within a few
+    /// probe rounds, with and without loss.
+    #[test]
+    fn a_map_change_converges() {
+        for n in [5, 50, 500] {
+            for seed in seeds() {
+                let ms = map_convergence(n, Net::default(), seed);
+                let lossy = map_convergence(
+                    n,
+                    Net {
+                        loss: 0.01,
+                        ..Net::default()
+                    },
+                    seed,
+                );
+                assert!(
+                    ms <= 5_000 && lossy <= 5_000,
+                    "seed {seed}: {n} nodes: {ms} / {lossy} ms"
+                );
+                eprintln!("map change, {n} nodes: {ms} ms, at 1% loss {lossy} ms");
+            }
+        }
+    }
+
     /// A crashed node that comes back (same id, as after a restart that kept its
     /// configuration) refutes its death and is alive everywhere again.
     #[test]
@@ -397,6 +484,16 @@ mod tests {
                 max(|x| x.first_dead_ms),
                 avg(|x| x.all_dead_ms),
                 max(|x| x.all_dead_ms)
+            );
+        }
+        for n in [5usize, 50, 500] {
+            let times: Vec<u64> = (1..=10)
+                .map(|seed| map_convergence(n, Net::default(), seed))
+                .collect();
+            eprintln!(
+                "{n} nodes, 10 seeds: a map change reaches every node in avg {} max {} ms",
+                times.iter().sum::<u64>() / 10,
+                times.iter().max().unwrap()
             );
         }
         for (n, run_ms) in [(5usize, 3_600_000u64), (50, 3_600_000), (500, 600_000)] {
