@@ -153,6 +153,54 @@ impl SlotMap {
     }
 }
 
+impl SlotMap {
+    /// The table as the bus carries it: its nodes, and runs of slots (first, last, node).
+    pub fn to_wire(&self) -> (u64, Vec<NodeId>, Vec<(u16, u16, u32)>) {
+        let mut nodes: Vec<NodeId> = Vec::new();
+        let runs = self
+            .ranges()
+            .into_iter()
+            .map(|(a, b, owner)| {
+                let i = match nodes.iter().position(|n| *n == owner) {
+                    Some(i) => i,
+                    None => {
+                        nodes.push(owner);
+                        nodes.len() - 1
+                    }
+                };
+                (a as u16, b as u16, i as u32)
+            })
+            .collect();
+        (self.epoch, nodes, runs)
+    }
+
+    /// A table from the bus; refused unless its runs cover every slot once, in order, and
+    /// name nodes it lists.
+    pub fn from_wire(
+        epoch: u64,
+        nodes: &[NodeId],
+        runs: &[(u16, u16, u32)],
+    ) -> Result<SlotMap, String> {
+        let mut owners = Vec::with_capacity(SLOTS);
+        for &(a, b, i) in runs {
+            if a as usize != owners.len() || b < a || b as usize >= SLOTS {
+                return Err(format!("a run {a}-{b} where slot {} was due", owners.len()));
+            }
+            let node = *nodes
+                .get(i as usize)
+                .ok_or_else(|| format!("a run names node {i} of {}", nodes.len()))?;
+            owners.extend(std::iter::repeat_n(node, (b - a) as usize + 1));
+        }
+        if owners.len() != SLOTS {
+            return Err(format!(
+                "the runs cover {} slots, not {SLOTS}",
+                owners.len()
+            ));
+        }
+        Ok(SlotMap { epoch, owners })
+    }
+}
+
 /// A slot key mixed with a node's id: the order a change takes a primary's slots in.
 fn mix(key: u64, id: &NodeId) -> u64 {
     let mut h = key;
@@ -295,6 +343,24 @@ mod tests {
                 balanced(&map, &p, 0.2);
             }
         }
+    }
+
+    #[test]
+    fn a_table_crosses_the_bus_and_a_bad_one_is_refused() {
+        let mut rng = Rng::new(5);
+        let p = ids(&mut rng, 7);
+        let map = SlotMap::initial(&p).without(p[3], &[p[0], p[1], p[2], p[4], p[5], p[6]]);
+        let (epoch, nodes, runs) = map.to_wire();
+        assert_eq!(SlotMap::from_wire(epoch, &nodes, &runs), Ok(map));
+        let mut gap = runs.clone();
+        gap.remove(1);
+        assert!(SlotMap::from_wire(epoch, &nodes, &gap).is_err());
+        let mut short = runs.clone();
+        short.pop();
+        assert!(SlotMap::from_wire(epoch, &nodes, &short).is_err());
+        let mut unknown = runs;
+        unknown[0].2 = 99;
+        assert!(SlotMap::from_wire(epoch, &nodes, &unknown).is_err());
     }
 
     #[test]

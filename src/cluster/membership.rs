@@ -24,7 +24,18 @@ use std::collections::{BTreeMap, HashMap};
 use tessera_shards::evict::Rng;
 
 /// A node's id: 160 bits, shown as 40 hex digits as Redis Cluster shows its node ids.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct NodeId(pub [u8; 20]);
 
 impl NodeId {
@@ -54,7 +65,7 @@ impl std::fmt::Debug for NodeId {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Health {
     Alive,
     /// Suspected: no answer to a direct or indirect probe (Redis's PFAIL).
@@ -64,14 +75,14 @@ pub enum Health {
 }
 
 /// What a node believes of one member, as gossiped.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Update {
     pub id: NodeId,
     pub incarnation: u64,
     pub health: Health,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Message {
     Ping {
         seq: u64,
