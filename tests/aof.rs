@@ -12,13 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tessera-aof-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn start(dir: &Path, cores: usize, extra: &[&str]) -> Server {
     let mut args = vec!["--dir", dir.to_str().unwrap(), "--appendonly", "yes"];
     args.extend_from_slice(extra);

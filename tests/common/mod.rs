@@ -25,6 +25,36 @@ pub struct Server {
     own_dir: Option<std::path::PathBuf>,
 }
 
+/// A directory of its own for one test's files, removed when dropped.
+pub struct Scratch(std::path::PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh, empty scratch directory named after the test.
+pub fn scratch_dir(name: &str) -> Scratch {
+    let dir = std::env::temp_dir().join(format!("tessera-scratch-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch dir");
+    Scratch(dir)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind an ephemeral port")
@@ -37,7 +67,7 @@ impl Server {
     /// A node with `cores` data cores and extra flags (e.g. `["--requirepass", "x"]`).
     pub fn start(cores: usize, extra: &[&str]) -> Server {
         for _ in 0..5 {
-            if let Some(s) = Self::try_start(cores, extra) {
+            if let Some(s) = Self::try_start(cores, extra, START_DEADLINE) {
                 return s;
             }
         }
@@ -48,7 +78,13 @@ impl Server {
         Self::start(cores, &[])
     }
 
-    fn try_start(cores: usize, extra: &[&str]) -> Option<Server> {
+    /// Like [`Server::start`], for a node that first loads a large file: it may take up to
+    /// `within` to answer.
+    pub fn start_loading(cores: usize, extra: &[&str], within: Duration) -> Server {
+        Self::try_start(cores, extra, within).expect("tessera exited while loading")
+    }
+
+    fn try_start(cores: usize, extra: &[&str], within: Duration) -> Option<Server> {
         let port = free_port();
         let log =
             std::env::temp_dir().join(format!("tessera-test-{port}-{}.log", std::process::id()));
@@ -85,7 +121,7 @@ impl Server {
             log,
             own_dir,
         };
-        let deadline = Instant::now() + START_DEADLINE;
+        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = server
                 .child
@@ -114,7 +150,7 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
-            "tessera did not answer within {START_DEADLINE:?}: {}",
+            "tessera did not answer within {within:?}: {}",
             server.log_text()
         );
     }
