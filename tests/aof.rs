@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,17 +41,18 @@ fn newest_log(dir: &Path, core: usize) -> PathBuf {
 }
 
 /// Client threads write keys of their own, one at a time, and keep a log of what was
-/// acknowledged; the server is killed with SIGKILL in the middle. Returns the acked log.
+/// acknowledged; once `acks` writes have been acknowledged in all, the server is killed with
+/// SIGKILL in the middle of the load. Returns each thread's acked log.
 fn write_until_killed(
     server: &mut Server,
     threads: usize,
-    after: Duration,
+    acks: usize,
 ) -> Vec<Vec<(usize, Instant)>> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let acked_so_far = Arc::new(AtomicUsize::new(0));
     let port = server.port;
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let stop = stop.clone();
+            let acked_so_far = acked_so_far.clone();
             std::thread::spawn(move || {
                 let mut raw = Raw::connect(port);
                 raw.stream
@@ -59,15 +60,15 @@ fn write_until_killed(
                     .unwrap();
                 let mut acked = Vec::new();
                 for i in 0.. {
-                    if stop.load(Ordering::Relaxed) && i % 1000 == 999 {
-                        break;
-                    }
                     let key = format!("t{t}:{i}");
                     raw.send_cmd(&[b"SET", key.as_bytes(), i.to_string().as_bytes()]);
                     // After the kill the read fails: what was acked before is the log.
                     let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raw.read()));
                     match got {
-                        Ok(Resp::Simple(s)) if s == "OK" => acked.push((i, Instant::now())),
+                        Ok(Resp::Simple(s)) if s == "OK" => {
+                            acked.push((i, Instant::now()));
+                            acked_so_far.fetch_add(1, Ordering::Relaxed);
+                        }
                         _ => break,
                     }
                 }
@@ -75,9 +76,15 @@ fn write_until_killed(
             })
         })
         .collect();
-    std::thread::sleep(after);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked_so_far.load(Ordering::Relaxed) < acks {
+        assert!(
+            Instant::now() < deadline,
+            "{acks} writes were not acknowledged in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     server.kill9();
-    stop.store(true, Ordering::Relaxed);
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
@@ -88,7 +95,7 @@ fn kill_9_with_appendfsync_always_loses_no_acknowledged_write() {
     let mut raw = s.raw();
     wait_rewrites(&mut raw, 2);
     drop(raw);
-    let acked = write_until_killed(&mut s, 4, Duration::from_millis(1500));
+    let acked = write_until_killed(&mut s, 4, 2_000);
     let total: usize = acked.iter().map(Vec::len).sum();
     assert!(total > 500, "only {total} writes were acknowledged");
     let s = start(&dir, 2, &[]);
@@ -109,7 +116,7 @@ fn kill_9_with_appendfsync_everysec_loses_at_most_about_a_second() {
     let mut raw = s.raw();
     wait_rewrites(&mut raw, 2);
     drop(raw);
-    let acked = write_until_killed(&mut s, 4, Duration::from_millis(2500));
+    let acked = write_until_killed(&mut s, 4, 20_000);
     let killed = Instant::now();
     let s = start(&dir, 2, &[]);
     let mut raw = s.raw();
