@@ -13,8 +13,9 @@
 //! `appendfsync always`: a write's reply waits until its record is on disk. Every reply of a
 //! read batch that wrote waits for one fsync that covers the whole batch (and whatever
 //! other connections wrote meanwhile): group commit. A cross-core write's reply waits on the
-//! core that owns the key. `everysec`: records are written as they come and fsynced once a
-//! second; `no`: the kernel decides.
+//! core that owns the key. `everysec` and `no`: replies wait only until their records are
+//! written to the file (one write for many, as above), which is fsynced once a second, or
+//! when the kernel decides.
 
 use super::core::Core;
 use crate::config::{AppendFsync, Config};
@@ -423,27 +424,25 @@ impl Aof {
         self.wake.notify();
     }
 
-    /// Runs `then` once record `seq` is on disk.
+    /// Runs `then` once record `seq` is fsynced (`always`) or written (other policies).
     pub fn after_durable(&self, seq: u64, then: Deferred) {
         self.waiting.borrow_mut().push_back((seq, then));
         self.wake.notify();
     }
 }
 
-/// After a batch of commands: under `appendfsync always`, the sequence number its replies
-/// must wait for (this core's newest record, if it is not on disk yet). Under the other
-/// policies the writer is only woken, so records reach the file as soon as the connections
-/// let it run (as Redis writes its AOF buffer before every sleep).
+/// After a batch of commands: the sequence number its replies must wait for (this core's
+/// newest record), if that record is not yet fsynced (`always`) or not yet written to the
+/// file (`everysec`, `no`: as Redis writes its AOF buffer before it answers, so a killed
+/// process loses no acknowledged write).
 pub fn must_wait(core: &Core) -> Option<(Rc<Aof>, u64)> {
     let aof = core.aof.borrow().clone()?;
     let head = core.shard.borrow().wal().head();
-    if core.config.borrow().appendfsync != AppendFsync::Always {
-        if head > aof.written.get() {
-            aof.kick();
-        }
-        return None;
-    }
-    (head > aof.durable()).then_some((aof, head))
+    let done = match core.config.borrow().appendfsync {
+        AppendFsync::Always => aof.durable.get(),
+        _ => aof.written.get(),
+    };
+    (head > done).then_some((aof, head))
 }
 
 /// Waits until this core's records up to `seq` are on disk.
@@ -698,12 +697,13 @@ async fn run(core: Rc<Core>, aof: Rc<Aof>, mut file: glommio::io::BufferedFile) 
                 }
             }
         }
-        if policy != AppendFsync::Always {
-            // Nothing waits under these policies; a change of policy must not strand replies.
-            release(&core, &aof, u64::MAX);
-        } else {
-            release(&core, &aof, aof.durable.get());
-        }
+        // Replies wait for their records to be fsynced under `always`, written under the
+        // other policies.
+        let released = match policy {
+            AppendFsync::Always => aof.durable.get(),
+            _ => aof.written.get(),
+        };
+        release(&core, &aof, released);
         if stopping && aof.written.get() >= core.shard.borrow().wal().head() {
             return close(&core, &aof, file).await;
         }
