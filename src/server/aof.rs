@@ -372,6 +372,28 @@ impl Notify {
 
 type Deferred = Box<dyn FnOnce(&Core)>;
 
+/// The current log as a plain file handle: records are copied into the page cache with a
+/// pwrite on this core, as Redis writes its AOF before answering (a few microseconds; an
+/// io_uring write's round trip through the reactor doubled the latency of every acked write
+/// at pipeline 1). fsync, which can take milliseconds, stays asynchronous.
+struct Plain {
+    file: std::fs::File,
+    at: u64,
+}
+
+/// What writing the ring's pending records did.
+enum Pending {
+    /// Everything the ring holds is in the file.
+    Done,
+    /// A switch of logs is pending, or the log is not open yet: the writer task will do it.
+    Busy,
+    FellBehind {
+        wanted: u64,
+        oldest: u64,
+    },
+    Failed(String),
+}
+
 /// A rewrite's switch to a new log: the records up to the capture's sequence number,
 /// pulled from the ring when it started, still go to the old log.
 struct Switch {
@@ -398,6 +420,12 @@ pub struct Aof {
     write_ok: Cell<bool>,
     last_fsync_ms: Cell<u64>,
     pub rewriting: Cell<bool>,
+    /// The log's plain handle and where the next record goes; `None` before the writer
+    /// opened it.
+    plain: RefCell<Option<Plain>>,
+    scratch: RefCell<Vec<u8>>,
+    /// A rewrite's switch of logs is pending: records wait for the writer.
+    switching: Cell<bool>,
     /// The writer fell behind the ring: another rewrite is needed after the running one.
     rewrite_again: Cell<bool>,
     stop: Cell<bool>,
@@ -424,6 +452,45 @@ impl Aof {
         self.wake.notify();
     }
 
+    /// Writes every record the ring holds for this log into the file, now.
+    fn write_pending(&self, core: &Core) -> Pending {
+        if self.switching.get() {
+            return Pending::Busy;
+        }
+        let mut plain = self.plain.borrow_mut();
+        let Some(p) = plain.as_mut() else {
+            return Pending::Busy;
+        };
+        let mut buf = self.scratch.borrow_mut();
+        loop {
+            buf.clear();
+            let read = core.shard.borrow().wal_mut().read_framed(
+                self.reader,
+                limits::AOF_WRITE_CHUNK_BYTES,
+                &mut buf,
+            );
+            match read {
+                Ok(None) => return Pending::Done,
+                Ok(Some(last)) => {
+                    if let Err(e) = std::os::unix::fs::FileExt::write_all_at(&p.file, &buf, p.at) {
+                        // The ring has moved past these records: only a rewrite puts them
+                        // back into the files.
+                        self.rewrite_again.set(true);
+                        return Pending::Failed(e.to_string());
+                    }
+                    p.at += buf.len() as u64;
+                    self.log_bytes.set(self.log_bytes.get() + buf.len() as u64);
+                    self.written.set(last);
+                    self.write_ok.set(true);
+                }
+                Err(WalError::FellBehind { wanted, oldest }) => {
+                    return Pending::FellBehind { wanted, oldest }
+                }
+                Err(e) => return Pending::Failed(e.to_string()),
+            }
+        }
+    }
+
     /// Runs `then` once record `seq` is fsynced (`always`) or written (other policies).
     pub fn after_durable(&self, seq: u64, then: Deferred) {
         self.waiting.borrow_mut().push_back((seq, then));
@@ -438,9 +505,26 @@ impl Aof {
 pub fn must_wait(core: &Core) -> Option<(Rc<Aof>, u64)> {
     let aof = core.aof.borrow().clone()?;
     let head = core.shard.borrow().wal().head();
-    let done = match core.config.borrow().appendfsync {
-        AppendFsync::Always => aof.durable.get(),
-        _ => aof.written.get(),
+    let always = core.config.borrow().appendfsync == AppendFsync::Always;
+    if head > aof.written.get() {
+        // Whoever comes first writes everything pending, for every connection (the
+        // group write); the writer task only when that cannot be done here.
+        match aof.write_pending(core) {
+            Pending::Done if !always => {
+                release(core, &aof, aof.written.get());
+                return None;
+            }
+            Pending::Done => {}
+            _ => {
+                aof.kick();
+                return Some((aof, head));
+            }
+        }
+    }
+    let done = if always {
+        aof.durable.get()
+    } else {
+        aof.written.get()
     };
     (head > done).then_some((aof, head))
 }
@@ -514,6 +598,9 @@ pub async fn start(core: &Rc<Core>, manifest: Option<Manifest>) -> Result<(), St
         write_ok: Cell::new(true),
         last_fsync_ms: Cell::new(core.now_ms()),
         rewriting: Cell::new(false),
+        plain: RefCell::new(None),
+        scratch: RefCell::new(Vec::new()),
+        switching: Cell::new(false),
         rewrite_again: Cell::new(false),
         stop: Cell::new(false),
         closed: Cell::new(false),
@@ -588,21 +675,15 @@ async fn write_at(
 /// The writer: moves records from the ring to the file, fsyncs by the policy, releases the
 /// replies waiting for them, and switches logs for a rewrite.
 async fn run(core: Rc<Core>, aof: Rc<Aof>, mut file: glommio::io::BufferedFile) {
-    let mut at = file.file_size().await.unwrap_or(format::MAGIC.len() as u64);
-    let mut buf = Vec::new();
-    // Records are copied into the page cache with a plain pwrite on this core, as Redis
-    // writes its AOF before answering: a few microseconds, where an io_uring write's round
-    // trip through the reactor doubled the latency of every acknowledged write at pipeline
-    // 1 (54k vs 104k SET/s against Redis, everysec). fsync, which can take milliseconds,
-    // stays asynchronous.
-    let mut plain = match plain_handle(&file) {
-        Ok(f) => f,
+    let at = file.file_size().await.unwrap_or(format::MAGIC.len() as u64);
+    match plain_handle(&file) {
+        Ok(f) => *aof.plain.borrow_mut() = Some(Plain { file: f, at }),
         Err(e) => {
             tracing::error!("the append-only file cannot be opened for writing: {e}");
             aof.write_ok.set(false);
             return close(&core, &aof, file).await;
         }
-    };
+    }
     loop {
         let policy = core.config.borrow().appendfsync;
         let idle = match policy {
@@ -619,14 +700,17 @@ async fn run(core: Rc<Core>, aof: Rc<Aof>, mut file: glommio::io::BufferedFile) 
         // A rewrite's switch: finish the old log with the records before the capture.
         let switch = aof.switch.borrow_mut().take();
         if let Some(sw) = switch {
+            let at = aof.plain.borrow().as_ref().map_or(0, |p| p.at);
             let r = finish_and_switch(&aof, &file, at, sw.to_old, sw.gen).await;
             match r {
                 Ok(new) => match plain_handle(&new) {
                     Ok(p) => {
                         let _ = file.close().await;
                         file = new;
-                        plain = p;
-                        at = format::MAGIC.len() as u64;
+                        *aof.plain.borrow_mut() = Some(Plain {
+                            file: p,
+                            at: format::MAGIC.len() as u64,
+                        });
                         let _ = sw.done.send(Ok(()));
                     }
                     Err(e) => {
@@ -641,16 +725,11 @@ async fn run(core: Rc<Core>, aof: Rc<Aof>, mut file: glommio::io::BufferedFile) 
                     let _ = sw.done.send(Err(e));
                 }
             }
+            aof.switching.set(false);
         }
-        buf.clear();
-        let read = core.shard.borrow().wal_mut().read_framed(
-            aof.reader,
-            limits::AOF_WRITE_CHUNK_BYTES,
-            &mut buf,
-        );
-        let last = match read {
-            Ok(last) => last,
-            Err(WalError::FellBehind { wanted, oldest }) => {
+        match aof.write_pending(&core) {
+            Pending::Done | Pending::Busy => {}
+            Pending::FellBehind { wanted, oldest } => {
                 // The records it missed are in no log: a rewrite (which moves the cursor on)
                 // makes a base that covers them.
                 if !aof.rewriting.get() {
@@ -666,34 +745,12 @@ async fn run(core: Rc<Core>, aof: Rc<Aof>, mut file: glommio::io::BufferedFile) 
                 }
                 continue;
             }
-            Err(e) => {
-                tracing::error!("the ring refused the append-only writer: {e}");
-                aof.write_ok.set(false);
+            Pending::Failed(e) => {
+                write_failed(&core, &aof, policy, &e);
                 if stopping {
                     return close(&core, &aof, file).await;
                 }
                 continue;
-            }
-        };
-        if let Some(last) = last {
-            let n = buf.len() as u64;
-            match std::os::unix::fs::FileExt::write_all_at(&plain, &buf, at) {
-                Ok(()) => {
-                    at += n;
-                    aof.log_bytes.set(aof.log_bytes.get() + n);
-                    aof.written.set(last);
-                    aof.write_ok.set(true);
-                }
-                Err(e) => {
-                    write_failed(&core, &aof, policy, &e.to_string());
-                    if stopping {
-                        return close(&core, &aof, file).await;
-                    }
-                    continue;
-                }
-            }
-            if aof.written.get() < core.shard.borrow().wal().head() {
-                aof.wake.notify(); // more than one chunk waits
             }
         }
         let now = core.now_ms();
@@ -735,6 +792,7 @@ async fn run(core: Rc<Core>, aof: Rc<Aof>, mut file: glommio::io::BufferedFile) 
 /// The writer's end: the file synced and closed, the reader gone, every waiting reply
 /// released.
 async fn close(core: &Core, aof: &Aof, file: glommio::io::BufferedFile) {
+    aof.plain.borrow_mut().take();
     if file.fdatasync().await.is_ok() {
         aof.durable.set(aof.written.get());
     }
@@ -937,6 +995,7 @@ fn start_rewrite(
     };
     let (done, switched) = oneshot::channel();
     *aof.switch.borrow_mut() = Some(Switch { to_old, gen, done });
+    aof.switching.set(true);
     aof.wake.notify();
     Ok(Some((gen, ticket, switched)))
 }
