@@ -238,6 +238,21 @@ fn damage_before_the_end_stops_start_up_unless_truncation_is_allowed() {
     );
 }
 
+/// 20,000 SETs over 500 keys (k0..k499 = <prefix><i>): the log grows, the data does not.
+fn overwrite(raw: &mut Raw, prefix: &str) {
+    raw.pipeline(
+        0..20_000,
+        |i| {
+            encode_cmd(&[
+                b"SET",
+                format!("k{}", i % 500).as_bytes(),
+                format!("{prefix}{i}").as_bytes(),
+            ])
+        },
+        |_, r| assert_eq!(r, Resp::ok()),
+    );
+}
+
 #[test]
 fn rewrites_compact_the_files_and_load_back_the_same_data() {
     let dir = scratch_dir("rewrite");
@@ -246,18 +261,7 @@ fn rewrites_compact_the_files_and_load_back_the_same_data() {
         let mut raw = s.raw();
         wait_rewrites(&mut raw, 2);
         assert_eq!(raw.info("aof_enabled"), "1");
-        // Many overwrites of few keys: the log grows, the data does not.
-        raw.pipeline(
-            0..20_000,
-            |i| {
-                encode_cmd(&[
-                    b"SET",
-                    format!("k{}", i % 500).as_bytes(),
-                    format!("v{i}").as_bytes(),
-                ])
-            },
-            |_, r| assert_eq!(r, Resp::ok()),
-        );
+        overwrite(&mut raw, "v");
         assert_eq!(raw.cmd(&["EXPIRE", "k1", "1000"]), Resp::Int(1));
         let before = raw.info_int("aof_current_size");
         assert_eq!(
@@ -273,17 +277,7 @@ fn rewrites_compact_the_files_and_load_back_the_same_data() {
             raw.cmd(&["CONFIG", "SET", "auto-aof-rewrite-min-size", "100kb"]),
             Resp::ok()
         );
-        raw.pipeline(
-            0..20_000,
-            |i| {
-                encode_cmd(&[
-                    b"SET",
-                    format!("k{}", i % 500).as_bytes(),
-                    format!("w{i}").as_bytes(),
-                ])
-            },
-            |_, r| assert_eq!(r, Resp::ok()),
-        );
+        overwrite(&mut raw, "w");
         assert_eq!(raw.cmd(&["DEL", "k2"]), Resp::Int(1));
         assert_eq!(raw.cmd(&["EXPIRE", "k1", "1000"]), Resp::Int(1));
         wait_rewrites(&mut raw, 5);

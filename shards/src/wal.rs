@@ -308,15 +308,19 @@ impl WalRing {
             .map(|next| self.next_seq.saturating_sub(*next))
     }
 
-    /// Reads up to `max` records from the reader's cursor, in order, checking each one, and
-    /// moves the cursor past them.
-    pub fn read(&mut self, reader: ReaderId, max: usize) -> Result<Vec<(u64, Op)>, WalError> {
-        let next = self
-            .readers
+    /// The next sequence number `reader` wants.
+    fn cursor(&self, reader: ReaderId) -> Result<u64, WalError> {
+        self.readers
             .get(reader.0)
             .copied()
             .flatten()
-            .ok_or(WalError::NoReader)?;
+            .ok_or(WalError::NoReader)
+    }
+
+    /// Reads up to `max` records from the reader's cursor, in order, checking each one, and
+    /// moves the cursor past them.
+    pub fn read(&mut self, reader: ReaderId, max: usize) -> Result<Vec<(u64, Op)>, WalError> {
+        let next = self.cursor(reader)?;
         let out = self.read_from(next, max)?;
         if let Some((last, _)) = out.last() {
             self.readers[reader.0] = Some(last + 1);
@@ -356,12 +360,7 @@ impl WalRing {
         max_bytes: usize,
         out: &mut Vec<u8>,
     ) -> Result<Option<u64>, WalError> {
-        let next = self
-            .readers
-            .get(reader.0)
-            .copied()
-            .flatten()
-            .ok_or(WalError::NoReader)?;
+        let next = self.cursor(reader)?;
         let tail = self.tail();
         if next < tail {
             return Err(WalError::FellBehind {
@@ -392,13 +391,6 @@ impl WalRing {
         if let Some(slot @ Some(_)) = self.readers.get_mut(reader.0) {
             *slot = Some(next);
         }
-    }
-
-    /// Makes the next record's sequence number `next` (a node continuing the numbering of
-    /// the log it loaded). Only before any record is held.
-    pub fn continue_from(&mut self, next: u64) {
-        debug_assert!(self.records.is_empty());
-        self.next_seq = self.next_seq.max(next);
     }
 
     #[cfg(test)]

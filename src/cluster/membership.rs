@@ -270,6 +270,11 @@ impl Membership {
         if u.id == self.me || self.members.contains_key(&u.id) {
             return;
         }
+        self.insert_member(u, now_ms);
+    }
+
+    /// A member not known before, as `u` says.
+    fn insert_member(&mut self, u: Update, now_ms: u64) {
         if u.health == Health::Pdead {
             self.suspects += 1;
         }
@@ -713,18 +718,7 @@ impl Membership {
         }
         let changed = match self.members.get_mut(&u.id) {
             None => {
-                if u.health == Health::Pdead {
-                    self.suspects += 1;
-                }
-                self.members.insert(
-                    u.id,
-                    Member {
-                        incarnation: u.incarnation,
-                        health: u.health,
-                        since_ms: now_ms,
-                        link: Phi::default(),
-                    },
-                );
+                self.insert_member(u, now_ms);
                 true
             }
             Some(m) => {

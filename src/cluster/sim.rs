@@ -211,7 +211,8 @@ impl Sim {
 pub fn map_convergence(n: usize, net: Net, seed: u64) -> u64 {
     let mut sim = Sim::formed(n, Config::default(), net, seed);
     sim.run_until(3_000);
-    let coordinator = (0..n).min_by_key(|&i| sim.ids[i]).expect("nodes");
+    let lowest = super::map::coordinator(&sim.ids).expect("nodes");
+    let coordinator = sim.index[&lowest];
     let gone = (coordinator + 1) % n;
     let rest: Vec<NodeId> = (0..n).filter(|&i| i != gone).map(|i| sim.ids[i]).collect();
     let next = Rc::new(sim.maps[coordinator].without(sim.ids[gone], &rest));

@@ -18,6 +18,7 @@
 //! when the kernel decides.
 
 use super::core::Core;
+use super::persist::write_all_at;
 use crate::config::{AppendFsync, Config};
 use crate::limits;
 use crate::slot::key_core;
@@ -651,25 +652,11 @@ fn base_name(core: usize, gen: u64) -> String {
 async fn create_log(path: &Path) -> Result<glommio::io::BufferedFile, String> {
     let err = |e: glommio::GlommioError<()>| format!("cannot create {}: {e}", path.display());
     let file = glommio::io::BufferedFile::create(path).await.map_err(err)?;
-    write_at(&file, format::MAGIC.to_vec(), 0)
+    write_all_at(&file, format::MAGIC.to_vec(), 0)
         .await
         .map_err(err)?;
     file.fdatasync().await.map_err(err)?;
     Ok(file)
-}
-
-async fn write_at(
-    file: &glommio::io::BufferedFile,
-    buf: Vec<u8>,
-    at: u64,
-) -> Result<(), glommio::GlommioError<()>> {
-    let len = buf.len();
-    let n = file.write_at(buf, at).await?;
-    if n < len {
-        let short = format!("wrote {n} of {len} bytes (is the disk full?)");
-        return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, short).into());
-    }
-    Ok(())
 }
 
 /// The writer: moves records from the ring to the file, fsyncs by the policy, releases the
@@ -866,7 +853,7 @@ async fn finish_and_switch(
 ) -> Result<glommio::io::BufferedFile, String> {
     let n = to_old.len() as u64;
     if n > 0 {
-        write_at(old, to_old, at)
+        write_all_at(old, to_old, at)
             .await
             .map_err(|e| format!("writing the old log: {e}"))?;
     }
@@ -1074,7 +1061,7 @@ async fn write_base(core: &Rc<Core>, path: &Path, ticket: CaptureTicket) -> Resu
     snapshot::write_start(&mut head, 1, databases, core.now_ms(), vec![ticket.seq])
         .map_err(|e| e.to_string())?;
     let mut at = head.len() as u64;
-    write_at(&file, head, 0).await.map_err(err)?;
+    write_all_at(&file, head, 0).await.map_err(err)?;
     let mut throttle = super::persist::Throttle::new(core);
     loop {
         let step_started = std::time::Instant::now();
@@ -1095,7 +1082,7 @@ async fn write_base(core: &Rc<Core>, path: &Path, ticket: CaptureTicket) -> Resu
                 snapshot::encode_frame(&Frame::FileEnd { keys }, &mut chunk);
             }
             let n = chunk.len() as u64;
-            write_at(&file, chunk, at).await.map_err(err)?;
+            write_all_at(&file, chunk, at).await.map_err(err)?;
             at += n;
         }
         throttle.spent(step_started.elapsed());

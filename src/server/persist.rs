@@ -513,7 +513,7 @@ impl Throttle {
 
 /// Writes all of `buf` at `at`. A regular file takes less only when the disk is full: that
 /// is an error, as it is for Redis's writes.
-async fn write_all_at(
+pub(super) async fn write_all_at(
     file: &glommio::io::BufferedFile,
     buf: Vec<u8>,
     at: u64,
