@@ -14,7 +14,7 @@
 //! making the reader wait for bytes that will never come. A peer that sends a bad frame
 //! gets its connection closed; nothing in it is applied.
 
-use super::membership::{Message, NodeId};
+use super::membership::{Addr, Message, NodeId};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
@@ -36,6 +36,11 @@ pub struct Frame {
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Body {
     Member(Message),
+    /// "Take me in": a node joining through a seed or CLUSTER MEET, sent to an address
+    /// whose node id the sender does not know yet. The receiver answers with its members.
+    Join {
+        addr: Addr,
+    },
     /// "Send me your slot table."
     MapRequest,
     /// A slot table: its epoch, its nodes, and runs of slots as (first, last, node index).
@@ -119,7 +124,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, BusError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::membership::{Health, Update};
+    use crate::cluster::membership::{Addr, Health, Update};
     use tessera_shards::evict::Rng;
 
     fn frames() -> Vec<Frame> {
@@ -131,11 +136,13 @@ mod tests {
                 id: a,
                 incarnation: 3,
                 health: Health::Pdead,
+                addr: Addr::new([127, 0, 0, 2].into(), 7001, 17001),
             },
             Update {
                 id: b,
                 incarnation: 0,
                 health: Health::Dead,
+                addr: Addr::UNKNOWN,
             },
         ];
         vec![

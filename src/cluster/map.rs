@@ -142,9 +142,10 @@ impl SlotMap {
         }
     }
 
-    /// Takes `other` if its epoch is higher (the rule everywhere two tables meet).
+    /// Takes `other` if it wins: the higher epoch, or at the same epoch (two coordinators
+    /// on either side of a partition) the lower digest, so every node settles on one table.
     pub fn merge(&mut self, other: &SlotMap) -> bool {
-        if other.epoch > self.epoch {
+        if other.beats(self) {
             *self = other.clone();
             true
         } else {
@@ -154,6 +155,21 @@ impl SlotMap {
 }
 
 impl SlotMap {
+    /// Whether this table wins over `other` where they meet.
+    pub fn beats(&self, other: &SlotMap) -> bool {
+        (self.epoch, std::cmp::Reverse(self.digest()))
+            > (other.epoch, std::cmp::Reverse(other.digest()))
+    }
+
+    /// A checksum of the owners, for telling two tables of one epoch apart.
+    pub fn digest(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for o in &self.owners {
+            h.update(&o.0);
+        }
+        h.finalize()
+    }
+
     /// The table as the bus carries it: its nodes, and runs of slots (first, last, node).
     pub fn to_wire(&self) -> (u64, Vec<NodeId>, Vec<(u16, u16, u32)>) {
         let mut nodes: Vec<NodeId> = Vec::new();

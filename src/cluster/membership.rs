@@ -50,6 +50,22 @@ impl NodeId {
     }
 }
 
+impl NodeId {
+    /// Reads the 40 hex digits that Display writes.
+    pub fn from_hex(text: &str) -> Option<NodeId> {
+        let text = text.as_bytes();
+        if text.len() != 40 || !text.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut id = [0u8; 20];
+        for (i, pair) in text.chunks(2).enumerate() {
+            let pair = std::str::from_utf8(pair).ok()?;
+            id[i] = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(NodeId(id))
+    }
+}
+
 impl std::fmt::Display for NodeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for b in self.0 {
@@ -80,6 +96,62 @@ pub struct Update {
     pub id: NodeId,
     pub incarnation: u64,
     pub health: Health,
+    /// Where the member is reached (as the member itself announced it).
+    pub addr: Addr,
+}
+
+/// A node's addresses: its IP (IPv4 mapped into IPv6), client port and bus port. The
+/// membership protocol carries them and never looks inside; the driver connects to them.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Addr {
+    pub ip: [u8; 16],
+    pub port: u16,
+    pub bus_port: u16,
+}
+
+impl Addr {
+    /// Not known yet (a member heard of before any news of where it lives).
+    pub const UNKNOWN: Addr = Addr {
+        ip: [0; 16],
+        port: 0,
+        bus_port: 0,
+    };
+
+    pub fn new(ip: std::net::IpAddr, port: u16, bus_port: u16) -> Addr {
+        let v6 = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        Addr {
+            ip: v6.octets(),
+            port,
+            bus_port,
+        }
+    }
+
+    pub fn is_known(&self) -> bool {
+        self.port != 0
+    }
+
+    pub fn ip(&self) -> std::net::IpAddr {
+        let v6 = std::net::Ipv6Addr::from(self.ip);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        }
+    }
+
+    /// The client address.
+    pub fn client(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.ip(), self.port)
+    }
+
+    /// The cluster bus address.
+    pub fn bus(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.ip(), self.bus_port)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -153,6 +225,7 @@ impl Default for Config {
 
 struct Member {
     incarnation: u64,
+    addr: Addr,
     health: Health,
     /// When the health last changed (a suspicion's start).
     since_ms: u64,
@@ -176,6 +249,7 @@ struct Relay {
 
 pub struct Membership {
     me: NodeId,
+    addr: Addr,
     incarnation: u64,
     cfg: Config,
     members: BTreeMap<NodeId, Member>,
@@ -199,18 +273,25 @@ pub struct Membership {
     map_epoch: u64,
     map_news: Option<(NodeId, u64)>,
     map_asked: (u64, u64),
+    /// Forgotten members and when news of them is believed again.
+    banned: HashMap<NodeId, u64>,
 }
+
+/// How long a forgotten member stays forgotten whatever others say (Redis: 60 s).
+pub const FORGET_BAN_MS: u64 = 60_000;
 
 /// A node that asked for a newer slot table and did not get it asks again after this long.
 pub const MAP_FETCH_RETRY_MS: u64 = 1000;
 
 impl Membership {
-    pub fn new(me: NodeId, cfg: Config, seed: u64, now_ms: u64) -> Membership {
+    /// `addr` is where other nodes reach this one.
+    pub fn new(me: NodeId, addr: Addr, cfg: Config, seed: u64, now_ms: u64) -> Membership {
         let mut rng = Rng::new(seed);
         // Spread the nodes' rounds over the interval.
         let offset = rng.below(cfg.probe_interval_ms.max(1) as usize) as u64;
         Membership {
             me,
+            addr,
             incarnation: 0,
             cfg,
             members: BTreeMap::new(),
@@ -230,6 +311,7 @@ impl Membership {
             map_epoch: 0,
             map_news: None,
             map_asked: (0, 0),
+            banned: HashMap::new(),
         }
     }
 
@@ -282,6 +364,7 @@ impl Membership {
             u.id,
             Member {
                 incarnation: u.incarnation,
+                addr: u.addr,
                 health: u.health,
                 since_ms: now_ms,
                 link: Phi::default(),
@@ -308,19 +391,23 @@ impl Membership {
             id: *id,
             incarnation: m.incarnation,
             health: m.health,
+            addr: m.addr,
         })
     }
 
     /// Joins through a known node (a seed, CLUSTER MEET): asks it for its member list.
-    pub fn join(&mut self, seed: NodeId, now_ms: u64) {
+    pub fn join(&mut self, seed: NodeId, addr: Addr, now_ms: u64) {
         if seed == self.me {
             return;
         }
+        // Joining is deliberate: it ends a ban from an earlier FORGET.
+        self.banned.remove(&seed);
         self.learn(
             Update {
                 id: seed,
                 incarnation: 0,
                 health: Health::Alive,
+                addr,
             },
             now_ms,
         );
@@ -334,8 +421,12 @@ impl Membership {
         );
     }
 
-    /// Drops a member from the list (CLUSTER FORGET). It comes back if it is heard from.
-    pub fn forget(&mut self, id: NodeId) {
+    /// Drops a member from the list (CLUSTER FORGET). News of it is ignored for
+    /// `FORGET_BAN_MS` (as Redis does), so gossip from nodes that have not forgotten it yet
+    /// does not bring it back; after that it comes back if it is heard from.
+    pub fn forget(&mut self, id: NodeId, now_ms: u64) {
+        self.banned.retain(|_, until| *until > now_ms);
+        self.banned.insert(id, now_ms + FORGET_BAN_MS);
         if let Some(m) = self.members.remove(&id) {
             if m.health == Health::Pdead {
                 self.suspects -= 1;
@@ -371,6 +462,7 @@ impl Membership {
                     id: *id,
                     incarnation: m.incarnation,
                     health: Health::Dead,
+                    addr: m.addr,
                 })
                 .collect()
         };
@@ -410,17 +502,6 @@ impl Membership {
         if from == self.me {
             return;
         }
-        if !self.members.contains_key(&from) {
-            // Hearing from a node is news of it; its own updates say more.
-            self.learn(
-                Update {
-                    id: from,
-                    incarnation: 0,
-                    health: Health::Alive,
-                },
-                now_ms,
-            );
-        }
         match msg {
             Message::Ping {
                 seq,
@@ -428,6 +509,7 @@ impl Membership {
                 updates,
             } => {
                 self.merge(&updates, now_ms);
+                self.heard_from(from, now_ms);
                 self.heard_map_epoch(from, map_epoch, now_ms);
                 let updates = self.piggyback(Some(from));
                 self.send(
@@ -446,6 +528,7 @@ impl Membership {
                 updates,
             } => {
                 self.merge(&updates, now_ms);
+                self.heard_from(from, now_ms);
                 let relay_seq = self.next_seq();
                 self.relays.insert(
                     relay_seq,
@@ -472,6 +555,7 @@ impl Membership {
                 updates,
             } => {
                 self.merge(&updates, now_ms);
+                self.heard_from(from, now_ms);
                 self.heard_map_epoch(from, map_epoch, now_ms);
                 if let Some(relay) = self.relays.remove(&seq) {
                     let updates = self.piggyback(Some(relay.origin));
@@ -502,6 +586,7 @@ impl Membership {
             }
             Message::Sync { reply, members } => {
                 self.merge(&members, now_ms);
+                self.heard_from(from, now_ms);
                 if reply {
                     let members = self.full_state();
                     self.send(
@@ -516,6 +601,22 @@ impl Membership {
         }
     }
 
+    /// Hearing from a node is news of it, when its own updates (every message carries
+    /// them) did not already say more.
+    fn heard_from(&mut self, from: NodeId, now_ms: u64) {
+        if !self.members.contains_key(&from) {
+            self.learn(
+                Update {
+                    id: from,
+                    incarnation: 0,
+                    health: Health::Alive,
+                    addr: Addr::UNKNOWN,
+                },
+                now_ms,
+            );
+        }
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
@@ -527,11 +628,7 @@ impl Membership {
 
     fn full_state(&self) -> Vec<Update> {
         let mut all: Vec<Update> = self.members().collect();
-        all.push(Update {
-            id: self.me,
-            incarnation: self.incarnation,
-            health: Health::Alive,
-        });
+        all.push(self.my_update());
         all
     }
 
@@ -589,6 +686,7 @@ impl Membership {
                     id: p.target,
                     incarnation: m.incarnation,
                     health: Health::Pdead,
+                    addr: m.addr,
                 };
                 self.learn(u, now_ms);
             }
@@ -670,11 +768,7 @@ impl Membership {
     fn piggyback(&mut self, to: Option<NodeId>) -> Vec<Update> {
         let mut out = Vec::with_capacity(self.cfg.max_piggyback + 2);
         // This node's own state, always: a node is the authority on its incarnation.
-        out.push(Update {
-            id: self.me,
-            incarnation: self.incarnation,
-            health: Health::Alive,
-        });
+        out.push(self.my_update());
         if let Some(to) = to {
             if let Some(m) = self.members.get(&to) {
                 if m.health != Health::Alive {
@@ -682,6 +776,7 @@ impl Membership {
                         id: to,
                         incarnation: m.incarnation,
                         health: m.health,
+                        addr: m.addr,
                     });
                 }
             }
@@ -704,15 +799,14 @@ impl Membership {
 
     /// Applies one piece of news under SWIM's rules; a change is gossiped and reported.
     fn learn(&mut self, u: Update, now_ms: u64) {
+        if self.banned.get(&u.id).is_some_and(|until| *until > now_ms) {
+            return;
+        }
         if u.id == self.me {
             if u.health != Health::Alive && u.incarnation >= self.incarnation {
                 // Refute: a higher incarnation than any suspicion of this node.
                 self.incarnation = u.incarnation + 1;
-                self.spread(Update {
-                    id: self.me,
-                    incarnation: self.incarnation,
-                    health: Health::Alive,
-                });
+                self.spread(self.my_update());
             }
             return;
         }
@@ -722,6 +816,12 @@ impl Membership {
                 true
             }
             Some(m) => {
+                // An address is news when it comes with an incarnation at least as new
+                // (a member's own word at restart, or an address first heard of).
+                let moved = u.addr.is_known() && u.addr != m.addr && u.incarnation >= m.incarnation;
+                if moved {
+                    m.addr = u.addr;
+                }
                 let wins = match (u.health, m.health) {
                     (Health::Alive, _) => u.incarnation > m.incarnation,
                     (Health::Pdead, Health::Alive) => u.incarnation >= m.incarnation,
@@ -742,6 +842,16 @@ impl Membership {
                     m.health = u.health;
                     m.incarnation = u.incarnation;
                 }
+                if moved && !wins {
+                    // Pass the address on, without a change of belief to report.
+                    let known = Update {
+                        id: u.id,
+                        incarnation: m.incarnation,
+                        health: m.health,
+                        addr: m.addr,
+                    };
+                    self.spread(known);
+                }
                 wins
             }
         };
@@ -754,6 +864,34 @@ impl Membership {
                 at_ms: now_ms,
             });
         }
+    }
+
+    /// Where this node is reached from now on (it learned its IP from a peer).
+    pub fn set_addr(&mut self, addr: Addr) {
+        self.addr = addr;
+        let me = self.my_update();
+        self.spread(me);
+    }
+
+    /// This node as it announces itself.
+    fn my_update(&self) -> Update {
+        Update {
+            id: self.me,
+            incarnation: self.incarnation,
+            health: Health::Alive,
+            addr: self.addr,
+        }
+    }
+
+    /// Where `id` is reached, if known.
+    pub fn addr_of(&self, id: NodeId) -> Option<Addr> {
+        self.members.get(&id).map(|m| m.addr).filter(Addr::is_known)
+    }
+
+    /// This node's incarnation when it restarts from a saved configuration: above any
+    /// suspicion others may hold of its past life.
+    pub fn set_incarnation(&mut self, incarnation: u64) {
+        self.incarnation = incarnation;
     }
 
     fn spread(&mut self, u: Update) {

@@ -3,7 +3,7 @@
 //! `TICK_MS`). The same seed gives the same run; a failing test prints its seed.
 
 use super::map::SlotMap;
-use super::membership::{Config, Event, Health, Membership, Message, NodeId, Update};
+use super::membership::{Addr, Config, Event, Health, Membership, Message, NodeId, Update};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use tessera_shards::evict::Rng;
@@ -58,6 +58,12 @@ pub struct Sim {
     pub messages: u64,
 }
 
+/// Simulated node `i`'s address: 127.0.0.1, client port 10000 + i.
+fn sim_addr(i: usize) -> Addr {
+    let port = 10_000 + i as u16;
+    Addr::new(std::net::Ipv4Addr::LOCALHOST.into(), port, port + 10_000)
+}
+
 impl Sim {
     /// `n` nodes that already know each other as alive (as nodes restarting from a saved
     /// cluster configuration do).
@@ -69,6 +75,7 @@ impl Sim {
                     id: sim.ids[j],
                     incarnation: 0,
                     health: Health::Alive,
+                    addr: sim_addr(j),
                 };
                 sim.nodes[i].remember(u, 0);
             }
@@ -82,8 +89,9 @@ impl Sim {
         let ids: Vec<NodeId> = (0..n).map(|_| NodeId::random(&mut rng)).collect();
         let nodes = ids
             .iter()
-            .map(|id| {
-                let mut m = Membership::new(*id, cfg, rng.next_u64(), 0);
+            .enumerate()
+            .map(|(i, id)| {
+                let mut m = Membership::new(*id, sim_addr(i), cfg, rng.next_u64(), 0);
                 m.set_map_epoch(1);
                 m
             })
@@ -366,7 +374,7 @@ mod tests {
             let mut sim = Sim::empty(n, Config::default(), Net::default(), seed);
             for i in 1..n {
                 let seed_id = sim.ids[0];
-                sim.nodes[i].join(seed_id, 0);
+                sim.nodes[i].join(seed_id, sim_addr(0), 0);
                 sim.flush(i);
             }
             let all_know = |s: &Sim| {
@@ -378,6 +386,16 @@ mod tests {
                 sim.run_while_not(30_000, all_know),
                 "seed {seed}: the cluster did not converge in 30 s"
             );
+            // Every node knows where every other lives, as that node announced it.
+            for i in 0..n {
+                for j in (0..n).filter(|&j| j != i) {
+                    assert_eq!(
+                        sim.nodes[i].addr_of(sim.ids[j]),
+                        Some(sim_addr(j)),
+                        "seed {seed}: node {i}'s address for node {j}"
+                    );
+                }
+            }
             eprintln!("join of {n} nodes through one seed: {} ms", sim.now);
         }
     }

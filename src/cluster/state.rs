@@ -1,0 +1,642 @@
+//! One node's whole view of the cluster, without I/O: membership, the slot table and the
+//! coordinator's rule for changing it. The control core's driver feeds it frames and ticks
+//! and sends what it returns; data cores see it only as a published [`View`].
+//!
+//! The coordinator is the live primary (a node owning slots) with the lowest id. It changes
+//! the table only while it sees a majority of the table's primaries alive, so the minority
+//! side of a partition never re-places the majority's slots:
+//! - a primary declared dead (or forgotten) loses its slots to the others ([`SlotMap::without`]);
+//! - a live node that owns no slots gets its fair share ([`SlotMap::with`]).
+//!
+//! One change per tick; each gets the next epoch and is pushed to every live member, and the
+//! epoch carried by every ping lets a node that missed it fetch it.
+
+use super::bus::{Body, Frame};
+use super::map::{self, SlotMap, SLOTS};
+use super::membership::{Addr, Config, Event, Health, Membership, NodeId, Update};
+use super::view::{View, ViewNode, NO_OWNER};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+/// A frame to send and where: a member's bus address, or an address whose node is not
+/// known yet (a seed or a CLUSTER MEET target).
+#[derive(Debug)]
+pub struct Send {
+    pub to: SocketAddr,
+    pub frame: Frame,
+}
+
+/// Counters shown by CLUSTER INFO.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    /// Frames for a member whose address is not known yet.
+    pub frames_unroutable: u64,
+}
+
+pub struct ClusterState {
+    me: NodeId,
+    addr: Addr,
+    members: Membership,
+    map: Option<SlotMap>,
+    /// The primaries of `map` (cached: the coordinator asks every tick).
+    owners: BTreeSet<NodeId>,
+    out: Vec<Send>,
+    events: Vec<Event>,
+    view_stale: bool,
+    config_stale: bool,
+    pub stats: Stats,
+}
+
+impl ClusterState {
+    pub fn new(me: NodeId, addr: Addr, cfg: Config, seed: u64, now_ms: u64) -> ClusterState {
+        ClusterState {
+            me,
+            addr,
+            members: Membership::new(me, addr, cfg, seed, now_ms),
+            map: None,
+            owners: BTreeSet::new(),
+            out: Vec::new(),
+            events: Vec::new(),
+            view_stale: true,
+            config_stale: true,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Takes back a saved configuration (a restart): its members as last known alive, its
+    /// table, and an incarnation above anything others may believe of this node.
+    pub fn restore(&mut self, saved: &Saved, now_ms: u64) {
+        self.members.set_incarnation(saved.incarnation + 1);
+        for (id, addr) in &saved.members {
+            let u = Update {
+                id: *id,
+                incarnation: 0,
+                health: Health::Alive,
+                addr: *addr,
+            };
+            self.members.remember(u, now_ms);
+        }
+        if let Some(map) = &saved.map {
+            self.set_map(map.clone());
+        }
+        self.view_stale = true;
+        self.config_stale = true;
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn map(&self) -> Option<&SlotMap> {
+        self.map.as_ref()
+    }
+
+    pub fn health(&self, id: NodeId) -> Option<Health> {
+        self.members.health(id)
+    }
+
+    /// This node learned the address its peers reach it at (its bind address was a
+    /// wildcard). Affects what it announces from now on.
+    pub fn set_ip(&mut self, ip: std::net::IpAddr) {
+        self.addr = Addr::new(ip, self.addr.port, self.addr.bus_port);
+        self.members.set_addr(self.addr);
+        self.view_stale = true;
+    }
+
+    pub fn addr(&self) -> Addr {
+        self.addr
+    }
+
+    /// Asks the node at `bus` to take this one in (a seed, CLUSTER MEET).
+    pub fn meet(&mut self, bus: SocketAddr) {
+        self.push(bus, Body::Join { addr: self.addr });
+    }
+
+    /// CLUSTER FORGET.
+    pub fn forget(&mut self, id: NodeId, now_ms: u64) -> Result<(), String> {
+        if id == self.me {
+            return Err("ERR I tried hard but I can't forget myself...".into());
+        }
+        if self.members.health(id).is_none() {
+            return Err(format!("ERR Unknown node {id}"));
+        }
+        self.members.forget(id, now_ms);
+        self.view_stale = true;
+        self.config_stale = true;
+        Ok(())
+    }
+
+    /// Forms the cluster: the first slot table, by Jump Consistent Hashing over this node
+    /// and every member it sees alive. Returns the table's epoch.
+    pub fn create(&mut self, now_ms: u64) -> Result<u64, String> {
+        if let Some(map) = &self.map {
+            return Err(format!(
+                "ERR the cluster already has a slot table (epoch {})",
+                map.epoch
+            ));
+        }
+        let mut primaries: Vec<NodeId> = self
+            .members
+            .members()
+            .filter(|u| u.health == Health::Alive && u.addr.is_known())
+            .map(|u| u.id)
+            .collect();
+        primaries.push(self.me);
+        let table = SlotMap::initial(&primaries);
+        let epoch = table.epoch;
+        self.adopt(table, now_ms);
+        Ok(epoch)
+    }
+
+    /// Handles a frame from the bus.
+    pub fn receive(&mut self, frame: Frame, now_ms: u64) {
+        self.stats.frames_received += 1;
+        let from = frame.from;
+        match frame.body {
+            Body::Member(msg) => self.members.receive(from, msg, now_ms),
+            Body::Join { addr } => {
+                if addr.is_known() {
+                    self.members.join(from, addr, now_ms);
+                }
+            }
+            Body::MapRequest => {
+                if let Some(map) = &self.map {
+                    let body = map_body(map);
+                    self.send_to(from, body);
+                }
+            }
+            Body::Map { epoch, nodes, runs } => {
+                if let Ok(theirs) = SlotMap::from_wire(epoch, &nodes, &runs) {
+                    let wins = self.map.as_ref().is_none_or(|ours| theirs.beats(ours));
+                    if wins {
+                        self.set_map(theirs);
+                    }
+                }
+            }
+        }
+        self.after_step(now_ms);
+    }
+
+    /// Advances time: membership's probes and timeouts, then the coordinator's rule.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.members.tick(now_ms);
+        self.after_step(now_ms);
+        self.coordinate(now_ms);
+    }
+
+    /// Frames to send, in order.
+    pub fn take_outgoing(&mut self) -> Vec<Send> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Changes of belief about members since the last call (for the log).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Whether the view changed since the last call.
+    pub fn take_view_stale(&mut self) -> bool {
+        std::mem::take(&mut self.view_stale)
+    }
+
+    /// Whether the configuration to save changed since the last call.
+    pub fn take_config_stale(&mut self) -> bool {
+        std::mem::take(&mut self.config_stale)
+    }
+
+    fn after_step(&mut self, now_ms: u64) {
+        for o in self.members.take_outgoing() {
+            self.send_to(o.to, Body::Member(o.msg));
+        }
+        if let Some((holder, _)) = self.members.take_map_news(now_ms) {
+            self.send_to(holder, Body::MapRequest);
+        }
+        let events = self.members.take_events();
+        if !events.is_empty() {
+            self.view_stale = true;
+            self.config_stale = true;
+            self.events.extend(events);
+        }
+    }
+
+    /// The coordinator's rule (see the module's doc).
+    fn coordinate(&mut self, now_ms: u64) {
+        let Some(map) = &self.map else {
+            return;
+        };
+        let owners = &self.owners;
+        let live = |id: &NodeId| {
+            *id == self.me
+                || matches!(
+                    self.members.health(*id),
+                    Some(Health::Alive | Health::Pdead)
+                )
+        };
+        let live_owners: Vec<NodeId> = owners.iter().filter(|id| live(id)).copied().collect();
+        if !live_owners.contains(&self.me)
+            || map::coordinator(&live_owners) != Some(self.me)
+            || live_owners.len() * 2 <= owners.len()
+        {
+            return;
+        }
+        let next = if let Some(gone) = owners.iter().find(|id| !live(id)) {
+            map.without(*gone, &live_owners)
+        } else if let Some(new) = self
+            .members
+            .members()
+            .filter(|u| u.health == Health::Alive && u.addr.is_known() && !owners.contains(&u.id))
+            .map(|u| u.id)
+            .min()
+        {
+            map.with(new, &live_owners)
+        } else {
+            return;
+        };
+        self.adopt(next, now_ms);
+    }
+
+    /// Makes `table` this node's and pushes it to every live member.
+    fn adopt(&mut self, table: SlotMap, _now_ms: u64) {
+        let body = map_body(&table);
+        self.set_map(table);
+        let live: Vec<NodeId> = self
+            .members
+            .members()
+            .filter(|u| u.health == Health::Alive)
+            .map(|u| u.id)
+            .collect();
+        for id in live {
+            self.send_to(id, body.clone());
+        }
+    }
+
+    fn set_map(&mut self, table: SlotMap) {
+        self.members.set_map_epoch(table.epoch);
+        self.owners = table.counts().keys().copied().collect();
+        self.map = Some(table);
+        self.view_stale = true;
+        self.config_stale = true;
+    }
+
+    fn send_to(&mut self, id: NodeId, body: Body) {
+        match self.members.addr_of(id) {
+            Some(addr) => self.push(addr.bus(), body),
+            None => self.stats.frames_unroutable += 1,
+        }
+    }
+
+    fn push(&mut self, to: SocketAddr, body: Body) {
+        self.stats.frames_sent += 1;
+        self.out.push(Send {
+            to,
+            frame: Frame {
+                from: self.me,
+                body,
+            },
+        });
+    }
+
+    /// What data cores and CLUSTER commands read.
+    pub fn view(&self) -> View {
+        let mut nodes = vec![ViewNode {
+            id: self.me,
+            addr: self.addr,
+            health: Health::Alive,
+            myself: true,
+            slots: 0,
+        }];
+        let mut members: Vec<Update> = self.members.members().collect();
+        members.sort_by_key(|u| u.id);
+        nodes.extend(members.iter().map(|u| ViewNode {
+            id: u.id,
+            addr: u.addr,
+            health: u.health,
+            myself: false,
+            slots: 0,
+        }));
+        let mut owners = Vec::new();
+        let mut state_ok = false;
+        let epoch = self.map.as_ref().map_or(0, |m| m.epoch);
+        if let Some(map) = &self.map {
+            owners = vec![NO_OWNER; SLOTS];
+            let index: std::collections::HashMap<NodeId, u16> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.id, i as u16))
+                .collect();
+            for (s, owner) in owners.iter_mut().enumerate() {
+                if let Some(&i) = index.get(&map.owner(s)) {
+                    *owner = i;
+                    nodes[i as usize].slots += 1;
+                }
+            }
+            let counts = map.counts();
+            let reachable = counts
+                .keys()
+                .filter(|id| {
+                    index
+                        .get(id)
+                        .is_some_and(|&i| nodes[i as usize].health != Health::Dead)
+                })
+                .count();
+            // Every slot is served by a node not dead here, and this node sees a majority
+            // of the primaries (Redis's cluster_state:ok, with full coverage required).
+            state_ok = owners.iter().all(|&o| {
+                o != NO_OWNER
+                    && nodes[o as usize].health != Health::Dead
+                    && nodes[o as usize].addr.is_known()
+            }) && reachable * 2 > counts.len();
+        }
+        View {
+            me: self.me,
+            epoch,
+            state_ok,
+            nodes,
+            owners,
+            stats: self.stats,
+        }
+    }
+
+    /// What to save so that a restart comes back as the same node.
+    pub fn saved(&self) -> Saved {
+        Saved {
+            me: self.me,
+            incarnation: self.members.incarnation(),
+            members: self
+                .members
+                .members()
+                .filter(|u| u.addr.is_known())
+                .map(|u| (u.id, u.addr))
+                .collect(),
+            map: self.map.clone(),
+        }
+    }
+}
+
+fn map_body(map: &SlotMap) -> Body {
+    let (epoch, nodes, runs) = map.to_wire();
+    Body::Map { epoch, nodes, runs }
+}
+
+/// A node's saved cluster configuration (`nodes.conf`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Saved {
+    pub me: NodeId,
+    pub incarnation: u64,
+    pub members: Vec<(NodeId, Addr)>,
+    pub map: Option<SlotMap>,
+}
+
+const SAVED_HEADER: &str = "tessera-cluster-config 1";
+
+impl Saved {
+    /// The text of `nodes.conf`: a header, this node, one line per member, and the table as
+    /// runs of slots per node.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut t = String::new();
+        let _ = writeln!(t, "{SAVED_HEADER}");
+        let _ = writeln!(
+            t,
+            "# written by the node on every change; do not edit it while the node runs"
+        );
+        let _ = writeln!(t, "myself {} {}", self.me, self.incarnation);
+        for (id, a) in &self.members {
+            let _ = writeln!(t, "member {id} {} {} {}", a.ip(), a.port, a.bus_port);
+        }
+        if let Some(map) = &self.map {
+            let (epoch, nodes, runs) = map.to_wire();
+            let _ = writeln!(t, "epoch {epoch}");
+            for (a, b, i) in runs {
+                let _ = writeln!(t, "slots {a} {b} {}", nodes[i as usize]);
+            }
+        }
+        t
+    }
+
+    pub fn parse(text: &str) -> Result<Saved, String> {
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.starts_with('#'));
+        match lines.next() {
+            Some((_, l)) if l.trim() == SAVED_HEADER => {}
+            _ => return Err(format!("the first line is not \"{SAVED_HEADER}\"")),
+        }
+        let mut me = None;
+        let mut incarnation = 0;
+        let mut members = Vec::new();
+        let mut epoch = None;
+        let (mut nodes, mut runs): (Vec<NodeId>, Vec<(u16, u16, u32)>) = (Vec::new(), Vec::new());
+        for (n, line) in lines {
+            let bad = || format!("line {}: cannot read \"{line}\"", n + 1);
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let id = |i: usize| f.get(i).and_then(|t| NodeId::from_hex(t)).ok_or_else(bad);
+            let num = |i: usize| f.get(i).and_then(|t| t.parse::<u64>().ok()).ok_or_else(bad);
+            match f.first().copied() {
+                None => {}
+                Some("myself") => {
+                    me = Some(id(1)?);
+                    incarnation = num(2)?;
+                }
+                Some("member") => {
+                    let ip: std::net::IpAddr =
+                        f.get(2).and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+                    let (port, bus) = (num(3)?, num(4)?);
+                    if port == 0 || port > 65535 || bus == 0 || bus > 65535 {
+                        return Err(bad());
+                    }
+                    members.push((id(1)?, Addr::new(ip, port as u16, bus as u16)));
+                }
+                Some("epoch") => epoch = Some(num(1)?),
+                Some("slots") => {
+                    let (a, b, owner) = (num(1)?, num(2)?, id(3)?);
+                    if a > b || b >= SLOTS as u64 {
+                        return Err(bad());
+                    }
+                    let i = match nodes.iter().position(|x| *x == owner) {
+                        Some(i) => i,
+                        None => {
+                            nodes.push(owner);
+                            nodes.len() - 1
+                        }
+                    };
+                    runs.push((a as u16, b as u16, i as u32));
+                }
+                Some(_) => return Err(bad()),
+            }
+        }
+        let me = me.ok_or("no \"myself\" line")?;
+        let map = match epoch {
+            None if runs.is_empty() => None,
+            None => return Err("slot runs without an \"epoch\" line".into()),
+            Some(e) => Some(SlotMap::from_wire(e, &nodes, &runs)?),
+        };
+        Ok(Saved {
+            me,
+            incarnation,
+            members,
+            map,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_shards::evict::Rng;
+
+    /// `n` nodes on a perfect in-memory network, stepped in lockstep.
+    struct Net {
+        nodes: Vec<ClusterState>,
+        now: u64,
+        /// Stopped: no ticks, no frames.
+        down: Vec<bool>,
+        /// Running, but cut off from every other node.
+        cut: Vec<bool>,
+    }
+
+    fn addr(i: usize) -> Addr {
+        Addr::new([127, 0, 0, 1 + i as u8].into(), 7000, 17000)
+    }
+
+    impl Net {
+        fn new(n: usize, seed: u64) -> Net {
+            let mut rng = Rng::new(seed);
+            let nodes = (0..n)
+                .map(|i| {
+                    let id = NodeId::random(&mut rng);
+                    ClusterState::new(id, addr(i), Config::default(), rng.next_u64(), 0)
+                })
+                .collect();
+            Net {
+                nodes,
+                now: 0,
+                down: vec![false; n],
+                cut: vec![false; n],
+            }
+        }
+
+        fn index(&self, to: SocketAddr) -> usize {
+            (0..self.nodes.len())
+                .find(|&i| addr(i).bus() == to)
+                .expect("a known address")
+        }
+
+        /// Delivers every frame (through the codec) until the network is quiet.
+        fn deliver(&mut self) {
+            loop {
+                let mut moved = false;
+                for i in 0..self.nodes.len() {
+                    for s in self.nodes[i].take_outgoing() {
+                        let j = self.index(s.to);
+                        if self.down[i] || self.down[j] || self.cut[i] || self.cut[j] {
+                            continue;
+                        }
+                        let mut wire = Vec::new();
+                        super::super::bus::encode(&s.frame, &mut wire);
+                        let (frame, _) = super::super::bus::decode(&wire).unwrap().unwrap();
+                        self.nodes[j].receive(frame, self.now);
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+
+        fn run_ms(&mut self, ms: u64) {
+            for _ in 0..ms / 10 {
+                self.now += 10;
+                for i in 0..self.nodes.len() {
+                    if !self.down[i] {
+                        self.nodes[i].tick(self.now);
+                    }
+                }
+                self.deliver();
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_forms_loses_a_primary_and_takes_it_back() {
+        let mut net = Net::new(3, 11);
+        for i in 1..3 {
+            net.nodes[i].meet(addr(0).bus());
+        }
+        net.deliver();
+        net.run_ms(2_000);
+        let epoch = net.nodes[0].create(net.now).expect("no table yet");
+        assert_eq!(epoch, 1);
+        assert!(net.nodes[0].create(net.now).is_err(), "a second CREATE");
+        net.run_ms(1_000);
+        for n in &net.nodes {
+            let v = n.view();
+            assert_eq!(v.epoch, 1);
+            assert!(v.state_ok, "{:?}", v.nodes);
+            assert_eq!(v.nodes.iter().map(|n| n.slots).sum::<usize>(), SLOTS);
+        }
+        // Node 2 stops: the others declare it dead and take its slots, at the next epoch.
+        let gone = net.nodes[2].me();
+        net.down[2] = true;
+        net.run_ms(10_000);
+        for n in &net.nodes[..2] {
+            let v = n.view();
+            assert_eq!(n.health(gone), Some(Health::Dead));
+            assert_eq!(v.epoch, 2, "the table without the dead primary");
+            assert!(v.state_ok);
+            assert!(v.nodes.iter().all(|x| x.id != gone || x.slots == 0));
+        }
+        // It comes back: alive again, and it gets its share back under epoch 3.
+        net.down[2] = false;
+        net.run_ms(10_000);
+        for n in &net.nodes {
+            let v = n.view();
+            assert_eq!(v.epoch, 3, "{:?}", n.me());
+            assert!(v.state_ok);
+            assert!(v.nodes.iter().all(|x| x.slots > 5000), "{:?}", v.nodes);
+        }
+    }
+
+    #[test]
+    fn a_lone_minority_does_not_take_the_slots() {
+        let mut net = Net::new(3, 5);
+        for i in 1..3 {
+            net.nodes[i].meet(addr(0).bus());
+        }
+        net.run_ms(2_000);
+        net.nodes[1].create(net.now).unwrap();
+        net.run_ms(1_000);
+        // Cut node 0 off from both others (both ways).
+        net.cut[0] = true;
+        net.run_ms(10_000);
+        let lone = net.nodes[0].view();
+        assert_eq!(lone.epoch, 1, "the minority changed nothing");
+        assert!(!lone.state_ok, "the minority says the cluster is down");
+        let majority = net.nodes[1].view();
+        assert_eq!(majority.epoch, 2);
+        assert!(majority.state_ok);
+    }
+
+    #[test]
+    fn the_saved_configuration_reads_back() {
+        let mut net = Net::new(3, 3);
+        for i in 1..3 {
+            net.nodes[i].meet(addr(0).bus());
+        }
+        net.run_ms(2_000);
+        net.nodes[0].create(net.now).unwrap();
+        net.run_ms(1_000);
+        let saved = net.nodes[1].saved();
+        assert_eq!(saved.members.len(), 2);
+        let text = saved.to_text();
+        assert_eq!(Saved::parse(&text), Ok(saved));
+        assert!(Saved::parse("tessera-cluster-config 1\nmyself zz 1\n").is_err());
+        assert!(Saved::parse("something else\n").is_err());
+        let no_table = format!("tessera-cluster-config 1\nmyself {} 4\n", net.nodes[0].me());
+        assert_eq!(Saved::parse(&no_table).unwrap().map, None);
+    }
+}
