@@ -65,6 +65,63 @@ pub struct Config {
     /// and is at least `auto_aof_rewrite_min_size` bytes.
     pub auto_aof_rewrite_percentage: usize,
     pub auto_aof_rewrite_min_size: usize,
+    /// `cluster-enabled`: run as a node of a cluster (slots, the bus, CLUSTER commands).
+    pub cluster_enabled: bool,
+    /// The cluster bus's TCP port; 0: the client port + 10000 (as Redis).
+    pub cluster_port: u16,
+    /// Where the node keeps its cluster configuration, in `dir`.
+    pub cluster_config_file: String,
+    /// Nodes to join through at start: `host:port` (client port; the bus is port + 10000)
+    /// or `host:port@busport`.
+    pub cluster_seeds: Vec<String>,
+    pub cluster_routing: ClusterRouting,
+    /// The IP other nodes and clients are told to reach this node at; unset: the bind
+    /// address, or (bound to a wildcard) the address peers reach it at.
+    pub cluster_announce_ip: Option<String>,
+    /// The CPU the control core is pinned to; None: it shares the data cores' CPUs.
+    pub control_cpu: Option<usize>,
+    /// Membership: ms between probes, ms a suspicion (pdead) lasts before a node is dead,
+    /// and the phi-accrual detector's threshold, window (samples) and least deviation (ms).
+    pub cluster_probe_interval_ms: u64,
+    pub cluster_suspect_timeout_ms: u64,
+    pub cluster_phi_threshold: f64,
+    pub cluster_phi_window: usize,
+    pub cluster_phi_min_std_ms: f64,
+}
+
+/// What a node does with a key another node owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterRouting {
+    /// Runs the command on the owner and relays the reply: plain clients just work.
+    Forward,
+    /// Answers `-MOVED slot host:port`, as Redis Cluster (for cluster-aware clients).
+    Redirect,
+}
+
+impl Config {
+    /// The membership protocol's settings.
+    pub fn membership(&self) -> crate::cluster::membership::Config {
+        let d = crate::cluster::membership::Config::default();
+        crate::cluster::membership::Config {
+            probe_interval_ms: self.cluster_probe_interval_ms,
+            suspect_timeout_ms: self.cluster_suspect_timeout_ms,
+            phi: crate::cluster::phi::PhiConfig {
+                threshold: self.cluster_phi_threshold,
+                window: self.cluster_phi_window,
+                min_std_dev_ms: self.cluster_phi_min_std_ms,
+                ..d.phi
+            },
+            ..d
+        }
+    }
+
+    /// The cluster bus port.
+    pub fn bus_port(&self) -> u16 {
+        match self.cluster_port {
+            0 => self.port.wrapping_add(10_000),
+            p => p,
+        }
+    }
 }
 
 /// When the append-only file is fsynced.
@@ -165,6 +222,18 @@ impl Default for Config {
             aof_load_truncated: false,
             auto_aof_rewrite_percentage: 100,
             auto_aof_rewrite_min_size: 64 << 20,
+            cluster_enabled: false,
+            cluster_port: 0,
+            cluster_config_file: "nodes.conf".into(),
+            cluster_seeds: Vec::new(),
+            cluster_routing: ClusterRouting::Forward,
+            cluster_announce_ip: None,
+            control_cpu: None,
+            cluster_probe_interval_ms: 200,
+            cluster_suspect_timeout_ms: 2000,
+            cluster_phi_threshold: 8.0,
+            cluster_phi_window: 100,
+            cluster_phi_min_std_ms: 10.0,
         }
     }
 }
@@ -263,6 +332,39 @@ pub struct Cli {
     /// yes: load an append-only file damaged before its end up to the damage [default: no].
     #[arg(long)]
     pub aof_load_truncated: Option<String>,
+    /// yes: run as a cluster node (slots, the cluster bus, CLUSTER commands) [default: no].
+    #[arg(long)]
+    pub cluster_enabled: Option<String>,
+    /// The cluster bus port [default: the client port + 10000].
+    #[arg(long)]
+    pub cluster_port: Option<u16>,
+    /// Nodes to join through at start, comma-separated host:port (client ports) or
+    /// host:port@busport.
+    #[arg(long)]
+    pub cluster_seeds: Option<String>,
+    /// For keys another node owns: forward (run there, relay the reply) or redirect
+    /// (answer -MOVED) [default: forward].
+    #[arg(long)]
+    pub cluster_routing: Option<String>,
+    /// The IP announced to other nodes and clients [default: the bind address].
+    #[arg(long)]
+    pub cluster_announce_ip: Option<String>,
+    /// The cluster configuration file in --dir [default: nodes.conf].
+    #[arg(long)]
+    pub cluster_config_file: Option<String>,
+    /// The CPU for the control core (gossip, the cluster map), or `shared` to run it
+    /// alongside the data cores [default: shared].
+    #[arg(long)]
+    pub control_cpu: Option<String>,
+    /// ms between membership probes [default: 200].
+    #[arg(long)]
+    pub cluster_probe_interval_ms: Option<u64>,
+    /// ms a suspected (pdead) node has to answer before it is declared dead [default: 2000].
+    #[arg(long)]
+    pub cluster_suspect_timeout_ms: Option<u64>,
+    /// The phi-accrual detector's suspicion threshold [default: 8].
+    #[arg(long)]
+    pub cluster_phi_threshold: Option<f64>,
 }
 
 /// Parses a memory amount the way Redis's `memtoll` does: `1k` is 1000, `1kb` 1024, and so
@@ -308,6 +410,27 @@ pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// A seed's client and bus addresses, from `host:port` (bus: port + 10000) or
+/// `host:port@busport`. The host is resolved when the node starts, not here.
+pub fn parse_seed(seed: &str) -> Result<(String, u16, u16), String> {
+    let bad_seed = || format!("a seed must be host:port or host:port@busport, not '{seed}'");
+    let (hostport, bus) = match seed.split_once('@') {
+        Some((hp, b)) => (hp, Some(b.parse::<u16>().map_err(|_| bad_seed())?)),
+        None => (seed, None),
+    };
+    let (host, port) = hostport.rsplit_once(':').ok_or_else(bad_seed)?;
+    let port: u16 = port.parse().map_err(|_| bad_seed())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad_seed());
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((
+        host.to_string(),
+        port,
+        bus.unwrap_or(port.wrapping_add(10_000)),
+    ))
 }
 
 /// A parameter as CONFIG GET/SET and the config file see it.
@@ -683,6 +806,147 @@ pub static PARAMS: &[Param] = &[
         },
         mutable: true,
     },
+    Param {
+        name: "cluster-enabled",
+        get: |c| if c.cluster_enabled { "yes" } else { "no" }.into(),
+        set: |c, v| {
+            c.cluster_enabled = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-port",
+        get: |c| c.cluster_port.to_string(),
+        set: |c, v| {
+            c.cluster_port = v.parse().map_err(|_| bad("a port number"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-config-file",
+        get: |c| c.cluster_config_file.clone(),
+        set: |c, v| {
+            if v.is_empty() || v.contains('/') {
+                return Err("cluster-config-file can't be a path, just a filename".into());
+            }
+            c.cluster_config_file = v.to_string();
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-seeds",
+        get: |c| c.cluster_seeds.join(","),
+        set: |c, v| {
+            let seeds: Vec<String> = v
+                .split([' ', ','])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            for seed in &seeds {
+                parse_seed(seed)?;
+            }
+            c.cluster_seeds = seeds;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-routing",
+        get: |c| match c.cluster_routing {
+            ClusterRouting::Forward => "forward".into(),
+            ClusterRouting::Redirect => "redirect".into(),
+        },
+        set: |c, v| {
+            c.cluster_routing = match v.to_ascii_lowercase().as_str() {
+                "forward" => ClusterRouting::Forward,
+                "redirect" => ClusterRouting::Redirect,
+                _ => return Err(bad("forward or redirect")),
+            };
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "cluster-announce-ip",
+        get: |c| c.cluster_announce_ip.clone().unwrap_or_default(),
+        set: |c, v| {
+            if v.is_empty() {
+                c.cluster_announce_ip = None;
+                return Ok(());
+            }
+            v.parse::<std::net::IpAddr>()
+                .map_err(|_| bad("an IP address"))?;
+            c.cluster_announce_ip = Some(v.to_string());
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "control-cpu",
+        get: |c| c.control_cpu.map_or("shared".into(), |n| n.to_string()),
+        set: |c, v| {
+            c.control_cpu = match v {
+                "shared" => None,
+                n => Some(n.parse().map_err(|_| bad("a CPU number or shared"))?),
+            };
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-probe-interval-ms",
+        get: |c| c.cluster_probe_interval_ms.to_string(),
+        set: |c, v| {
+            c.cluster_probe_interval_ms = set_int(v, 10, 60_000)? as u64;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-suspect-timeout-ms",
+        get: |c| c.cluster_suspect_timeout_ms.to_string(),
+        set: |c, v| {
+            c.cluster_suspect_timeout_ms = set_int(v, 10, 3_600_000)? as u64;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-phi-threshold",
+        get: |c| c.cluster_phi_threshold.to_string(),
+        set: |c, v| {
+            match v.parse::<f64>() {
+                Ok(t) if (1.0..=50.0).contains(&t) => c.cluster_phi_threshold = t,
+                _ => return Err("argument must be a number between 1 and 50".into()),
+            }
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-phi-window",
+        get: |c| c.cluster_phi_window.to_string(),
+        set: |c, v| {
+            c.cluster_phi_window = set_int(v, 2, 10_000)?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-phi-min-std-ms",
+        get: |c| c.cluster_phi_min_std_ms.to_string(),
+        set: |c, v| {
+            match v.parse::<f64>() {
+                Ok(t) if (0.1..=10_000.0).contains(&t) => c.cluster_phi_min_std_ms = t,
+                _ => return Err("argument must be a number between 0.1 and 10000".into()),
+            }
+            Ok(())
+        },
+        mutable: false,
+    },
 ];
 
 pub fn param(name: &str) -> Option<&'static Param> {
@@ -750,7 +1014,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 20] = [
+        let flags: [(&str, Option<String>); 30] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -771,6 +1035,25 @@ impl Cli {
             ("appendonly", self.appendonly),
             ("appendfsync", self.appendfsync),
             ("aof-load-truncated", self.aof_load_truncated),
+            ("cluster-enabled", self.cluster_enabled),
+            ("cluster-port", self.cluster_port.map(|v| v.to_string())),
+            ("cluster-seeds", self.cluster_seeds),
+            ("cluster-routing", self.cluster_routing),
+            ("cluster-announce-ip", self.cluster_announce_ip),
+            ("cluster-config-file", self.cluster_config_file),
+            ("control-cpu", self.control_cpu),
+            (
+                "cluster-probe-interval-ms",
+                self.cluster_probe_interval_ms.map(|v| v.to_string()),
+            ),
+            (
+                "cluster-suspect-timeout-ms",
+                self.cluster_suspect_timeout_ms.map(|v| v.to_string()),
+            ),
+            (
+                "cluster-phi-threshold",
+                self.cluster_phi_threshold.map(|v| v.to_string()),
+            ),
         ];
         for (name, value) in flags {
             if let Some(v) = value {

@@ -10,15 +10,21 @@
 //! - adding one gives it its fair share, 16384/(n+1) slots, taken one at a time from the
 //!   most-loaded primary; nothing else moves.
 //!
-//! Which of a primary's slots go is decided by a hash of the slot and the node arriving or
-//! leaving, so the choice is spread over the slot space and the same inputs give the same
-//! table.
+//! Slots move in groups of [`GROUP_SLOTS`] contiguous slots (the logical buckets JCH places):
+//! a table has at most 1024 runs, so CLUSTER SLOTS stays short and a client's slot table
+//! small, while 1024 buckets still spread evenly over tens of primaries. Which of a
+//! primary's groups go is decided by a hash of the group and the node arriving or leaving,
+//! so the choice is spread over the slot space and the same inputs give the same table.
 //!
 //! A change gets the next epoch; the higher epoch wins wherever two tables meet.
 
 use super::membership::NodeId;
 
 pub const SLOTS: usize = 16384;
+/// Contiguous slots placed and moved together.
+pub const GROUP_SLOTS: usize = 16;
+const GROUPS: usize = SLOTS / GROUP_SLOTS;
+const _: () = assert!(SLOTS % GROUP_SLOTS == 0);
 
 /// Jump Consistent Hashing: the bucket in `0..buckets` for `key`.
 pub fn jump_hash(mut key: u64, buckets: usize) -> usize {
@@ -53,7 +59,7 @@ impl SlotMap {
         SlotMap {
             epoch: 1,
             owners: (0..SLOTS)
-                .map(|s| sorted[jump_hash(slot_key(s), sorted.len())])
+                .map(|s| sorted[jump_hash(slot_key(s / GROUP_SLOTS), sorted.len())])
                 .collect(),
         }
     }
@@ -93,13 +99,15 @@ impl SlotMap {
             .iter()
             .map(|id| (held.get(id).copied().unwrap_or(0), *id))
             .collect();
-        let mut orphans: Vec<usize> = (0..SLOTS).filter(|&s| self.owners[s] == gone).collect();
-        orphans.sort_by_cached_key(|&s| mix(slot_key(s), &gone));
+        let mut orphans = self.units_of(gone);
+        orphans.sort_by_cached_key(|u| (mix(slot_key(u.0), &gone), u.0));
         let mut owners = self.owners.clone();
-        for s in orphans {
+        for (_, slots) in orphans {
             let least = counts.iter_mut().min().expect("a primary is left");
-            least.0 += 1;
-            owners[s] = least.1;
+            least.0 += slots.len();
+            for s in slots {
+                owners[s] = least.1;
+            }
         }
         SlotMap {
             epoch: self.epoch + 1,
@@ -107,34 +115,52 @@ impl SlotMap {
         }
     }
 
+    /// The slots `id` owns, by group: (group, its slots in that group).
+    fn units_of(&self, id: NodeId) -> Vec<(usize, Vec<usize>)> {
+        let mut units: Vec<(usize, Vec<usize>)> = Vec::new();
+        for g in 0..GROUPS {
+            let slots: Vec<usize> = (g * GROUP_SLOTS..(g + 1) * GROUP_SLOTS)
+                .filter(|&s| self.owners[s] == id)
+                .collect();
+            if !slots.is_empty() {
+                units.push((g, slots));
+            }
+        }
+        units
+    }
+
     /// The table with `new` added to `primaries` (the current ones): it takes 16384/(n+1)
     /// slots, one at a time from the most-loaded primary; no other slot moves.
     pub fn with(&self, new: NodeId, primaries: &[NodeId]) -> SlotMap {
         let sorted = sorted(primaries);
-        // Each primary's slots, in the order it gives them up.
-        let mut by_owner: std::collections::HashMap<NodeId, Vec<usize>> =
-            sorted.iter().map(|id| (*id, Vec::new())).collect();
-        for (s, o) in self.owners.iter().enumerate() {
-            if let Some(v) = by_owner.get_mut(o) {
-                v.push(s);
-            }
-        }
-        let mut held: Vec<(NodeId, Vec<usize>)> = sorted
+        // Each primary's groups, in the order it gives them up (last first), and its count.
+        let mut held: Vec<(NodeId, Vec<(usize, Vec<usize>)>, usize)> = sorted
             .iter()
             .map(|id| {
-                let mut slots = by_owner.remove(id).unwrap_or_default();
-                slots.sort_by_cached_key(|&s| std::cmp::Reverse(mix(slot_key(s), &new)));
-                (*id, slots)
+                let mut units = self.units_of(*id);
+                units.sort_by_cached_key(|u| std::cmp::Reverse((mix(slot_key(u.0), &new), u.0)));
+                let count = units.iter().map(|u| u.1.len()).sum();
+                (*id, units, count)
             })
             .collect();
         let mut owners = self.owners.clone();
-        for _ in 0..SLOTS / (sorted.len() + 1) {
+        let share = SLOTS / (sorted.len() + 1);
+        let mut moved = 0;
+        // Whole groups, until the share is met to within half a group.
+        while moved + GROUP_SLOTS / 2 < share {
             let most = held
                 .iter_mut()
-                .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(&a.0)))
-                .expect("a primary holds slots");
-            let s = most.1.pop().expect("the most-loaded primary holds a slot");
-            owners[s] = new;
+                .filter(|h| !h.1.is_empty())
+                .max_by(|a, b| a.2.cmp(&b.2).then(b.0.cmp(&a.0)));
+            let Some(most) = most else {
+                break;
+            };
+            let (_, slots) = most.1.pop().expect("a primary with groups");
+            most.2 -= slots.len();
+            moved += slots.len();
+            for s in slots {
+                owners[s] = new;
+            }
         }
         SlotMap {
             epoch: self.epoch + 1,
@@ -328,7 +354,12 @@ mod tests {
             .filter(|&s| next.owner(s) != map.owner(s))
             .count();
         assert!((0..SLOTS).all(|s| next.owner(s) == map.owner(s) || next.owner(s) == new));
-        assert_eq!(moved, SLOTS / 6);
+        assert!(
+            moved.abs_diff(SLOTS / 6) <= GROUP_SLOTS / 2,
+            "{moved} moved"
+        );
+        // Groups stay whole: the table has at most one run per group.
+        assert!(next.ranges().len() <= SLOTS / GROUP_SLOTS);
         let mut all = p.clone();
         all.push(new);
         balanced(&next, &all, 0.25);

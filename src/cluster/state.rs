@@ -89,6 +89,11 @@ impl ClusterState {
         self.me
     }
 
+    /// Members known (this node not counted).
+    pub fn member_count(&self) -> usize {
+        self.members.members().count()
+    }
+
     pub fn map(&self) -> Option<&SlotMap> {
         self.map.as_ref()
     }

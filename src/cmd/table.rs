@@ -38,6 +38,10 @@ pub enum NodeCmd {
     Keys,
     Scan,
     Randomkey,
+    Cluster,
+    Readonly,
+    Readwrite,
+    Asking,
 }
 
 /// How a multi-key command runs when its keys live on more than one core.
@@ -245,6 +249,11 @@ pub static TABLE: &[CommandSpec] = &[
     cmd!("lastsave", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Lastsave), "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk.", ""),
     cmd!("shutdown", -1, &["admin", "noscript", "loading", "stale", "no_multi"], (0, 0, 0), Node(N::Shutdown), "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the server.", "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]"),
     cmd!("memory", -2, &[], (0, 0, 0), Node(N::Memory), "server", "4.0.0", "A container for memory diagnostics commands.", ""),
+    // cluster
+    cmd!("cluster", -2, &[], (0, 0, 0), Node(N::Cluster), "cluster", "3.0.0", "A container for Redis Cluster commands.", ""),
+    cmd!("readonly", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Readonly), "cluster", "3.0.0", "Enables read-only queries for a connection to a Redis Cluster replica node.", ""),
+    cmd!("readwrite", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Readwrite), "cluster", "3.0.0", "Enables read-write queries for a connection to a Redis Cluster replica node.", ""),
+    cmd!("asking", 1, &["fast"], (0, 0, 0), Node(N::Asking), "cluster", "3.0.0", "Signals that a cluster client is following an -ASK redirect.", ""),
     cmd!("debug", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Debug), "server", "1.0.0", "tessera test hooks (ADVANCE-CLOCK, SET-ACTIVE-EXPIRE); needs enable-debug-command.", ""),
 ];
 
@@ -289,6 +298,19 @@ pub static SUBCOMMANDS: &[SubcommandDoc] = &[
     sub!("config|set", -4, "2.0.0", "Sets configuration parameters in-flight.", "(parameter:string value:string)..."),
     sub!("config|resetstat", 2, "2.0.0", "Resets the server's statistics.", ""),
     sub!("config|help", 2, "5.0.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("cluster|countkeysinslot", 3, "3.0.0", "Returns the number of keys in a hash slot.", "slot:integer"),
+    sub!("cluster|create", 2, "3.0.0", "(tessera) Forms the cluster: places all slots over the nodes that have met.", ""),
+    sub!("cluster|forget", 3, "3.0.0", "Removes a node from the nodes table.", "node-id:string"),
+    sub!("cluster|forwarded", 2, "3.0.0", "(tessera) Marks a link carrying commands forwarded by another node.", ""),
+    sub!("cluster|getkeysinslot", 4, "3.0.0", "Returns the key names in a hash slot.", "slot:integer count:integer"),
+    sub!("cluster|help", 2, "5.0.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("cluster|info", 2, "3.0.0", "Returns information about the state of a node.", ""),
+    sub!("cluster|keyslot", 3, "3.0.0", "Returns the hash slot for a key.", "key:string"),
+    sub!("cluster|meet", -4, "3.0.0", "Forces a node to handshake with another node.", "ip:string port:integer [cluster-bus-port:integer]"),
+    sub!("cluster|myid", 2, "3.0.0", "Returns the ID of a node.", ""),
+    sub!("cluster|nodes", 2, "3.0.0", "Returns the cluster configuration for a node.", ""),
+    sub!("cluster|shards", 2, "7.0.0", "Returns the mapping of cluster slots to shards.", ""),
+    sub!("cluster|slots", 2, "3.0.0", "Returns the mapping of cluster slots to nodes.", ""),
     // tessera's own test hook, as old as its container.
     sub!("debug|advance-clock", 3, "1.0.0", "Moves the server's clock forward (tests of TTLs without sleeping).", "milliseconds:integer"),
     sub!("debug|help", 2, "1.0.0", "Returns helpful text about the different subcommands.", ""),

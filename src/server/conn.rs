@@ -2,18 +2,22 @@
 //! (batching across cores), write the replies once per read.
 
 use super::core::{ClientHandle, ClientRecord, Core};
+use super::forward::Forwarder;
 use super::node_cmds;
 use super::pipeline::{is_error_reply, Pipeline};
 use super::session::{Queued, Session};
 use super::tx;
-use crate::cmd::table::{Exec, NodeCmd};
+use crate::cluster::view::View;
+use crate::cmd::table::{CrossCore, Exec, NodeCmd};
 use crate::cmd::{self, errors, Args, CommandSpec, ShardCtx};
+use crate::config::ClusterRouting;
 use crate::limits;
-use crate::resp::{Decoded, Limits, Out, RequestDecoder};
-use crate::slot::key_core;
+use crate::resp::{Decoded, Limits, Out, Protocol, RequestDecoder};
+use crate::slot::{key_core, key_slot};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -62,6 +66,14 @@ pub async fn run_command(
         });
     }
     if s.in_multi() && !runs_inside_multi(spec) {
+        // In a cluster a transaction runs on one node: a key elsewhere is refused when it
+        // is queued (with MOVED, whatever the routing mode) and EXEC aborts.
+        if let (Exec::Shard(..), Some(h)) = (spec.exec, core.node.cluster.get()) {
+            if let Route::Refuse(err) = route(&h.view.load(), spec, &args, true) {
+                s.multi_failed = true;
+                return pipe.reply_here(out, proto, |o| o.error(&err));
+            }
+        }
         let queue = s.multi.as_mut().expect("in multi");
         if queue.len() >= limits::MULTI_MAX_QUEUED {
             s.multi_failed = true;
@@ -81,9 +93,13 @@ pub async fn run_command(
 /// arrives (so also while MULTI queues), as Redis's command lookup does.
 fn check_subcommand(s: &Session, spec: &CommandSpec, args: &Args) -> Option<Vec<u8>> {
     let container = match spec.exec {
-        Exec::Node(NodeCmd::Client | NodeCmd::Config | NodeCmd::Command | NodeCmd::Memory) => {
-            spec.name
-        }
+        Exec::Node(
+            NodeCmd::Client
+            | NodeCmd::Config
+            | NodeCmd::Command
+            | NodeCmd::Memory
+            | NodeCmd::Cluster,
+        ) => spec.name,
         _ if spec.name == "object" => spec.name,
         _ => return None,
     };
@@ -129,6 +145,30 @@ pub async fn dispatch(
 ) {
     match spec.exec {
         Exec::Shard(f, cross) => {
+            if let Some(h) = core.node.cluster.get() {
+                let redirect =
+                    s.forwarded || core.config.borrow().cluster_routing == ClusterRouting::Redirect;
+                match route(&h.view.load(), spec, &args, redirect) {
+                    Route::Here => {}
+                    Route::Refuse(err) => {
+                        core.bump(|st| st.total_error_replies += 1);
+                        return pipe.reply_here(out, s.proto, |o| o.error(&err));
+                    }
+                    Route::Forward(to) => {
+                        pipe.flush(core, s, out).await;
+                        forward(core, s, to, &args, out).await;
+                        s.batch_now_ms = None;
+                        return;
+                    }
+                    Route::FanOut(kind) => {
+                        pipe.flush(core, s, out).await;
+                        let view = h.view.load_full();
+                        fan_out(core, s, &view, spec, kind, &args, out).await;
+                        s.batch_now_ms = None;
+                        return;
+                    }
+                }
+            }
             let mut owner = None;
             let mut spans = false;
             for i in spec.key_positions(args.len()) {
@@ -178,6 +218,216 @@ pub async fn dispatch(
             if is_error_reply(&out[start..]) {
                 core.bump(|st| st.total_error_replies += 1);
             }
+        }
+    }
+}
+
+/// Where a keyed command runs in a cluster.
+enum Route {
+    /// This node owns every key.
+    Here,
+    /// An error reply instead (MOVED, CROSSSLOT, CLUSTERDOWN).
+    Refuse(String),
+    /// Another node owns every key: run it there (cluster-routing forward).
+    Forward(SocketAddr),
+    /// The keys live on several nodes: split by node, run the parts there, combine the
+    /// replies (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH under cluster-routing forward).
+    FanOut(CrossCore),
+}
+
+/// Decides where a keyed command runs, as Redis Cluster's `getNodeByQuery` does; with
+/// `redirect` false, a command for another node is forwarded instead of answered with
+/// MOVED, and keys in several slots of one node are fine.
+fn route(view: &View, spec: &CommandSpec, args: &Args, redirect: bool) -> Route {
+    let mut first = None;
+    let mut cross_slot = false;
+    let mut owners = (false, None::<SocketAddr>, false);
+    for i in spec.key_positions(args.len()) {
+        let slot = key_slot(args.get(i));
+        match first {
+            None => first = Some(slot),
+            Some(f) if f != slot => cross_slot = true,
+            _ => {}
+        }
+        // (any key here, the one other owner, keys on several other owners)
+        match view.owner(slot) {
+            Some(n) if n.myself => owners.0 = true,
+            Some(n) => match owners.1 {
+                None => owners.1 = Some(n.addr.client()),
+                Some(a) if a != n.addr.client() => owners.2 = true,
+                _ => {}
+            },
+            None => return Route::Refuse("CLUSTERDOWN Hash slot not served".into()),
+        }
+    }
+    let Some(slot) = first else {
+        return Route::Here;
+    };
+    if !view.state_ok {
+        return Route::Refuse("CLUSTERDOWN The cluster is down".into());
+    }
+    let crossslot =
+        || Route::Refuse("CROSSSLOT Keys in request don't hash to the same slot".into());
+    if redirect {
+        if cross_slot {
+            return crossslot();
+        }
+        return match view.owner(slot) {
+            Some(n) if n.myself => Route::Here,
+            Some(n) => Route::Refuse(format!("MOVED {slot} {}", n.addr.client())),
+            None => Route::Refuse("CLUSTERDOWN Hash slot not served".into()),
+        };
+    }
+    match owners {
+        (true, None, _) => Route::Here,
+        (false, Some(to), false) => Route::Forward(to),
+        _ => match spec.exec {
+            Exec::Shard(
+                _,
+                Some(kind @ (CrossCore::Gather | CrossCore::Sum | CrossCore::SetAll)),
+            ) => Route::FanOut(kind),
+            _ => crossslot(),
+        },
+    }
+}
+
+/// Runs a multi-key command whose keys live on several nodes: one part per node (this
+/// node's part too, through its own client port, so that it spans cores as any command
+/// does), then one reply from the parts. MSET this way is not atomic across nodes (Redis
+/// refuses it with CROSSSLOT; plain clients of a forwarding cluster get it done).
+async fn fan_out(
+    core: &Rc<Core>,
+    s: &Session,
+    view: &View,
+    spec: &CommandSpec,
+    kind: CrossCore,
+    args: &Args<'_>,
+    out: &mut Vec<u8>,
+) {
+    let width = if kind == CrossCore::SetAll { 2 } else { 1 };
+    // Per node: its address and the positions of its keys, in the order given.
+    let mut parts: Vec<(SocketAddr, Vec<usize>)> = Vec::new();
+    let mut keys: Vec<(usize, usize)> = Vec::new();
+    for i in spec.key_positions(args.len()) {
+        let Some(owner) = view.owner(key_slot(args.get(i))) else {
+            return Out::new(out, s.proto).error("CLUSTERDOWN Hash slot not served");
+        };
+        let to = owner.addr.client();
+        let p = match parts.iter().position(|(a, _)| *a == to) {
+            Some(p) => p,
+            None => {
+                parts.push((to, Vec::new()));
+                parts.len() - 1
+            }
+        };
+        keys.push((p, parts[p].1.len()));
+        parts[p].1.push(i);
+    }
+    let proto = match s.proto {
+        Protocol::Resp2 => 2,
+        Protocol::Resp3 => 3,
+    };
+    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(parts.len());
+    for (to, positions) in &parts {
+        let part = std::iter::once(args.get(0)).chain(
+            positions
+                .iter()
+                .flat_map(|&i| (0..width).map(move |w| args.get(i + w))),
+        );
+        let mut request = Vec::new();
+        Forwarder::encode_command(part.collect::<Vec<_>>().into_iter(), &mut request);
+        match core.forwarder.call(*to, proto, &request).await {
+            Ok(reply) if is_error_reply(&reply) => {
+                out.extend_from_slice(&reply);
+                return;
+            }
+            Ok(reply) => replies.push(reply),
+            Err(e) => {
+                let msg = format!("TRYAGAIN forwarding to {to} failed: {e}");
+                return Out::new(out, s.proto).error(&msg);
+            }
+        }
+    }
+    let mut o = Out::new(out, s.proto);
+    match kind {
+        CrossCore::Sum => {
+            let mut total = 0i64;
+            for r in &replies {
+                match std::str::from_utf8(r)
+                    .ok()
+                    .and_then(|t| t.strip_prefix(':'))
+                    .and_then(|t| t.trim_end().parse::<i64>().ok())
+                {
+                    Some(n) => total += n,
+                    None => return o.error("ERR a node answered a count with something else"),
+                }
+            }
+            o.int(total)
+        }
+        CrossCore::SetAll => o.ok(),
+        _ => {
+            // Each part's reply is an array of its keys' values: cut it into elements and
+            // put them back in the order the keys were given.
+            let mut elements: Vec<Vec<&[u8]>> = Vec::with_capacity(replies.len());
+            for r in &replies {
+                match array_elements(r) {
+                    Some(e) => elements.push(e),
+                    None => return o.error("ERR a node answered MGET with something else"),
+                }
+            }
+            o.array(keys.len());
+            for (p, k) in keys {
+                match elements[p].get(k) {
+                    Some(e) => out.extend_from_slice(e),
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+/// The elements of a whole array reply, as the bytes of each.
+fn array_elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
+    let head_end = reply.windows(2).position(|w| w == b"\r\n")?;
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let n: usize = std::str::from_utf8(&reply[1..head_end])
+        .ok()?
+        .parse()
+        .ok()?;
+    let mut at = head_end + 2;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        match crate::resp::frame::skip(&reply[at..]) {
+            crate::resp::frame::Decoded::Complete(_, len) => {
+                out.push(&reply[at..at + len]);
+                at += len;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Runs the command on the node at `to` and relays its reply.
+async fn forward(core: &Rc<Core>, s: &Session, to: SocketAddr, args: &Args<'_>, out: &mut Vec<u8>) {
+    let mut request = Vec::new();
+    Forwarder::encode_command(args.iter(), &mut request);
+    let proto = match s.proto {
+        Protocol::Resp2 => 2,
+        Protocol::Resp3 => 3,
+    };
+    match core.forwarder.call(to, proto, &request).await {
+        Ok(reply) => {
+            if is_error_reply(&reply) {
+                core.bump(|st| st.total_error_replies += 1);
+            }
+            out.extend_from_slice(&reply);
+        }
+        Err(e) => {
+            core.bump(|st| st.total_error_replies += 1);
+            Out::new(out, s.proto).error(&format!("TRYAGAIN forwarding to {to} failed: {e}"));
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct NodeShared {
     pub aof_rewrites: AtomicU64,
     pub aof_last_rewrite_ok: AtomicBool,
     pub aof_last_rewrite_secs: AtomicI64,
+    /// The control core's handle, when the node runs in a cluster (set once at start).
+    pub cluster: std::sync::OnceLock<Arc<super::control::ClusterHandle>>,
 }
 
 impl NodeShared {
@@ -73,6 +75,7 @@ impl NodeShared {
             aof_rewrites: AtomicU64::new(0),
             aof_last_rewrite_ok: AtomicBool::new(true),
             aof_last_rewrite_secs: AtomicI64::new(-1),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -223,6 +226,8 @@ pub struct Core {
     /// The task queue of background work (snapshot and rewrite writers): fewer shares than
     /// the connections' queue, so under load a save slows down rather than the clients.
     background: OnceCell<glommio::TaskQueueHandle>,
+    /// Links to other nodes for forwarded commands (cluster mode).
+    pub forwarder: super::forward::Forwarder,
     me: Weak<Core>,
 }
 
@@ -234,6 +239,7 @@ impl Core {
             cores,
             shard: RefCell::new(Shard::new(config.databases)),
             gate: Gate::default(),
+            forwarder: super::forward::Forwarder::new(config.requirepass.clone()),
             config: RefCell::new(config),
             clients: RefCell::new(BTreeMap::new()),
             stats: Cell::new(CoreStats::default()),

@@ -20,6 +20,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "cluster",
     "keyspace",
 ];
 
@@ -295,6 +296,10 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
             t,
             "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n"
         );
+    }
+    if want("cluster") {
+        let enabled = u8::from(node.cluster.get().is_some());
+        let _ = write!(t, "# Cluster\r\ncluster_enabled:{enabled}\r\n\r\n");
     }
     if want("keyspace") {
         t.push_str("# Keyspace\r\n");

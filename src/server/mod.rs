@@ -11,9 +11,12 @@
 
 pub mod admin;
 pub mod aof;
+pub mod cluster_cmd;
 pub mod conn;
+pub mod control;
 pub mod core;
 pub mod cron;
+pub mod forward;
 pub mod info;
 pub mod memory_cmd;
 pub mod mesh;
@@ -108,6 +111,13 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
     check_memlock(config.cores)?;
     check_io_uring()?;
     let cores = config.cores;
+    let control = if config.cluster_enabled {
+        let (handle, thread) = control::start(&config, node.clone())?;
+        let _ = node.cluster.set(handle);
+        Some(thread)
+    } else {
+        None
+    };
     let requests = MeshBuilder::full(cores, mesh::MESH_CHANNEL_CAPACITY);
     let replies = MeshBuilder::full(cores, mesh::MESH_CHANNEL_CAPACITY);
     let peers = Arc::new(Mutex::new(vec![None; cores]));
@@ -165,6 +175,10 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
     crate::alloc::publish_thread_bytes();
     for h in handles {
         let _ = h.join();
+    }
+    if let Some(thread) = control {
+        node.request_shutdown();
+        let _ = thread.join();
     }
     result
 }

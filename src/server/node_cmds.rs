@@ -4,7 +4,7 @@
 use super::core::Core;
 use super::mesh::BYPASS_LOCKS;
 use super::session::Session;
-use super::{admin, info, memory_cmd, persist, tx};
+use super::{admin, cluster_cmd, info, memory_cmd, persist, tx};
 use crate::cmd::parse::{eq, int};
 use crate::cmd::table::NodeCmd;
 use crate::cmd::{arity_error, errors, unknown_subcommand_error, Args};
@@ -35,6 +35,9 @@ pub async fn run(
             None => o.error(errors::NOT_INTEGER),
             Some(n) if n < 0 || n as usize >= core.config.borrow().databases => {
                 o.error(errors::DB_RANGE)
+            }
+            Some(n) if n != 0 && core.node.cluster.get().is_some() => {
+                o.error("ERR SELECT is not allowed in cluster mode")
             }
             Some(n) => {
                 s.db = n as usize;
@@ -136,6 +139,10 @@ pub async fn run(
         NodeCmd::Keys => keys(core, s, args.get(1).to_vec(), &mut o).await,
         NodeCmd::Scan => scan(core, s, args, &mut o).await,
         NodeCmd::Randomkey => randomkey(core, s, &mut o).await,
+        NodeCmd::Cluster => cluster_cmd::cluster(core, s, args, &mut o).await,
+        NodeCmd::Readonly => cluster_cmd::readonly(core, s, true, &mut o),
+        NodeCmd::Readwrite => cluster_cmd::readonly(core, s, false, &mut o),
+        NodeCmd::Asking => cluster_cmd::asking(core, &mut o),
     }
 }
 

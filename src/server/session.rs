@@ -55,6 +55,11 @@ pub struct Session {
     /// The clock read once for the commands of one read (as Redis reads it once per event
     /// loop pass); cleared after each read and after anything that waits.
     pub batch_now_ms: Option<u64>,
+    /// READONLY: the client accepts reads from replicas (cluster mode).
+    pub readonly: bool,
+    /// CLUSTER FORWARDED: this connection carries commands another node forwarded; keys
+    /// this node does not own are answered with MOVED, never forwarded again.
+    pub forwarded: bool,
 }
 
 impl Session {
@@ -71,6 +76,8 @@ impl Session {
             closing: false,
             record,
             batch_now_ms: None,
+            readonly: false,
+            forwarded: false,
         }
     }
 
