@@ -45,6 +45,10 @@ fn slot_key(slot: usize) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A group and the slots in it that one node owns (all of them, unless a table from
+/// elsewhere split the group).
+type Unit = (usize, Vec<usize>);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotMap {
     pub epoch: u64,
@@ -115,9 +119,9 @@ impl SlotMap {
         }
     }
 
-    /// The slots `id` owns, by group: (group, its slots in that group).
-    fn units_of(&self, id: NodeId) -> Vec<(usize, Vec<usize>)> {
-        let mut units: Vec<(usize, Vec<usize>)> = Vec::new();
+    /// The slots `id` owns, by group.
+    fn units_of(&self, id: NodeId) -> Vec<Unit> {
+        let mut units: Vec<Unit> = Vec::new();
         for g in 0..GROUPS {
             let slots: Vec<usize> = (g * GROUP_SLOTS..(g + 1) * GROUP_SLOTS)
                 .filter(|&s| self.owners[s] == id)
@@ -134,7 +138,7 @@ impl SlotMap {
     pub fn with(&self, new: NodeId, primaries: &[NodeId]) -> SlotMap {
         let sorted = sorted(primaries);
         // Each primary's groups, in the order it gives them up (last first), and its count.
-        let mut held: Vec<(NodeId, Vec<(usize, Vec<usize>)>, usize)> = sorted
+        let mut held: Vec<(NodeId, Vec<Unit>, usize)> = sorted
             .iter()
             .map(|id| {
                 let mut units = self.units_of(*id);

@@ -46,6 +46,9 @@ pub struct ClusterState {
     events: Vec<Event>,
     view_stale: bool,
     config_stale: bool,
+    /// A frame arrived since start: until then a restarted node does not trust its saved
+    /// table (the others may have moved on) and says the cluster is down.
+    heard: bool,
     pub stats: Stats,
 }
 
@@ -61,6 +64,7 @@ impl ClusterState {
             events: Vec::new(),
             view_stale: true,
             config_stale: true,
+            heard: false,
             stats: Stats::default(),
         }
     }
@@ -158,6 +162,10 @@ impl ClusterState {
     /// Handles a frame from the bus.
     pub fn receive(&mut self, frame: Frame, now_ms: u64) {
         self.stats.frames_received += 1;
+        if !self.heard {
+            self.heard = true;
+            self.view_stale = true;
+        }
         let from = frame.from;
         match frame.body {
             Body::Member(msg) => self.members.receive(from, msg, now_ms),
@@ -346,13 +354,15 @@ impl ClusterState {
                         .is_some_and(|&i| nodes[i as usize].health != Health::Dead)
                 })
                 .count();
-            // Every slot is served by a node not dead here, and this node sees a majority
-            // of the primaries (Redis's cluster_state:ok, with full coverage required).
+            // Every slot is served by a node not dead here, this node sees a majority of
+            // the primaries (Redis's cluster_state:ok, with full coverage required), and
+            // it has heard from the cluster since it started.
             state_ok = owners.iter().all(|&o| {
                 o != NO_OWNER
                     && nodes[o as usize].health != Health::Dead
                     && nodes[o as usize].addr.is_known()
-            }) && reachable * 2 > counts.len();
+            }) && reachable * 2 > counts.len()
+                && (self.heard || nodes.len() == 1);
         }
         View {
             me: self.me,

@@ -69,7 +69,7 @@ pub async fn run_command(
         // In a cluster a transaction runs on one node: a key elsewhere is refused when it
         // is queued (with MOVED, whatever the routing mode) and EXEC aborts.
         if let (Exec::Shard(..), Some(h)) = (spec.exec, core.node.cluster.get()) {
-            if let Route::Refuse(err) = route(&h.view.load(), spec, &args, true) {
+            if let Route::Refuse(err) = route(&h.view.load(), spec, &args, multi_routing(s)) {
                 s.multi_failed = true;
                 return pipe.reply_here(out, proto, |o| o.error(&err));
             }
@@ -146,9 +146,14 @@ pub async fn dispatch(
     match spec.exec {
         Exec::Shard(f, cross) => {
             if let Some(h) = core.node.cluster.get() {
-                let redirect =
-                    s.forwarded || core.config.borrow().cluster_routing == ClusterRouting::Redirect;
-                match route(&h.view.load(), spec, &args, redirect) {
+                let routing = if s.forwarded {
+                    Routing::Forwarded
+                } else if core.config.borrow().cluster_routing == ClusterRouting::Redirect {
+                    Routing::Redirect
+                } else {
+                    Routing::Forward
+                };
+                match route(&h.view.load(), spec, &args, routing) {
                     Route::Here => {}
                     Route::Refuse(err) => {
                         core.bump(|st| st.total_error_replies += 1);
@@ -235,10 +240,30 @@ enum Route {
     FanOut(CrossCore),
 }
 
-/// Decides where a keyed command runs, as Redis Cluster's `getNodeByQuery` does; with
-/// `redirect` false, a command for another node is forwarded instead of answered with
-/// MOVED, and keys in several slots of one node are fine.
-fn route(view: &View, spec: &CommandSpec, args: &Args, redirect: bool) -> Route {
+/// Inside MULTI, keys must be on this node whatever the routing mode.
+fn multi_routing(s: &Session) -> Routing {
+    if s.forwarded {
+        Routing::Forwarded
+    } else {
+        Routing::Redirect
+    }
+}
+
+/// How a node treats a keyed command for slots it does not own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    /// cluster-routing forward: run it on the owner(s).
+    Forward,
+    /// cluster-routing redirect: MOVED, and CROSSSLOT for keys in several slots, as Redis.
+    Redirect,
+    /// A command another node forwarded: never forwarded again (MOVED), but keys in several
+    /// slots of this node are fine (the other node split a multi-key command by owner).
+    Forwarded,
+}
+
+/// Decides where a keyed command runs, as Redis Cluster's `getNodeByQuery` does, or
+/// (forwarding) where to send it.
+fn route(view: &View, spec: &CommandSpec, args: &Args, routing: Routing) -> Route {
     let mut first = None;
     let mut cross_slot = false;
     let mut owners = (false, None::<SocketAddr>, false);
@@ -260,23 +285,28 @@ fn route(view: &View, spec: &CommandSpec, args: &Args, redirect: bool) -> Route 
             None => return Route::Refuse("CLUSTERDOWN Hash slot not served".into()),
         }
     }
-    let Some(slot) = first else {
+    if first.is_none() {
         return Route::Here;
-    };
+    }
     if !view.state_ok {
         return Route::Refuse("CLUSTERDOWN The cluster is down".into());
     }
     let crossslot =
         || Route::Refuse("CROSSSLOT Keys in request don't hash to the same slot".into());
-    if redirect {
-        if cross_slot {
-            return crossslot();
+    if routing == Routing::Redirect && cross_slot {
+        return crossslot();
+    }
+    if routing != Routing::Forward {
+        // MOVED to the owner of the first key this node does not own.
+        for i in spec.key_positions(args.len()) {
+            let slot = key_slot(args.get(i));
+            match view.owner(slot) {
+                Some(n) if n.myself => {}
+                Some(n) => return Route::Refuse(format!("MOVED {slot} {}", n.addr.client())),
+                None => return Route::Refuse("CLUSTERDOWN Hash slot not served".into()),
+            }
         }
-        return match view.owner(slot) {
-            Some(n) if n.myself => Route::Here,
-            Some(n) => Route::Refuse(format!("MOVED {slot} {}", n.addr.client())),
-            None => Route::Refuse("CLUSTERDOWN Hash slot not served".into()),
-        };
+        return Route::Here;
     }
     match owners {
         (true, None, _) => Route::Here,

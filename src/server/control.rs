@@ -252,7 +252,8 @@ impl Driver {
             let mut links = self.links.borrow_mut();
             let link = links.entry(s.to).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(BUS_LINK_QUEUE_FRAMES);
-                glommio::spawn_local(link_writer(s.to, rx)).detach();
+                let local = self.state.borrow().addr().ip();
+                glommio::spawn_local(link_writer(local, s.to, rx)).detach();
                 tx
             });
             if link.try_send(wire).is_err() {
@@ -471,8 +472,32 @@ async fn read_peer(driver: &Driver, mut stream: TcpStream) -> Result<(), String>
     }
 }
 
+/// Connects to `to` from this node's own address `local` (so that peers, and firewall
+/// rules, see the node's address, not whatever source the kernel picks), within
+/// `BUS_CONNECT_TIMEOUT_MS`. The connect runs on glommio's blocking thread: binding before
+/// connecting is not in glommio's API.
+async fn connect_from(local: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<std::os::fd::RawFd> {
+            let sock = socket2::Socket::new(
+                socket2::Domain::for_address(to),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            if !local.is_unspecified() && local.is_ipv4() == to.is_ipv4() {
+                sock.bind(&SocketAddr::new(local, 0).into())?;
+            }
+            sock.connect_timeout(&to.into(), Duration::from_millis(BUS_CONNECT_TIMEOUT_MS))?;
+            Ok(sock.into_raw_fd())
+        })
+        .await?;
+    // SAFETY: `fd` is a connected TCP socket this function owns and hands over whole.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
 /// Sends one peer's frames, connecting (and reconnecting, with backoff) as needed.
-async fn link_writer(to: SocketAddr, mut frames: mpsc::Receiver<Vec<u8>>) {
+async fn link_writer(local: IpAddr, to: SocketAddr, mut frames: mpsc::Receiver<Vec<u8>>) {
     let mut stream: Option<TcpStream> = None;
     let mut backoff_ms = BUS_RECONNECT_MIN_MS;
     let mut retry_at = Instant::now();
@@ -481,9 +506,7 @@ async fn link_writer(to: SocketAddr, mut frames: mpsc::Receiver<Vec<u8>>) {
             if Instant::now() < retry_at {
                 continue;
             }
-            let connect =
-                TcpStream::connect_timeout(to, Duration::from_millis(BUS_CONNECT_TIMEOUT_MS));
-            match connect.await {
+            match connect_from(local, to).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     let _ = s.set_write_timeout(Some(Duration::from_millis(BUS_WRITE_TIMEOUT_MS)));

@@ -338,7 +338,12 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        Raw::connect_addr(("127.0.0.1", port))
+    }
+
+    /// A connection to a node on another address (cluster tests use 127.0.x.y).
+    pub fn connect_addr(addr: impl std::net::ToSocketAddrs) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(REPLY_DEADLINE)).unwrap();
         stream.set_nodelay(true).unwrap();
         Raw {
