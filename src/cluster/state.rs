@@ -2,9 +2,10 @@
 //! coordinator's rule for changing it. The control core's driver feeds it frames and ticks
 //! and sends what it returns; data cores see it only as a published [`View`].
 //!
-//! The coordinator is the live primary (a node owning slots) with the lowest id. It changes
-//! the table only while it sees a majority of the table's primaries alive, so the minority
-//! side of a partition never re-places the majority's slots:
+//! The coordinator is the live (alive or suspected) primary (a node owning slots) with the
+//! lowest id. It changes the table only while a majority of the table's primaries answer it
+//! (alive, not suspected), so the minority side of a partition does not re-place the
+//! majority's slots:
 //! - a primary declared dead (or forgotten) loses its slots to the others ([`SlotMap::without`]);
 //! - a live node that owns no slots gets its fair share ([`SlotMap::with`]).
 //!
@@ -248,9 +249,15 @@ impl ClusterState {
                 )
         };
         let live_owners: Vec<NodeId> = owners.iter().filter(|id| live(id)).copied().collect();
+        // The majority counts only members answering now: a suspect may be on the far side
+        // of a partition this node is about to find itself alone in.
+        let answering = owners
+            .iter()
+            .filter(|id| **id == self.me || self.members.health(**id) == Some(Health::Alive))
+            .count();
         if !live_owners.contains(&self.me)
             || map::coordinator(&live_owners) != Some(self.me)
-            || live_owners.len() * 2 <= owners.len()
+            || answering * 2 <= owners.len()
         {
             return;
         }
@@ -370,7 +377,6 @@ impl ClusterState {
             state_ok,
             nodes,
             owners,
-            stats: self.stats,
         }
     }
 

@@ -2,7 +2,6 @@
 //! every change, read without waiting (one atomic load per command).
 
 use super::membership::{Addr, Health, NodeId};
-use super::state::Stats;
 
 /// In `View::owners`: a slot no known node owns.
 pub const NO_OWNER: u16 = u16::MAX;
@@ -28,7 +27,6 @@ pub struct View {
     pub nodes: Vec<ViewNode>,
     /// Per slot, the index in `nodes` of its owner; empty before the cluster is formed.
     pub owners: Vec<u16>,
-    pub stats: Stats,
 }
 
 impl View {
@@ -46,7 +44,6 @@ impl View {
                 slots: 0,
             }],
             owners: Vec::new(),
-            stats: Stats::default(),
         }
     }
 

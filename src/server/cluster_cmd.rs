@@ -82,7 +82,9 @@ pub async fn cluster(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
     let sub = args.get(1);
     let view = h.view.load_full();
     if eq(sub, "INFO") {
-        o.verbatim(&info_text(&view))
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        let frames = (h.frames_sent.load(relaxed), h.frames_received.load(relaxed));
+        o.verbatim(&info_text(&view, frames))
     } else if eq(sub, "MYID") {
         o.bulk(view.me.to_string().as_bytes())
     } else if eq(sub, "NODES") {
@@ -233,7 +235,8 @@ fn slot_health(view: &View) -> (usize, usize, usize, usize) {
     (assigned, ok, pfail, fail)
 }
 
-pub fn info_text(view: &View) -> String {
+/// CLUSTER INFO's text; `frames` are the bus frames sent and received.
+pub fn info_text(view: &View, frames: (u64, u64)) -> String {
     let (assigned, ok, pfail, fail) = slot_health(view);
     let size = view.nodes.iter().filter(|n| n.slots > 0).count();
     let my_epoch = if view.nodes[0].slots > 0 {
@@ -257,8 +260,8 @@ pub fn info_text(view: &View) -> String {
         if view.state_ok { "ok" } else { "fail" },
         view.nodes.len(),
         view.epoch,
-        view.stats.frames_sent,
-        view.stats.frames_received,
+        frames.0,
+        frames.1,
     )
 }
 

@@ -77,6 +77,9 @@ pub enum Request {
 pub struct ClusterHandle {
     /// The latest view; replaced whole on every change.
     pub view: ArcSwap<View>,
+    /// Bus frames sent and received (CLUSTER INFO), kept current between views.
+    pub frames_sent: std::sync::atomic::AtomicU64,
+    pub frames_received: std::sync::atomic::AtomicU64,
     requests: mpsc::Sender<Request>,
 }
 
@@ -127,6 +130,8 @@ pub fn start(
     let (tx, rx) = mpsc::channel(CONTROL_QUEUE_REQUESTS);
     let handle = Arc::new(ClusterHandle {
         view: ArcSwap::from_pointee(state.view()),
+        frames_sent: Default::default(),
+        frames_received: Default::default(),
         requests: tx,
     });
     let placement = match config.control_cpu {
@@ -244,6 +249,11 @@ impl Driver {
             let events = st.take_events();
             let view = st.take_view_stale().then(|| st.view());
             let saved = st.take_config_stale().then(|| st.saved());
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            self.handle.frames_sent.store(st.stats.frames_sent, relaxed);
+            self.handle
+                .frames_received
+                .store(st.stats.frames_received, relaxed);
             (sends, events, view, saved)
         };
         for s in sends {
@@ -488,6 +498,10 @@ async fn connect_from(local: IpAddr, to: SocketAddr) -> std::io::Result<TcpStrea
             if !local.is_unspecified() && local.is_ipv4() == to.is_ipv4() {
                 sock.bind(&SocketAddr::new(local, 0).into())?;
             }
+            // Unacknowledged frames older than this abort the connection, so a link cut by
+            // a partition fails and reconnects instead of waiting out TCP's growing
+            // retransmission backoff after the partition heals.
+            sock.set_tcp_user_timeout(Some(Duration::from_millis(BUS_WRITE_TIMEOUT_MS)))?;
             sock.connect_timeout(&to.into(), Duration::from_millis(BUS_CONNECT_TIMEOUT_MS))?;
             Ok(sock.into_raw_fd())
         })
