@@ -160,9 +160,31 @@ pub async fn dispatch(
                         return pipe.reply_here(out, s.proto, |o| o.error(&err));
                     }
                     Route::Forward(to) => {
-                        pipe.flush(core, s, out).await;
-                        forward(core, s, to, &args, out).await;
-                        s.batch_now_ms = None;
+                        let mut request = Vec::new();
+                        Forwarder::encode_command(args.iter(), &mut request);
+                        let proto = wire_proto(s.proto);
+                        match core.forwarder.send_now(to, proto, &request) {
+                            // An open link: the command goes now and its reply takes its
+                            // place in the pipeline, so a pipeline forwards as one.
+                            Some(Ok(reply)) => {
+                                let pending = pipe.push_forwarded(to, reply);
+                                if pending >= limits::PIPELINE_BATCH_MAX_COMMANDS {
+                                    pipe.flush(core, s, out).await;
+                                    s.batch_now_ms = None;
+                                }
+                            }
+                            Some(Err(e)) => {
+                                core.bump(|st| st.total_error_replies += 1);
+                                let msg = format!("TRYAGAIN forwarding to {to} failed: {e}");
+                                pipe.reply_here(out, s.proto, |o| o.error(&msg));
+                            }
+                            // No link yet: everything before it first, then open one.
+                            None => {
+                                pipe.flush(core, s, out).await;
+                                forward(core, s, to, &request, out).await;
+                                s.batch_now_ms = None;
+                            }
+                        }
                         return;
                     }
                     Route::FanOut(kind) => {
@@ -353,11 +375,9 @@ async fn fan_out(
         keys.push((p, parts[p].1.len()));
         parts[p].1.push(i);
     }
-    let proto = match s.proto {
-        Protocol::Resp2 => 2,
-        Protocol::Resp3 => 3,
-    };
-    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(parts.len());
+    let proto = wire_proto(s.proto);
+    // Every part whose link is open goes out at once; the others open theirs in turn.
+    let mut sent = Vec::with_capacity(parts.len());
     for (to, positions) in &parts {
         let part = std::iter::once(args.get(0)).chain(
             positions
@@ -366,17 +386,31 @@ async fn fan_out(
         );
         let mut request = Vec::new();
         Forwarder::encode_command(part.collect::<Vec<_>>().into_iter(), &mut request);
-        match core.forwarder.call(*to, proto, &request).await {
-            Ok(reply) if is_error_reply(&reply) => {
-                out.extend_from_slice(&reply);
-                return;
-            }
+        let now = core.forwarder.send_now(*to, proto, &request);
+        sent.push((*to, request, now));
+    }
+    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(parts.len());
+    let mut failed = None;
+    for (to, request, now) in sent {
+        let reply = match now {
+            Some(Ok(pending)) => pending.wait().await,
+            Some(Err(e)) => Err(e),
+            None => core.forwarder.call(to, proto, &request).await,
+        };
+        match reply {
+            Ok(reply) if is_error_reply(&reply) => failed = failed.or(Some(reply)),
             Ok(reply) => replies.push(reply),
             Err(e) => {
+                let mut b = Vec::new();
                 let msg = format!("TRYAGAIN forwarding to {to} failed: {e}");
-                return Out::new(out, s.proto).error(&msg);
+                Out::new(&mut b, s.proto).error(&msg);
+                failed = failed.or(Some(b));
             }
         }
+    }
+    if let Some(err) = failed {
+        out.extend_from_slice(&err);
+        return;
     }
     let mut o = Out::new(out, s.proto);
     match kind {
@@ -440,15 +474,18 @@ fn array_elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
     Some(out)
 }
 
-/// Runs the command on the node at `to` and relays its reply.
-async fn forward(core: &Rc<Core>, s: &Session, to: SocketAddr, args: &Args<'_>, out: &mut Vec<u8>) {
-    let mut request = Vec::new();
-    Forwarder::encode_command(args.iter(), &mut request);
-    let proto = match s.proto {
+/// The RESP version a forwarding link speaks for a client of protocol `p`.
+fn wire_proto(p: Protocol) -> u8 {
+    match p {
         Protocol::Resp2 => 2,
         Protocol::Resp3 => 3,
-    };
-    match core.forwarder.call(to, proto, &request).await {
+    }
+}
+
+/// Runs an encoded command on the node at `to` (opening the link) and relays its reply.
+async fn forward(core: &Rc<Core>, s: &Session, to: SocketAddr, request: &[u8], out: &mut Vec<u8>) {
+    let proto = wire_proto(s.proto);
+    match core.forwarder.call(to, proto, request).await {
         Ok(reply) => {
             if is_error_reply(&reply) {
                 core.bump(|st| st.total_error_replies += 1);

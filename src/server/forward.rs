@@ -169,6 +169,23 @@ impl Connecting {
     }
 }
 
+/// A reply on its way from a node (see [`Forwarder::send_now`]).
+pub struct PendingReply {
+    rx: ReplyReceiver,
+}
+
+impl PendingReply {
+    /// Waits for the reply (at most [`FORWARD_REPLY_TIMEOUT_MS`]: the link's watchdog fails
+    /// overdue calls).
+    pub async fn wait(self) -> Result<Vec<u8>, ForwardError> {
+        self.rx.await.unwrap_or_else(|_| {
+            Err(ForwardError::LinkLost {
+                reason: "the link dropped the request".to_string(),
+            })
+        })
+    }
+}
+
 /// One data core's links to other nodes. Not `Send`: it lives on its core.
 pub struct Forwarder {
     auth: Option<Rc<str>>,
@@ -213,6 +230,24 @@ impl Forwarder {
                 reason: "the link dropped the request".to_string(),
             })
         })
+    }
+
+    /// If the link to `to` for `proto` is open, queues `request` on it at once (no yield)
+    /// and returns its reply to come: requests queued this way go out in call order, so a
+    /// connection's pipeline can have many in flight. `None` when there is no open link
+    /// yet: use [`Forwarder::call`], which opens one.
+    pub fn send_now(
+        &self,
+        to: SocketAddr,
+        proto: u8,
+        request: &[u8],
+    ) -> Option<Result<PendingReply, ForwardError>> {
+        assert!(proto == 2 || proto == 3, "no RESP protocol {proto}");
+        let link = match self.links.borrow().get(&(to, proto)) {
+            Some(Slot::Ready(link)) => link.clone(),
+            _ => return None,
+        };
+        Some(link.send(request).map(|rx| PendingReply { rx }))
     }
 
     /// Appends a command, as a client sends it, to `out`: a RESP array of bulk strings.

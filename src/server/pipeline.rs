@@ -3,6 +3,7 @@
 //! for another core crosses the mesh once per batch, not once per command.
 
 use super::core::Core;
+use super::forward::PendingReply;
 use super::mesh::Pending;
 use super::session::Session;
 use crate::cmd::table::Exec;
@@ -75,6 +76,8 @@ enum Seg {
     Side(Range<usize>),
     /// The `idx`-th reply of the batch sent to `core`.
     Remote { core: usize, idx: usize },
+    /// The `idx`-th command forwarded to another node.
+    Forwarded(usize),
 }
 
 /// Reply ordering and per-core batches of one connection.
@@ -82,6 +85,8 @@ pub struct Pipeline {
     segs: Vec<Seg>,
     side: Vec<u8>,
     batches: Vec<RemoteBatch>,
+    /// Commands forwarded to other nodes, in order: where to, and the reply to come.
+    forwarded: Vec<(std::net::SocketAddr, PendingReply)>,
     remote_cmds: usize,
     errors: u64,
 }
@@ -92,6 +97,7 @@ impl Pipeline {
             segs: Vec::new(),
             side: Vec::new(),
             batches: (0..cores).map(|_| RemoteBatch::default()).collect(),
+            forwarded: Vec::new(),
             remote_cmds: 0,
             errors: 0,
         }
@@ -138,6 +144,19 @@ impl Pipeline {
         batch.cmds.len()
     }
 
+    /// Holds the place of a command already sent to another node; returns how many are
+    /// pending.
+    pub fn push_forwarded(&mut self, to: std::net::SocketAddr, reply: PendingReply) -> usize {
+        if !self.has_remote() {
+            self.segs.clear();
+            self.side.clear();
+        }
+        self.forwarded.push((to, reply));
+        self.remote_cmds += 1;
+        self.segs.push(Seg::Forwarded(self.forwarded.len() - 1));
+        self.forwarded.len()
+    }
+
     /// Sends every pending batch (all at once), waits for their replies and appends all
     /// replies to `out` in command order.
     pub async fn flush(&mut self, core: &Core, s: &Session, out: &mut Vec<u8>) {
@@ -160,6 +179,22 @@ impl Pipeline {
         for (target, p) in pending {
             results[target] = p.wait().await;
         }
+        let mut relayed: Vec<Vec<u8>> = Vec::with_capacity(self.forwarded.len());
+        for (to, reply) in self.forwarded.drain(..) {
+            let bytes = match reply.wait().await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let mut b = Vec::new();
+                    let msg = format!("TRYAGAIN forwarding to {to} failed: {e}");
+                    Out::new(&mut b, s.proto).error(&msg);
+                    b
+                }
+            };
+            if is_error_reply(&bytes) {
+                core.bump(|st| st.total_error_replies += 1);
+            }
+            relayed.push(bytes);
+        }
         for seg in self.segs.drain(..) {
             match seg {
                 Seg::Side(r) => out.extend_from_slice(&self.side[r]),
@@ -168,6 +203,7 @@ impl Pipeline {
                     let start = if idx == 0 { 0 } else { ends[idx - 1] };
                     out.extend_from_slice(&buf[start..ends[idx]]);
                 }
+                Seg::Forwarded(idx) => out.extend_from_slice(&relayed[idx]),
             }
         }
         self.side.clear();
