@@ -94,10 +94,18 @@ impl Node {
             .spawn()
             .expect("spawn tessera");
         self.child = Some(child);
+        // Up when it answers PING. (Just after a kill -9 the old process's listener can
+        // outlive it for a moment, io_uring tearing down late: a connection that lands there
+        // is reset, so a bare connect is not proof.)
         let deadline = Instant::now() + START_DEADLINE;
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect((self.ip.as_str(), self.port)).is_ok() {
-                return;
+            use std::io::{Read, Write};
+            if let Ok(mut s) = std::net::TcpStream::connect((self.ip.as_str(), self.port)) {
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                let mut buf = [0u8; 16];
+                if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| n > 0) {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -715,5 +723,155 @@ fn a_partition_splits_the_view_and_heals() {
     eprintln!(
         "partition of 1 from 2: split seen after {split:?}; healed (all alive, one table) {:?} after the cut was lifted",
         healed.elapsed()
+    );
+}
+
+#[test]
+fn cluster_commands_answer_as_redis_on_one_node() {
+    let _serial = serial();
+    // Without cluster support, as Redis.
+    let plain = Server::with_cores(1);
+    let mut r = plain.raw();
+    let disabled = Resp::err("ERR This instance has cluster support disabled");
+    assert_eq!(r.cmd(&["CLUSTER", "INFO"]), disabled);
+    assert_eq!(r.cmd(&["READONLY"]), disabled);
+    assert_eq!(r.cmd(&["ASKING"]), disabled);
+    assert_eq!(r.info("cluster_enabled"), "0");
+
+    let mut node = Node::start("127.0.25.1", "one");
+    let mut r = node.raw();
+    // Not formed yet: no slot is served.
+    assert_eq!(
+        r.cmd(&["GET", "k"]),
+        Resp::err("CLUSTERDOWN Hash slot not served")
+    );
+    let info = node.info();
+    assert_eq!(info["cluster_state"], "fail");
+    assert_eq!(info["cluster_slots_assigned"], "0");
+    assert_eq!(info["cluster_known_nodes"], "1");
+    let id = node.text(&["CLUSTER", "MYID"]);
+    assert_eq!(id.len(), 40);
+    assert_eq!(
+        node.text(&["CLUSTER", "NODES"]),
+        format!(
+            "{id} {}@{} myself,master - 0 0 0 connected\n",
+            node.addr(),
+            node.port + 10_000
+        )
+    );
+    assert_eq!(
+        r.cmd(&["CLUSTER", "MEET", "not-an-ip", "7000"]),
+        Resp::err("ERR Invalid node address specified: not-an-ip:7000")
+    );
+    assert_eq!(
+        r.cmd(&["CLUSTER", "MEET", "127.0.0.1", "x"]),
+        Resp::err("ERR Invalid base port specified: x")
+    );
+    assert_eq!(
+        r.cmd(&["CLUSTER", "FORGET", "abc"]),
+        Resp::err("ERR Unknown node abc")
+    );
+    assert_eq!(
+        r.cmd(&["CLUSTER", "NOPE"]),
+        Resp::err("ERR unknown subcommand 'NOPE'. Try CLUSTER HELP.")
+    );
+    assert_eq!(
+        r.cmd(&["CLUSTER", "KEYSLOT"]),
+        Resp::err("ERR wrong number of arguments for 'cluster|keyslot' command")
+    );
+    assert_eq!(
+        r.cmd(&["CLUSTER", "KEYSLOT", "{user1000}.following"]),
+        Resp::Int(3443)
+    );
+    assert_eq!(r.cmd(&["READONLY"]), Resp::ok());
+    assert_eq!(r.cmd(&["READWRITE"]), Resp::ok());
+
+    // A cluster of one: every slot here, one range.
+    assert_eq!(r.cmd(&["CLUSTER", "CREATE"]), Resp::ok());
+    wait_for("formed", CONVERGE, || node.info()["cluster_state"] == "ok");
+    assert_eq!(
+        r.cmd(&["CLUSTER", "SLOTS"]),
+        Resp::Array(vec![Resp::Array(vec![
+            Resp::Int(0),
+            Resp::Int(16383),
+            Resp::Array(vec![
+                Resp::bulk(&node.ip),
+                Resp::Int(node.port as i64),
+                Resp::bulk(&id),
+                Resp::Array(vec![]),
+            ]),
+        ])])
+    );
+    let Resp::Array(shards) = r.cmd(&["CLUSTER", "SHARDS"]) else {
+        panic!("CLUSTER SHARDS is an array")
+    };
+    assert_eq!(shards.len(), 1);
+    let Resp::Array(shard) = &shards[0] else {
+        panic!("a shard is a map")
+    };
+    assert_eq!(shard[0], Resp::bulk("slots"));
+    assert_eq!(shard[1], Resp::Array(vec![Resp::Int(0), Resp::Int(16383)]));
+    assert_eq!(shard[2], Resp::bulk("nodes"));
+    // Keys per slot, from the shard that holds it.
+    let slot = tessera::slot::key_slot(b"{t}a").to_string();
+    for k in ["{t}a", "{t}b", "{t}c"] {
+        assert_eq!(r.cmd(&["SET", k, "v"]), Resp::ok());
+    }
+    assert_eq!(r.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot]), Resp::Int(3));
+    let Resp::Array(two) = r.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "2"]) else {
+        panic!("GETKEYSINSLOT is an array")
+    };
+    assert_eq!(two.len(), 2);
+    assert_eq!(
+        r.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "-1"]),
+        Resp::err("ERR Invalid slot or number of keys")
+    );
+    // A transaction and multi-key commands within the node.
+    assert_eq!(r.cmd(&["MULTI"]), Resp::ok());
+    assert_eq!(
+        r.cmd(&["MGET", "{t}a", "other"]),
+        Resp::Simple("QUEUED".into())
+    );
+    assert_eq!(
+        r.cmd(&["EXEC"]),
+        Resp::Array(vec![Resp::Array(vec![Resp::bulk("v"), Resp::Nil])])
+    );
+    // Its configuration survives a restart: same id, same table.
+    let conf = std::fs::read_to_string(node.dir.join("nodes.conf")).unwrap();
+    assert!(conf.starts_with("tessera-cluster-config 1\n"), "{conf}");
+    node.kill9();
+    node.spawn();
+    assert_eq!(node.text(&["CLUSTER", "MYID"]), id);
+    wait_for("back", CONVERGE, || node.info()["cluster_state"] == "ok");
+    assert_eq!(node.info()["cluster_current_epoch"], "1");
+    // A damaged configuration stops start-up with a message naming the file.
+    node.kill9();
+    std::fs::write(
+        node.dir.join("nodes.conf"),
+        "tessera-cluster-config 1\nmyself nope 0\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "--bind",
+            &node.ip,
+            "--port",
+            &node.port.to_string(),
+            "--save",
+            "",
+        ])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--dir",
+            &node.dir.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nodes.conf") && err.contains("line 2"),
+        "{err}"
     );
 }

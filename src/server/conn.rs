@@ -69,7 +69,7 @@ pub async fn run_command(
         // In a cluster a transaction runs on one node: a key elsewhere is refused when it
         // is queued (with MOVED, whatever the routing mode) and EXEC aborts.
         if let (Exec::Shard(..), Some(h)) = (spec.exec, core.node.cluster.get()) {
-            if let Route::Refuse(err) = route(&h.view.load(), spec, &args, multi_routing(s)) {
+            if let Route::Refuse(err) = route(&h.view.load(), spec, &args, multi_routing(core, s)) {
                 s.multi_failed = true;
                 return pipe.reply_here(out, proto, |o| o.error(&err));
             }
@@ -262,12 +262,14 @@ enum Route {
     FanOut(CrossCore),
 }
 
-/// Inside MULTI, keys must be on this node whatever the routing mode.
-fn multi_routing(s: &Session) -> Routing {
-    if s.forwarded {
-        Routing::Forwarded
-    } else {
+/// Inside MULTI every key must be on this node (MOVED otherwise, whatever the routing
+/// mode): a transaction runs on one node. Keys in several of its slots are fine unless the
+/// node redirects as Redis does.
+fn multi_routing(core: &Core, s: &Session) -> Routing {
+    if !s.forwarded && core.config.borrow().cluster_routing == ClusterRouting::Redirect {
         Routing::Redirect
+    } else {
+        Routing::Forwarded
     }
 }
 
