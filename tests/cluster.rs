@@ -165,6 +165,20 @@ impl Node {
             .collect()
     }
 
+    /// Which slots this node owns, from its own line of CLUSTER NODES.
+    fn my_slots(&self) -> Vec<bool> {
+        let mut held = vec![false; 16384];
+        let text = self.text(&["CLUSTER", "NODES"]);
+        let mine = text.lines().find(|l| l.contains("myself")).unwrap();
+        for r in mine.split(' ').skip(8) {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            for s in a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap() {
+                held[s] = true;
+            }
+        }
+        held
+    }
+
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -346,6 +360,27 @@ fn three_nodes_serve_every_slot_detect_a_kill_and_take_it_back() {
     assert_eq!(
         r.cmd(&["SELECT", "1"]),
         Resp::err("ERR SELECT is not allowed in cluster mode")
+    );
+
+    // A transaction runs on one node: a key elsewhere is refused when queued or watched.
+    let held = nodes[0].my_slots();
+    let foreign = keys
+        .iter()
+        .find(|k| !held[tessera::slot::key_slot(k.as_bytes()) as usize])
+        .unwrap();
+    let mut t = nodes[0].raw();
+    let Resp::Error(e) = t.cmd(&["WATCH", foreign]) else {
+        panic!("WATCH of a key on another node")
+    };
+    assert!(e.starts_with("MOVED "), "{e}");
+    assert_eq!(t.cmd(&["MULTI"]), Resp::ok());
+    let Resp::Error(e) = t.cmd(&["GET", foreign]) else {
+        panic!("a queued command for another node")
+    };
+    assert!(e.starts_with("MOVED "), "{e}");
+    assert_eq!(
+        t.cmd(&["EXEC"]),
+        Resp::err("EXECABORT Transaction discarded because of previous errors.")
     );
 
     // Redirect mode answers as Redis Cluster does.
@@ -581,6 +616,13 @@ fn nodes_join_through_seeds_and_a_newcomer_takes_its_share() {
         nodes.iter().all(|n| n.info()["cluster_state"] == "ok")
     });
     let before: HashMap<String, (String, usize)> = nodes[0].nodes();
+    // One key per slot, through one node.
+    let keys = key_per_slot();
+    nodes[0].raw().pipeline(
+        0..keys.len(),
+        |i| encode_cmd(&[b"SET", keys[i].as_bytes(), b"old"]),
+        |i, r| assert_eq!(r, Resp::ok(), "SET {}", keys[i]),
+    );
     // A fourth node joins through a seed: the coordinator gives it a quarter of the slots,
     // taken from the others, under epoch 2.
     nodes.push(Node::start_with(
@@ -604,6 +646,32 @@ fn nodes_join_through_seeds_and_a_newcomer_takes_its_share() {
     }
     let moved: usize = before.iter().map(|(a, (_, s))| s - after[a].1).sum();
     assert_eq!(moved, share, "only the newcomer's share moved");
+    // The old owners dropped the keys of the slots they gave away (no stale value can come
+    // back with a slot); the newcomer starts empty; every other key is where it was.
+    let dbsize = |n: &Node| match n.cmd(&["DBSIZE"]) {
+        Resp::Int(k) => k as usize,
+        other => panic!("DBSIZE {other:?}"),
+    };
+    wait_for("the given-away keys dropped", CONVERGE, || {
+        nodes[..3].iter().map(dbsize).sum::<usize>() == keys.len() - share
+    });
+    assert_eq!(dbsize(&nodes[3]), 0);
+    let mut cc = cluster_client(&nodes);
+    let (mut kept, mut gone) = (0, 0);
+    for k in &keys {
+        match redis::cmd("GET")
+            .arg(k)
+            .query::<Option<String>>(&mut cc)
+            .unwrap()
+        {
+            Some(v) => {
+                assert_eq!(v, "old");
+                kept += 1
+            }
+            None => gone += 1,
+        }
+    }
+    assert_eq!((kept, gone), (keys.len() - share, share));
 }
 
 /// iptables rules that cut addresses apart, removed when dropped.

@@ -868,8 +868,8 @@ async fn finish_and_switch(
     let mut m = aof.manifest.borrow().clone();
     m.logs.push(name);
     // A first rewrite (no base yet and no manifest on disk) lists nothing until its base
-    // is written.
-    if m.base.is_some() || manifest_path(&aof.dir, m.core).exists() {
+    // is written; a log turned off meanwhile (CONFIG SET appendonly no) keeps no manifest.
+    if !aof.stop.get() && (m.base.is_some() || manifest_path(&aof.dir, m.core).exists()) {
         write_manifest(&aof.dir, &m).map_err(|e| format!("writing the manifest: {e}"))?;
     }
     *aof.manifest.borrow_mut() = m;

@@ -85,6 +85,12 @@ pub async fn run_command(
         s.record.borrow_mut().multi = Some(queue.len());
         return pipe.reply_here(out, proto, |o| o.simple("QUEUED"));
     }
+    if let (Exec::Node(NodeCmd::Watch), Some(h)) = (spec.exec, core.node.cluster.get()) {
+        // Watched keys must be on this node, as the transaction's.
+        if let Route::Refuse(err) = route(&h.view.load(), spec, &args, multi_routing(core, s)) {
+            return pipe.reply_here(out, proto, |o| o.error(&err));
+        }
+    }
     dispatch(core, s, pipe, spec, args, out).await
 }
 

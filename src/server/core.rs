@@ -228,6 +228,10 @@ pub struct Core {
     background: OnceCell<glommio::TaskQueueHandle>,
     /// Links to other nodes for forwarded commands (cluster mode).
     pub forwarder: super::forward::Forwarder,
+    /// Cluster mode: the slot-table epoch this core last acted on, and which of its slots
+    /// it held then (None before the first table: it assumes it holds whatever it has).
+    pub cluster_epoch_seen: Cell<u64>,
+    pub slots_held: RefCell<Option<Vec<bool>>>,
     me: Weak<Core>,
 }
 
@@ -240,6 +244,8 @@ impl Core {
             shard: RefCell::new(Shard::new(config.databases)),
             gate: Gate::default(),
             forwarder: super::forward::Forwarder::new(config.requirepass.clone()),
+            cluster_epoch_seen: Cell::new(0),
+            slots_held: RefCell::new(None),
             config: RefCell::new(config),
             clients: RefCell::new(BTreeMap::new()),
             stats: Cell::new(CoreStats::default()),

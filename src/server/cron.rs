@@ -20,6 +20,7 @@ pub async fn run(core: Rc<Core>) {
             return;
         }
         tick(&core, period);
+        drop_lost_slots(&core);
         publish_changes(&core);
         if core.id == 0 {
             check_save_rules(&core);
@@ -75,6 +76,49 @@ fn check_save_rules(core: &Rc<Core>) {
             }
         })
         .detach();
+    }
+}
+
+/// Cluster mode: when a new slot table takes slots away from this node, deletes this core's
+/// keys in them, so that a slot coming back later does not serve stale values (keys do not
+/// migrate yet; in cache mode the new owner starts empty). One scan of the core's keys per
+/// table that takes slots away.
+fn drop_lost_slots(core: &Core) {
+    let Some(h) = core.node.cluster.get() else {
+        return;
+    };
+    let view = h.view.load();
+    if view.epoch == 0 || view.epoch == core.cluster_epoch_seen.get() || !core.gate.admits(None) {
+        return;
+    }
+    core.cluster_epoch_seen.set(view.epoch);
+    let mine: Vec<bool> = (0..crate::slot::SLOTS).map(|s| view.is_mine(s)).collect();
+    let held = core.slots_held.replace(Some(mine.clone()));
+    let lost: Vec<bool> = match held {
+        Some(before) => before.iter().zip(&mine).map(|(b, m)| *b && !*m).collect(),
+        None => mine.iter().map(|m| !*m).collect(),
+    };
+    if !lost.iter().any(|l| *l) {
+        return;
+    }
+    let now = core.now_ms();
+    let mut shard = core.shard.borrow_mut();
+    let doomed: Vec<Vec<u8>> = shard
+        .db_ref(0)
+        .live_items(now)
+        .filter(|item| lost[crate::slot::key_slot(item.key()) as usize])
+        .map(|item| item.key().to_vec())
+        .collect();
+    for key in &doomed {
+        shard.db(0).remove(key, now);
+    }
+    if !doomed.is_empty() {
+        tracing::info!(
+            core = core.id,
+            keys = doomed.len(),
+            epoch = view.epoch,
+            "dropped the keys of slots this node no longer owns"
+        );
     }
 }
 
