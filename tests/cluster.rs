@@ -172,9 +172,8 @@ impl Node {
         let mine = text.lines().find(|l| l.contains("myself")).unwrap();
         for r in mine.split(' ').skip(8) {
             let (a, b) = r.split_once('-').unwrap_or((r, r));
-            for s in a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap() {
-                held[s] = true;
-            }
+            let (a, b) = (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap());
+            held[a..=b].fill(true);
         }
         held
     }
