@@ -101,3 +101,50 @@ const _: () = assert!(
     "SCAN cursors keep the core in 8 bits"
 );
 const _: () = assert!(READ_CHUNK_BYTES <= READ_BUFFER_KEEP_BYTES);
+
+// The cluster bus and the control core (`server::control`).
+
+/// How often the control core ticks the cluster state machine.
+pub const BUS_TICK_MS: u64 = 20;
+/// Frames queued for one peer; more are dropped (gossip tolerates loss, and a peer that
+/// cannot take them is being suspected anyway).
+pub const BUS_LINK_QUEUE_FRAMES: usize = 256;
+/// Bytes gathered into one write to a peer.
+pub const BUS_WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// A connect to a peer, and a write to it, that takes longer fails.
+pub const BUS_CONNECT_TIMEOUT_MS: u64 = 1_000;
+pub const BUS_WRITE_TIMEOUT_MS: u64 = 2_000;
+/// After a failed connect, frames for that peer are dropped for this long, doubling per
+/// failure up to the maximum.
+pub const BUS_RECONNECT_MIN_MS: u64 = 100;
+pub const BUS_RECONNECT_MAX_MS: u64 = 2_000;
+/// Inbound bus connections at once; an inbound connection silent this long is closed.
+pub const BUS_MAX_INBOUND: usize = 1024;
+pub const BUS_INBOUND_IDLE_MS: u64 = 30_000;
+/// Bytes read from a peer at a time.
+pub const BUS_READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Admin requests from data cores waiting for the control core.
+pub const CONTROL_QUEUE_REQUESTS: usize = 64;
+/// While a node knows no member, it asks its seeds again this often.
+pub const SEED_RETRY_MS: u64 = 1_000;
+
+// Forwarding to other nodes (`server::forward`).
+
+/// Most requests on one link waiting for their replies (or for the link to connect); one
+/// more fails with [`crate::server::forward::ForwardError::TooManyInFlight`] instead of waiting.
+pub const FORWARD_LINK_MAX_INFLIGHT: usize = 4096;
+/// Most request bytes on one link waiting for its writer, not counting the batch being
+/// written. A request that would pass it fails with [`crate::server::forward::ForwardError::OutboxFull`], unless
+/// the outbox is empty: one request of any size can always go.
+pub const FORWARD_OUTBOX_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Longest reply accepted, in bytes: the longest string value plus room for the reply's
+/// headers. A reply being assembled past this kills the link.
+pub const FORWARD_REPLY_MAX_BYTES: usize = PROTO_MAX_BULK_LEN_BYTES + 64 * 1024;
+/// Longest time for the TCP connect and the AUTH/HELLO handshake together, in ms.
+pub const FORWARD_CONNECT_TIMEOUT_MS: u64 = 1000;
+/// Longest a request waits for its reply, in ms: when the oldest request on a link has
+/// waited longer, the link is declared lost.
+pub const FORWARD_REPLY_TIMEOUT_MS: u64 = 5000;
+/// Bytes asked of the socket per read, at least; a read buffer that has grown for a large
+/// reply is filled as far as it goes.
+pub const FORWARD_READ_CHUNK_BYTES: usize = 16 * 1024;

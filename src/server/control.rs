@@ -19,7 +19,11 @@ use crate::cluster::membership::{Addr, Health, NodeId};
 use crate::cluster::state::{ClusterState, Saved};
 use crate::cluster::view::View;
 use crate::config::Config;
-use crate::limits;
+use crate::limits::{
+    self, BUS_CONNECT_TIMEOUT_MS, BUS_INBOUND_IDLE_MS, BUS_LINK_QUEUE_FRAMES, BUS_MAX_INBOUND,
+    BUS_READ_CHUNK_BYTES, BUS_RECONNECT_MAX_MS, BUS_RECONNECT_MIN_MS, BUS_TICK_MS,
+    BUS_WRITE_BATCH_BYTES, BUS_WRITE_TIMEOUT_MS, CONTROL_QUEUE_REQUESTS, SEED_RETRY_MS,
+};
 use arc_swap::ArcSwap;
 use futures_channel::{mpsc, oneshot};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -32,30 +36,6 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How often the state machine is ticked.
-pub const BUS_TICK_MS: u64 = 20;
-/// Frames queued for one peer; more are dropped (gossip tolerates loss, and a peer that
-/// cannot take them is being suspected anyway).
-pub const BUS_LINK_QUEUE_FRAMES: usize = 256;
-/// Bytes gathered into one write to a peer.
-pub const BUS_WRITE_BATCH_BYTES: usize = 256 * 1024;
-/// A connect to a peer, and a write to it, that takes longer fails.
-pub const BUS_CONNECT_TIMEOUT_MS: u64 = 1_000;
-pub const BUS_WRITE_TIMEOUT_MS: u64 = 2_000;
-/// After a failed connect, frames for that peer are dropped for this long, doubling per
-/// failure up to the maximum.
-pub const BUS_RECONNECT_MIN_MS: u64 = 100;
-pub const BUS_RECONNECT_MAX_MS: u64 = 2_000;
-/// Inbound bus connections at once; an inbound connection silent this long is closed.
-pub const BUS_MAX_INBOUND: usize = 1024;
-pub const BUS_INBOUND_IDLE_MS: u64 = 30_000;
-/// Bytes read from a peer at a time.
-pub const BUS_READ_CHUNK_BYTES: usize = 64 * 1024;
-/// Admin requests from data cores waiting for the control core.
-pub const CONTROL_QUEUE_REQUESTS: usize = 64;
-/// While a node knows no member, it asks its seeds again this often.
-pub const SEED_RETRY_MS: u64 = 1_000;
 
 /// An admin request from a data core, answered with a reply line or an error text.
 pub enum Request {

@@ -25,7 +25,10 @@
 //! messages nobody asked for (SUBSCRIBE, MONITOR, CLIENT TRACKING) must not be forwarded:
 //! it would shift every later reply to the wrong caller.
 
-use crate::limits;
+use crate::limits::{
+    self, FORWARD_CONNECT_TIMEOUT_MS, FORWARD_LINK_MAX_INFLIGHT, FORWARD_OUTBOX_MAX_BYTES,
+    FORWARD_READ_CHUNK_BYTES, FORWARD_REPLY_MAX_BYTES, FORWARD_REPLY_TIMEOUT_MS,
+};
 use crate::resp::frame::{self, Decoded, FrameError, MAX_DEPTH};
 use futures_channel::oneshot;
 use futures_lite::future::{or, poll_fn};
@@ -41,24 +44,6 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// Most requests on one link waiting for their replies (or for the link to connect); one
-/// more fails with [`ForwardError::TooManyInFlight`] instead of waiting.
-pub const FORWARD_LINK_MAX_INFLIGHT: usize = 4096;
-/// Most request bytes on one link waiting for its writer, not counting the batch being
-/// written. A request that would pass it fails with [`ForwardError::OutboxFull`], unless
-/// the outbox is empty: one request of any size can always go.
-pub const FORWARD_OUTBOX_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// Longest reply accepted, in bytes: the longest string value plus room for the reply's
-/// headers. A reply being assembled past this kills the link.
-pub const FORWARD_REPLY_MAX_BYTES: usize = limits::PROTO_MAX_BULK_LEN_BYTES + 64 * 1024;
-/// Longest time for the TCP connect and the AUTH/HELLO handshake together, in ms.
-pub const FORWARD_CONNECT_TIMEOUT_MS: u64 = 1000;
-/// Longest a request waits for its reply, in ms: when the oldest request on a link has
-/// waited longer, the link is declared lost.
-pub const FORWARD_REPLY_TIMEOUT_MS: u64 = 5000;
-/// Bytes asked of the socket per read, at least; a read buffer that has grown for a large
-/// reply is filled as far as it goes.
-pub const FORWARD_READ_CHUNK_BYTES: usize = 16 * 1024;
 /// A read buffer or write batch larger than this, in bytes, is given back once empty.
 const BUFFER_KEEP_BYTES: usize = 4 * FORWARD_READ_CHUNK_BYTES;
 
