@@ -275,6 +275,9 @@ pub struct Membership {
     map_asked: (u64, u64),
     /// Forgotten members and when news of them is believed again.
     banned: HashMap<NodeId, u64>,
+    /// When `tick` last ran: a longer gap than half a probe interval means this node was
+    /// not running (its CPU taken), not that its peers were silent.
+    last_tick_ms: u64,
 }
 
 /// How long a forgotten member stays forgotten whatever others say (Redis: 60 s).
@@ -312,6 +315,7 @@ impl Membership {
             map_news: None,
             map_asked: (0, 0),
             banned: HashMap::new(),
+            last_tick_ms: now_ms,
         }
     }
 
@@ -449,6 +453,22 @@ impl Membership {
     /// Advances time: suspicions that timed out, the running probe, the next probe, the
     /// periodic dead-member probe and sync.
     pub fn tick(&mut self, now_ms: u64) {
+        let gap = now_ms.saturating_sub(self.last_tick_ms);
+        self.last_tick_ms = now_ms;
+        if gap > self.cfg.probe_interval_ms / 2 {
+            // This node was paused (starved of CPU, stopped): answers may be waiting unread,
+            // so the time it lost counts for nobody's silence. The running probe and every
+            // suspicion get the gap back (Lifeguard's local-health idea, in its simplest form).
+            if let Some(p) = self.probe.as_mut() {
+                p.sent_ms += gap;
+            }
+            self.next_probe_ms += gap;
+            for m in self.members.values_mut() {
+                if m.health == Health::Pdead {
+                    m.since_ms += gap;
+                }
+            }
+        }
         let timed_out: Vec<Update> = if self.suspects == 0 {
             Vec::new()
         } else {
@@ -899,5 +919,61 @@ impl Membership {
         let sends = self.cfg.retransmit_mult * ((n + 1) as f64).log10().ceil().max(1.0) as usize;
         self.gossip.retain(|(g, _)| g.id != u.id);
         self.gossip.push((u, sends));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two members that know each other; `a` sends `b` whatever `b` answers, by hand.
+    fn pair() -> (Membership, Membership) {
+        let mut rng = Rng::new(3);
+        let (ia, ib) = (NodeId::random(&mut rng), NodeId::random(&mut rng));
+        let addr = |port| Addr::new([127, 0, 0, 1].into(), port, port + 10_000);
+        let mut a = Membership::new(ia, addr(1), Config::default(), 1, 0);
+        let mut b = Membership::new(ib, addr(2), Config::default(), 2, 0);
+        let know = |m: &mut Membership, id, port| {
+            m.remember(
+                Update {
+                    id,
+                    incarnation: 0,
+                    health: Health::Alive,
+                    addr: addr(port),
+                },
+                0,
+            )
+        };
+        know(&mut a, ib, 2);
+        know(&mut b, ia, 1);
+        (a, b)
+    }
+
+    /// A node that was not running (its CPU taken) does not blame the silence of that time
+    /// on its peers: the probe it had out when it stopped gets the lost time back.
+    #[test]
+    fn a_paused_node_does_not_suspect_its_peers() {
+        let (mut a, _b) = pair();
+        let mut now = 0;
+        // Run until `a` has a probe out (its answers are never delivered).
+        while a.probe.is_none() {
+            now += 10;
+            a.tick(now);
+        }
+        a.take_outgoing();
+        // Three seconds without a tick, then one.
+        now += 3_000;
+        a.tick(now);
+        assert!(
+            a.take_events().iter().all(|e| e.health == Health::Alive),
+            "a pause is not a peer's silence"
+        );
+        // Ticking on, the silence is real: suspicion after one probe interval.
+        let until = now + 2 * Config::default().probe_interval_ms;
+        while now < until {
+            now += 10;
+            a.tick(now);
+        }
+        assert!(a.take_events().iter().any(|e| e.health == Health::Pdead));
     }
 }

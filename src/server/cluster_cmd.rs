@@ -83,7 +83,11 @@ pub async fn cluster(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
     let view = h.view.load_full();
     if eq(sub, "INFO") {
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        let frames = (h.frames_sent.load(relaxed), h.frames_received.load(relaxed));
+        let frames = (
+            h.frames_sent.load(relaxed),
+            h.frames_received.load(relaxed),
+            h.frames_dropped.load(relaxed),
+        );
         o.verbatim(&info_text(&view, frames))
     } else if eq(sub, "MYID") {
         o.bulk(view.me.to_string().as_bytes())
@@ -235,8 +239,9 @@ fn slot_health(view: &View) -> (usize, usize, usize, usize) {
     (assigned, ok, pfail, fail)
 }
 
-/// CLUSTER INFO's text; `frames` are the bus frames sent and received.
-pub fn info_text(view: &View, frames: (u64, u64)) -> String {
+/// CLUSTER INFO's text; `frames` are the bus frames sent, received and dropped at a full
+/// link queue (Redis's `total_cluster_links_buffer_limit_exceeded`).
+pub fn info_text(view: &View, frames: (u64, u64, u64)) -> String {
     let (assigned, ok, pfail, fail) = slot_health(view);
     let size = view.nodes.iter().filter(|n| n.slots > 0).count();
     let my_epoch = if view.nodes[0].slots > 0 {
@@ -256,12 +261,13 @@ pub fn info_text(view: &View, frames: (u64, u64)) -> String {
          cluster_my_epoch:{my_epoch}\r\n\
          cluster_stats_messages_sent:{}\r\n\
          cluster_stats_messages_received:{}\r\n\
-         total_cluster_links_buffer_limit_exceeded:0\r\n",
+         total_cluster_links_buffer_limit_exceeded:{}\r\n",
         if view.state_ok { "ok" } else { "fail" },
         view.nodes.len(),
         view.epoch,
         frames.0,
         frames.1,
+        frames.2,
     )
 }
 

@@ -162,7 +162,6 @@ pub async fn dispatch(
                 match route(&h.view.load(), spec, &args, routing) {
                     Route::Here => {}
                     Route::Refuse(err) => {
-                        core.bump(|st| st.total_error_replies += 1);
                         return pipe.reply_here(out, s.proto, |o| o.error(&err));
                     }
                     Route::Forward(to) => {
@@ -180,7 +179,6 @@ pub async fn dispatch(
                                 }
                             }
                             Some(Err(e)) => {
-                                core.bump(|st| st.total_error_replies += 1);
                                 let msg = format!("TRYAGAIN forwarding to {to} failed: {e}");
                                 pipe.reply_here(out, s.proto, |o| o.error(&msg));
                             }

@@ -60,6 +60,8 @@ pub struct ClusterHandle {
     /// Bus frames sent and received (CLUSTER INFO), kept current between views.
     pub frames_sent: std::sync::atomic::AtomicU64,
     pub frames_received: std::sync::atomic::AtomicU64,
+    /// Frames dropped because a peer's link queue was full.
+    pub frames_dropped: std::sync::atomic::AtomicU64,
     requests: mpsc::Sender<Request>,
 }
 
@@ -112,6 +114,7 @@ pub fn start(
         view: ArcSwap::from_pointee(state.view()),
         frames_sent: Default::default(),
         frames_received: Default::default(),
+        frames_dropped: Default::default(),
         requests: tx,
     });
     let placement = match config.control_cpu {
@@ -211,8 +214,6 @@ struct Driver {
     path: PathBuf,
     learn_ip: std::cell::Cell<bool>,
     inbound: std::cell::Cell<usize>,
-    /// Frames dropped because a peer's queue was full.
-    dropped: std::cell::Cell<u64>,
 }
 
 impl Driver {
@@ -247,7 +248,9 @@ impl Driver {
                 tx
             });
             if link.try_send(wire).is_err() {
-                self.dropped.set(self.dropped.get() + 1);
+                self.handle
+                    .frames_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         for e in events {
@@ -320,7 +323,6 @@ async fn run(
         path: setup.path,
         learn_ip: std::cell::Cell::new(setup.learn_ip),
         inbound: std::cell::Cell::new(0),
-        dropped: std::cell::Cell::new(0),
     });
     let _ = ready.send(Ok(()));
     drop(ready);
