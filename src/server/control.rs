@@ -136,19 +136,11 @@ pub fn start(
         .name("control")
         .io_memory(limits::IO_MEMORY_BYTES)
         .spawn(move || async move { run(setup, rx, ready_tx).await })
-        .map_err(|e| StartError::Executor {
-            core: usize::MAX,
-            err: format!("control core: {e}"),
-        })?;
+        .map_err(|e| StartError::ControlCore(e.to_string()))?;
     match ready_rx.recv() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(StartError::Executor {
-                core: usize::MAX,
-                err: "the control core stopped while starting".into(),
-            })
-        }
+        Err(_) => return Err(StartError::ControlCore("it stopped while starting".into())),
     }
     tracing::info!(
         "cluster node {me}, bus port {}, control core {}",
@@ -214,6 +206,9 @@ struct Driver {
     path: PathBuf,
     learn_ip: std::cell::Cell<bool>,
     inbound: std::cell::Cell<usize>,
+    /// What `nodes.conf` holds: it is rewritten (and fsynced) only when this changes, not
+    /// at every change of a member's health.
+    saved: RefCell<Option<Saved>>,
 }
 
 impl Driver {
@@ -268,12 +263,15 @@ impl Driver {
         if let Some(v) = view {
             self.handle.view.store(Arc::new(v));
         }
-        if let Some(saved) = saved {
-            if let Err(e) = save_config(&self.path, &saved) {
-                tracing::warn!(
+        let unchanged = saved.is_none() || *self.saved.borrow() == saved;
+        if let (Some(saved), false) = (saved, unchanged) {
+            match save_config(&self.path, &saved) {
+                Ok(()) => *self.saved.borrow_mut() = Some(saved),
+                // Tried again at the next change.
+                Err(e) => tracing::warn!(
                     "cannot save the cluster config {}: {e}",
                     self.path.display()
-                );
+                ),
             }
         }
     }
@@ -306,9 +304,8 @@ async fn run(
         match TcpListener::bind(&target) {
             Ok(l) => listeners.push(l),
             Err(e) => {
-                let _ = ready.send(Err(StartError::Bind {
-                    core: usize::MAX,
-                    addr: format!("{target} (cluster bus)"),
+                let _ = ready.send(Err(StartError::BusBind {
+                    addr: target,
                     err: e.to_string(),
                 }));
                 return;
@@ -323,6 +320,7 @@ async fn run(
         path: setup.path,
         learn_ip: std::cell::Cell::new(setup.learn_ip),
         inbound: std::cell::Cell::new(0),
+        saved: RefCell::new(None),
     });
     let _ = ready.send(Ok(()));
     drop(ready);

@@ -54,6 +54,10 @@ pub enum StartError {
     Executor { core: usize, err: String },
     #[error("{0} (move the file away to start empty)")]
     Load(String),
+    #[error("cannot listen on {addr} for the cluster bus: {err} (the bus port is the client port + 10000 unless --cluster-port says otherwise)")]
+    BusBind { addr: String, err: String },
+    #[error("cannot start the control core: {0}")]
+    ControlCore(String),
 }
 
 /// Checks that the process may lock enough memory for glommio.
