@@ -32,8 +32,6 @@ pub struct Send {
 pub struct Stats {
     pub frames_sent: u64,
     pub frames_received: u64,
-    /// Frames for a member whose address is not known yet.
-    pub frames_unroutable: u64,
 }
 
 pub struct ClusterState {
@@ -301,9 +299,9 @@ impl ClusterState {
     }
 
     fn send_to(&mut self, id: NodeId, body: Body) {
-        match self.members.addr_of(id) {
-            Some(addr) => self.push(addr.bus(), body),
-            None => self.stats.frames_unroutable += 1,
+        // A member whose address is not known yet gets nothing: gossip will bring it.
+        if let Some(addr) = self.members.addr_of(id) {
+            self.push(addr.bus(), body);
         }
     }
 

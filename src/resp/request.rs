@@ -78,21 +78,34 @@ pub struct RequestDecoder {
 }
 
 /// Encodes a command as a client sends it (a RESP multibulk of bulk strings): for the load
-/// generator, the tests and, later, node-to-node calls.
+/// generator, the tests and node-to-node calls.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    encode_into(args.iter().copied(), &mut out);
+    out
+}
+
+/// [`encode`], appending to `out`. Panics if `args` misreports its length: the count goes
+/// first, and a wrong one would shift every later reply on a connection to the wrong caller.
+pub fn encode_into<'a>(args: impl ExactSizeIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
     let mut n = itoa::Buffer::new();
+    let declared = args.len();
     out.push(b'*');
-    out.extend_from_slice(n.format(args.len()).as_bytes());
+    out.extend_from_slice(n.format(declared).as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut written = 0;
     for a in args {
         out.push(b'$');
         out.extend_from_slice(n.format(a.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
+        written += 1;
     }
-    out
+    assert_eq!(
+        written, declared,
+        "the argument iterator misreported its length"
+    );
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {

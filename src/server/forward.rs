@@ -237,25 +237,7 @@ impl Forwarder {
 
     /// Appends a command, as a client sends it, to `out`: a RESP array of bulk strings.
     pub fn encode_command<'a>(args: impl ExactSizeIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
-        let mut n = itoa::Buffer::new();
-        let declared = args.len();
-        out.push(b'*');
-        out.extend_from_slice(n.format(declared).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        let mut written = 0;
-        for arg in args {
-            out.push(b'$');
-            out.extend_from_slice(n.format(arg.len()).as_bytes());
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(arg);
-            out.extend_from_slice(b"\r\n");
-            written += 1;
-        }
-        // A wrong count would shift every later reply on the link to the wrong caller.
-        assert_eq!(
-            written, declared,
-            "the argument iterator misreported its length"
-        );
+        crate::resp::request::encode_into(args, out)
     }
 
     /// Closes every link: their queued calls fail with [`ForwardError::Closed`], as do the
