@@ -52,6 +52,23 @@ pub struct Config {
     /// Microseconds a background save waits per key written (Redis's test hook
     /// `rdb-key-save-delay`: slows a save down so tests can write during it). 0: none.
     pub rdb_key_save_delay: u64,
+    /// The primary to follow at start (`replicaof host port`); REPLICAOF changes it live.
+    pub replicaof: Option<(String, u16)>,
+    /// The password a replica gives its primary.
+    pub masterauth: Option<String>,
+    /// The IP a replica announces to its primary (INFO, ROLE) instead of its source address.
+    pub replica_announce_ip: Option<String>,
+    /// Seconds without a frame before a replication link is declared lost.
+    pub repl_timeout: u64,
+    /// Writes are refused unless this many replicas acknowledged within
+    /// `min_replicas_max_lag` seconds (0: off).
+    pub min_replicas_to_write: usize,
+    pub min_replicas_max_lag: u64,
+    /// A write is acknowledged only once this many replicas have it (0: at once, as Redis).
+    pub repl_ack_replicas: usize,
+    /// How long (ms) such an acknowledgement may wait; past it the connection is closed
+    /// without the replies (0: no limit).
+    pub repl_ack_timeout: u64,
     /// tessera's own: the most of a busy core's time a background save or rewrite may take
     /// (percent; on an idle core it takes what it needs).
     pub save_cpu_percent: usize,
@@ -216,6 +233,14 @@ impl Default for Config {
             wal_ring_keep: false,
             save: SAVE_RULES_DEFAULT.to_vec(),
             rdb_key_save_delay: 0,
+            replicaof: None,
+            masterauth: None,
+            replica_announce_ip: None,
+            repl_timeout: 60,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag: 10,
+            repl_ack_replicas: 0,
+            repl_ack_timeout: 5000,
             save_cpu_percent: limits::SAVE_CPU_PERCENT_DEFAULT,
             appendonly: false,
             appendfsync: AppendFsync::Everysec,
@@ -332,6 +357,9 @@ pub struct Cli {
     /// yes: load an append-only file damaged before its end up to the damage [default: no].
     #[arg(long)]
     pub aof_load_truncated: Option<String>,
+    /// Follow a primary from the start: "host port" [default: none, a primary].
+    #[arg(long)]
+    pub replicaof: Option<String>,
     /// yes: run as a cluster node (slots, the cluster bus, CLUSTER commands) [default: no].
     #[arg(long)]
     pub cluster_enabled: Option<String>,
@@ -788,6 +816,90 @@ pub static PARAMS: &[Param] = &[
         mutable: true,
     },
     Param {
+        name: "replicaof",
+        get: |c| {
+            c.replicaof
+                .as_ref()
+                .map_or(String::new(), |(h, p)| format!("{h} {p}"))
+        },
+        set: |c, v| {
+            let words: Vec<&str> = v.split_whitespace().collect();
+            c.replicaof = match words[..] {
+                [] => None,
+                [host, port] => match port.parse::<u16>() {
+                    Ok(p) if p > 0 => Some((host.to_string(), p)),
+                    _ => return Err(bad("a host and a port")),
+                },
+                _ => return Err(bad("a host and a port")),
+            };
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "masterauth",
+        get: |c| c.masterauth.clone().unwrap_or_default(),
+        set: |c, v| {
+            c.masterauth = (!v.is_empty()).then(|| v.to_string());
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "replica-announce-ip",
+        get: |c| c.replica_announce_ip.clone().unwrap_or_default(),
+        set: |c, v| {
+            c.replica_announce_ip = (!v.is_empty()).then(|| v.to_string());
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "repl-timeout",
+        get: |c| c.repl_timeout.to_string(),
+        set: |c, v| {
+            c.repl_timeout = set_int(v, 1, 86_400)? as u64;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "min-replicas-to-write",
+        get: |c| c.min_replicas_to_write.to_string(),
+        set: |c, v| {
+            c.min_replicas_to_write = set_int(v, 0, crate::limits::REPL_MAX_REPLICAS as u64)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "min-replicas-max-lag",
+        get: |c| c.min_replicas_max_lag.to_string(),
+        set: |c, v| {
+            c.min_replicas_max_lag = set_int(v, 0, 86_400)? as u64;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "repl-ack-replicas",
+        get: |c| c.repl_ack_replicas.to_string(),
+        set: |c, v| {
+            c.repl_ack_replicas = set_int(v, 0, crate::limits::REPL_MAX_REPLICAS as u64)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "repl-ack-timeout",
+        get: |c| c.repl_ack_timeout.to_string(),
+        set: |c, v| {
+            c.repl_ack_timeout = set_int(v, 0, 86_400_000)? as u64;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
         name: "wal-ring-keep",
         get: |c| if c.wal_ring_keep { "yes" } else { "no" }.into(),
         set: |c, v| {
@@ -1014,7 +1126,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 30] = [
+        let flags: [(&str, Option<String>); 31] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -1035,6 +1147,7 @@ impl Cli {
             ("appendonly", self.appendonly),
             ("appendfsync", self.appendfsync),
             ("aof-load-truncated", self.aof_load_truncated),
+            ("replicaof", self.replicaof),
             ("cluster-enabled", self.cluster_enabled),
             ("cluster-port", self.cluster_port.map(|v| v.to_string())),
             ("cluster-seeds", self.cluster_seeds),

@@ -8,6 +8,7 @@
 //!   pipelined batching across cores, transactions, node-wide commands.
 //! - [`cluster`]: the cluster control plane as state machines (membership, failure
 //!   detection), tested in seeded simulations.
+//! - [`repl`]: the replication stream between a primary and a replica, as bytes; pure.
 //! - [`config`]: defaults, the redis.conf-style file, flags, CONFIG GET/SET parameters.
 //! - [`limits`]: every limit with its unit.
 //! - [`alloc`]: the counting allocator behind `used_memory`.
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod limits;
+pub mod repl;
 pub mod resp;
 pub mod server;
 pub mod slot;

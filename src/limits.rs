@@ -148,3 +148,30 @@ pub const FORWARD_REPLY_TIMEOUT_MS: u64 = 5000;
 /// Bytes asked of the socket per read, at least; a read buffer that has grown for a large
 /// reply is filled as far as it goes.
 pub const FORWARD_READ_CHUNK_BYTES: usize = 16 * 1024;
+
+// Replication (`server::replication`, `server::replica`).
+
+/// Most replicas one primary streams to at once; one more is refused.
+pub const REPL_MAX_REPLICAS: usize = 16;
+/// Ring bytes read for one replica per hop to a shard's core (at least one record).
+pub const REPL_BATCH_BYTES: usize = 256 * 1024;
+/// A primary with nothing new checks its rings again after this many ms; WAIT checks the
+/// acknowledgements as often.
+pub const REPL_POLL_INTERVAL_MS: u64 = 1;
+/// An idle primary pings its replicas, and a replica acknowledges, this often (ms).
+pub const REPL_PING_INTERVAL_MS: u64 = 1000;
+/// While a save or rewrite holds a shard's capture, a full sync tries again this often (ms).
+pub const REPL_CAPTURE_RETRY_MS: u64 = 50;
+/// Bytes of acknowledgements a primary buffers from one replica (an ack is 13 + 8 per shard).
+pub const REPL_ACK_BUFFER_BYTES: usize = 64 * 1024;
+/// A replica's TCP connect to its primary, at most (ms).
+pub const REPL_CONNECT_TIMEOUT_MS: u64 = 2000;
+/// A replica waits this long (ms) before reconnecting, doubling up to the maximum.
+pub const REPL_RETRY_MIN_MS: u64 = 100;
+pub const REPL_RETRY_MAX_MS: u64 = 2000;
+/// A replica's reads wake at least this often (ms) to see REPLICAOF and the timeout.
+pub const REPL_READ_POLL_MS: u64 = 100;
+/// Longest answer line to REPLSYNC, in bytes.
+pub const REPL_LINE_MAX_BYTES: usize = 4096;
+/// REPLICAOF waits at most this long (ms) for the old replica task to stop applying.
+pub const REPL_STOP_WAIT_MS: u64 = 5000;

@@ -84,6 +84,40 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
     out.extend_from_slice(&payload);
 }
 
+/// Decodes a run of whole frames (a chunk of a snapshot sent to a replica), checking each.
+/// Offsets in errors count from the chunk's start.
+pub fn decode_frames(bytes: &[u8]) -> Result<Vec<Frame>, SnapshotError> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let mut payload: AlignedVec = AlignedVec::new();
+    while at < bytes.len() {
+        let head = bytes
+            .get(at..at + 8)
+            .ok_or(SnapshotError::Truncated(at as u64))?;
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+        if len > FRAME_MAX_BYTES {
+            return Err(SnapshotError::Malformed(
+                at as u64,
+                format!("a frame of {len} bytes"),
+            ));
+        }
+        let body = bytes
+            .get(at + 8..at + 8 + len)
+            .ok_or(SnapshotError::Truncated(at as u64))?;
+        if crc32fast::hash(body) != crc {
+            return Err(SnapshotError::Checksum(at as u64));
+        }
+        payload.clear();
+        payload.extend_from_slice(body);
+        let frame = rkyv::from_bytes::<Frame, rancor::Error>(&payload)
+            .map_err(|e| SnapshotError::Malformed(at as u64, e.to_string()))?;
+        out.push(frame);
+        at += 8 + len;
+    }
+    Ok(out)
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
     #[error("not a tessera snapshot (bad magic)")]
@@ -299,6 +333,24 @@ mod tests {
         assert!(
             matches!(&all[5], Frame::Entry { db: 2, key, expire_at_ms: 2000, .. } if key == b"k1-2")
         );
+    }
+
+    #[test]
+    fn a_chunk_of_frames_decodes_and_damage_is_refused() {
+        let bytes = image();
+        let chunk = &bytes[8..];
+        let frames = decode_frames(chunk).unwrap();
+        assert_eq!(frames.len(), 1 + 6 + 2 + 1);
+        assert!(matches!(frames.last(), Some(Frame::FileEnd { keys: 6 })));
+        for at in 0..chunk.len() {
+            let mut bad = chunk.to_vec();
+            bad[at] ^= 0x10;
+            assert!(
+                decode_frames(&bad).is_err(),
+                "a flipped bit at {at} was accepted"
+            );
+        }
+        assert!(decode_frames(&chunk[..chunk.len() - 1]).is_err());
     }
 
     #[test]

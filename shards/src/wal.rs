@@ -361,6 +361,21 @@ impl WalRing {
         out: &mut Vec<u8>,
     ) -> Result<Option<u64>, WalError> {
         let next = self.cursor(reader)?;
+        let last = self.read_framed_from(next, max_bytes, out)?;
+        if let Some(seq) = last {
+            self.readers[reader.0] = Some(seq + 1);
+        }
+        Ok(last)
+    }
+
+    /// Like [`WalRing::read_framed`], from sequence number `next`, without a cursor (a
+    /// replica's stream keeps its own position).
+    pub fn read_framed_from(
+        &self,
+        next: u64,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<u64>, WalError> {
         let tail = self.tail();
         if next < tail {
             return Err(WalError::FellBehind {
@@ -379,9 +394,6 @@ impl WalRing {
             }
             crate::aof::encode_record(r.seq, &r.data, out);
             last = Some(r.seq);
-        }
-        if let Some(seq) = last {
-            self.readers[reader.0] = Some(seq + 1);
         }
         Ok(last)
     }

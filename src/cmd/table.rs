@@ -42,6 +42,10 @@ pub enum NodeCmd {
     Readonly,
     Readwrite,
     Asking,
+    Replicaof,
+    Role,
+    Wait,
+    Replsync,
 }
 
 /// How a multi-key command runs when its keys live on more than one core.
@@ -249,6 +253,12 @@ pub static TABLE: &[CommandSpec] = &[
     cmd!("lastsave", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Lastsave), "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk.", ""),
     cmd!("shutdown", -1, &["admin", "noscript", "loading", "stale", "no_multi"], (0, 0, 0), Node(N::Shutdown), "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the server.", "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]"),
     cmd!("memory", -2, &[], (0, 0, 0), Node(N::Memory), "server", "4.0.0", "A container for memory diagnostics commands.", ""),
+    // replication
+    cmd!("replicaof", 3, &["admin", "noscript", "stale", "no_async_loading"], (0, 0, 0), Node(N::Replicaof), "server", "5.0.0", "Configures a server as replica of another, or promotes it to a master.", "args:[(host:string port:integer)|(NO ONE)]"),
+    cmd!("slaveof", 3, &["admin", "noscript", "stale", "no_async_loading"], (0, 0, 0), Node(N::Replicaof), "server", "1.0.0", "Sets a Redis server as a replica of another, or promotes it to being a master.", "args:[(host:string port:integer)|(NO ONE)]"),
+    cmd!("role", 1, &["noscript", "loading", "stale", "fast"], (0, 0, 0), Node(N::Role), "server", "2.8.12", "Returns the replication role.", ""),
+    cmd!("wait", 3, &[], (0, 0, 0), Node(N::Wait), "generic", "3.0.0", "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.", "numreplicas:integer timeout:integer"),
+    cmd!("replsync", -4, &["admin", "noscript", "no_multi", "stale"], (0, 0, 0), Node(N::Replsync), "server", "0.1.0", "Turns the connection into a replication stream to a tessera replica (sent by replicas).", "replid:string offsets:string listening-port:integer [announce-ip:string]"),
     // cluster
     cmd!("cluster", -2, &[], (0, 0, 0), Node(N::Cluster), "cluster", "3.0.0", "A container for Redis Cluster commands.", ""),
     cmd!("readonly", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Readonly), "cluster", "3.0.0", "Enables read-only queries for a connection to a Redis Cluster replica node.", ""),

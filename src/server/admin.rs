@@ -50,22 +50,23 @@ struct ClientFilter {
     ids: Option<Vec<u64>>,
     addr: Option<String>,
     laddr: Option<String>,
-    /// Only "normal" clients exist on a standalone node; other types match nothing.
-    type_matches: bool,
+    /// The client type asked for: normal, replica, or one that never exists here (master,
+    /// pubsub); `None`: any.
+    kind: Option<ClientKind>,
     max_age_s: Option<u64>,
 }
 
 impl ClientFilter {
     fn new() -> Self {
-        ClientFilter {
-            type_matches: true,
-            ..Default::default()
-        }
+        ClientFilter::default()
     }
 
     fn matches(&self, r: &super::core::ClientRecord) -> bool {
-        self.type_matches
-            && self.ids.as_ref().is_none_or(|ids| ids.contains(&r.id))
+        self.kind.is_none_or(|k| match k {
+            ClientKind::Normal => !r.replica,
+            ClientKind::Replica => r.replica,
+            ClientKind::Absent => false,
+        }) && self.ids.as_ref().is_none_or(|ids| ids.contains(&r.id))
             && self.addr.as_ref().is_none_or(|a| *a == r.addr.to_string())
             && self
                 .laddr
@@ -77,11 +78,22 @@ impl ClientFilter {
     }
 }
 
-fn client_type_ok(t: &[u8]) -> Option<bool> {
+#[derive(Clone, Copy)]
+enum ClientKind {
+    Normal,
+    /// A replica's stream (REPLSYNC).
+    Replica,
+    /// A type no connection here has (master, pubsub).
+    Absent,
+}
+
+fn client_type_ok(t: &[u8]) -> Option<ClientKind> {
     if eq(t, "normal") {
-        Some(true)
-    } else if eq(t, "master") || eq(t, "replica") || eq(t, "slave") || eq(t, "pubsub") {
-        Some(false)
+        Some(ClientKind::Normal)
+    } else if eq(t, "replica") || eq(t, "slave") {
+        Some(ClientKind::Replica)
+    } else if eq(t, "master") || eq(t, "pubsub") {
+        Some(ClientKind::Absent)
     } else {
         None
     }
@@ -132,7 +144,7 @@ pub async fn client(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut Ou
         while i < n {
             if eq(args.get(i), "TYPE") && i + 1 < n {
                 match client_type_ok(args.get(i + 1)) {
-                    Some(ok) => filter.type_matches = ok,
+                    Some(k) => filter.kind = Some(k),
                     None => {
                         return o.error(&format!(
                             "ERR Unknown client type '{}'",
@@ -228,7 +240,7 @@ async fn client_kill(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
             filter.laddr = Some(text(v));
         } else if eq(k, "TYPE") {
             match client_type_ok(v) {
-                Some(ok) => filter.type_matches = ok,
+                Some(k) => filter.kind = Some(k),
                 None => return o.error(&format!("ERR Unknown client type '{}'", text(v))),
             }
         } else if eq(k, "USER") {

@@ -65,6 +65,18 @@ pub async fn run_command(
             o.error("ERR Command not allowed inside a transaction")
         });
     }
+    if spec.is_write() {
+        let refused = if core.node.repl.is_replica() {
+            Some("READONLY You can't write against a read only replica.")
+        } else {
+            super::replication::refuse_write(core)
+        };
+        if let Some(err) = refused {
+            s.multi_failed |= s.in_multi();
+            return pipe.reply_here(out, proto, |o| o.error(err));
+        }
+        s.wrote = true;
+    }
     if s.in_multi() && !runs_inside_multi(spec) {
         // In a cluster a transaction runs on one node: a key elsewhere is refused when it
         // is queued (with MOVED, whatever the routing mode) and EXEC aborts.
@@ -542,6 +554,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         lib_ver: String::new(),
         query_buffer_bytes: 0,
         authenticated: false,
+        replica: false,
     }));
     let kill = Rc::new(Cell::new(false));
     let (kill_tx, mut kill_rx) = futures_channel::oneshot::channel();
@@ -556,6 +569,12 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let needs_auth = core.config.borrow().requirepass.is_some();
     let mut s = Session::new(id, record.clone(), needs_auth);
     serve_loop(&core, &mut stream, &mut s, &kill, &mut kill_rx).await;
+    if let Some(req) = s.replica_stream.take() {
+        if !kill.get() {
+            record.borrow_mut().replica = true;
+            super::replication::serve_replica(&core, &mut stream, req, &kill).await;
+        }
+    }
     if !s.watched.is_empty() {
         tx::unwatch_all(&core, &mut s).await;
     }
@@ -625,6 +644,9 @@ async fn serve_loop(
                     }
                     if out.len() >= limits::OUTPUT_FLUSH_BYTES && !pipe.has_remote() {
                         await_durable(core, head_before).await;
+                        if !await_replicas(core, s).await {
+                            return;
+                        }
                         if write_out(core, stream, &mut out).await.is_err() {
                             return;
                         }
@@ -645,6 +667,9 @@ async fn serve_loop(
         let errors = pipe.take_errors();
         core.bump(|st| st.total_error_replies += errors);
         await_durable(core, head_before).await;
+        if !await_replicas(core, s).await {
+            return;
+        }
         if !out.is_empty() && write_out(core, stream, &mut out).await.is_err() {
             return;
         }
@@ -673,6 +698,22 @@ async fn await_durable(core: &Core, since: u64) {
             super::aof::wait_durable(&aof, head).await;
         }
     }
+}
+
+/// Under `repl-ack-replicas`: after a write, holds the replies until enough replicas have
+/// it. False when they did not in time: the connection closes without the replies.
+async fn await_replicas(core: &Rc<Core>, s: &mut Session) -> bool {
+    if s.in_multi() || !std::mem::take(&mut s.wrote) {
+        return true;
+    }
+    let ok = super::replication::await_acks(core).await;
+    if !ok {
+        tracing::warn!(
+            client = s.id,
+            "closing a client: its writes were not acknowledged by repl-ack-replicas replicas within repl-ack-timeout"
+        );
+    }
+    ok
 }
 
 async fn write_out(core: &Core, stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {

@@ -43,6 +43,8 @@ pub struct NodeShared {
     pub aof_last_rewrite_secs: AtomicI64,
     /// The control core's handle, when the node runs in a cluster (set once at start).
     pub cluster: std::sync::OnceLock<Arc<super::control::ClusterHandle>>,
+    /// Replication: this node's id, its replicas (as a primary), its link (as a replica).
+    pub repl: super::replication::Replication,
 }
 
 impl NodeShared {
@@ -76,6 +78,7 @@ impl NodeShared {
             aof_last_rewrite_ok: AtomicBool::new(true),
             aof_last_rewrite_secs: AtomicI64::new(-1),
             cluster: std::sync::OnceLock::new(),
+            repl: super::replication::Replication::new(cores, seed ^ 0x7265_706c),
         }
     }
 
@@ -165,6 +168,8 @@ pub struct ClientRecord {
     pub lib_ver: String,
     pub query_buffer_bytes: usize,
     pub authenticated: bool,
+    /// The connection streams to a replica (flag S).
+    pub replica: bool,
 }
 
 impl ClientRecord {
@@ -172,7 +177,13 @@ impl ClientRecord {
     pub fn line(&self) -> String {
         let age = self.created.elapsed().as_secs();
         let idle = self.last_active.elapsed().as_secs();
-        let flags = if self.multi.is_some() { "x" } else { "N" };
+        let flags = if self.replica {
+            "S"
+        } else if self.multi.is_some() {
+            "x"
+        } else {
+            "N"
+        };
         format!(
             "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} watch={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,

@@ -127,6 +127,11 @@ fn tick(core: &Core, period: Duration) {
     if !core.gate.admits(None) {
         return;
     }
+    // A replica deletes nothing on its own: its primary's expiries and evictions arrive as
+    // records (as a Redis replica waits for its primary's DELs).
+    if core.node.repl.is_replica() {
+        return;
+    }
     let now = core.now_ms();
     let mut shard = core.shard.borrow_mut();
     if core.active_expire.get() {

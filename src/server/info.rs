@@ -284,11 +284,11 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
         );
     }
     if want("replication") {
-        let _ = write!(
-            t,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_replid:{}\r\nmaster_repl_offset:0\r\n\r\n",
-            format!("{}{}", node.run_id, node.run_id).get(..40).unwrap_or(&node.run_id)
-        );
+        let rings: Vec<(u64, u64, usize, usize)> = reports
+            .iter()
+            .map(|r| (r.wal.0, r.wal.1, r.wal.2, r.wal.3))
+            .collect();
+        t.push_str(&super::replication::info_section(core, &rings));
     }
     if want("cpu") {
         let (sys, user) = rusage();

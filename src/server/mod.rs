@@ -23,6 +23,8 @@ pub mod mesh;
 pub mod node_cmds;
 pub mod persist;
 pub mod pipeline;
+pub mod replica;
+pub mod replication;
 pub mod session;
 pub mod tx;
 
@@ -199,6 +201,10 @@ struct CoreSetup {
     peers: PeerIds,
 }
 
+fn node_cluster(core: &Core) -> Option<&Arc<control::ClusterHandle>> {
+    core.node.cluster.get()
+}
+
 async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartError>>) {
     let CoreSetup {
         id,
@@ -333,6 +339,9 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
     let _ = ready.send(Ok(id));
     drop(ready);
     glommio::spawn_local(cron::run(core.clone())).detach();
+    if let (0, Some((host, port)), None) = (id, config.replicaof.clone(), node_cluster(&core)) {
+        replication::follow(&core, host, port).await;
+    }
     let accepts: Vec<_> = listeners
         .into_iter()
         .map(|l| glommio::spawn_local(accept_loop(core.clone(), l)))

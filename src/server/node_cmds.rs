@@ -4,7 +4,7 @@
 use super::core::Core;
 use super::mesh::BYPASS_LOCKS;
 use super::session::Session;
-use super::{admin, cluster_cmd, info, memory_cmd, persist, tx};
+use super::{admin, cluster_cmd, info, memory_cmd, persist, replication, tx};
 use crate::cmd::parse::{eq, int};
 use crate::cmd::table::NodeCmd;
 use crate::cmd::{arity_error, errors, unknown_subcommand_error, Args};
@@ -140,6 +140,26 @@ pub async fn run(
         NodeCmd::Scan => scan(core, s, args, &mut o).await,
         NodeCmd::Randomkey => randomkey(core, s, &mut o).await,
         NodeCmd::Cluster => cluster_cmd::cluster(core, s, args, &mut o).await,
+        NodeCmd::Replicaof => replication::replicaof(core, &args, &mut o).await,
+        NodeCmd::Role => replication::role(core, &mut o).await,
+        NodeCmd::Wait => {
+            if s.in_multi() || s.tx.is_some() {
+                // Inside a transaction WAIT does not block (as in Redis): it counts now.
+                replication::wait_now(core, &args, &mut o).await
+            } else {
+                replication::wait(core, &args, &mut o).await
+            }
+        }
+        NodeCmd::Replsync => {
+            let words: Vec<&[u8]> = args.iter().skip(1).collect();
+            match crate::repl::SyncRequest::parse(&words) {
+                Ok(req) => {
+                    s.replica_stream = Some(req);
+                    s.closing = true;
+                }
+                Err(e) => o.error(&e),
+            }
+        }
         NodeCmd::Readonly => cluster_cmd::readonly(core, s, true, &mut o),
         NodeCmd::Readwrite => cluster_cmd::readonly(core, s, false, &mut o),
         NodeCmd::Asking => cluster_cmd::asking(core, &mut o),

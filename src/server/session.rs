@@ -60,6 +60,12 @@ pub struct Session {
     /// CLUSTER FORWARDED: this connection carries commands another node forwarded; keys
     /// this node does not own are answered with MOVED, never forwarded again.
     pub forwarded: bool,
+    /// REPLSYNC: once the replies so far are written, the connection becomes a replica's
+    /// stream.
+    pub replica_stream: Option<crate::repl::SyncRequest>,
+    /// A write ran (or was queued) since the replies were last written: under
+    /// `repl-ack-replicas` they wait for the replicas.
+    pub wrote: bool,
 }
 
 impl Session {
@@ -78,6 +84,8 @@ impl Session {
             batch_now_ms: None,
             readonly: false,
             forwarded: false,
+            replica_stream: None,
+            wrote: false,
         }
     }
 

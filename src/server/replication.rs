@@ -1,0 +1,830 @@
+//! Replication, the primary's side and what both sides share: the replicas a primary
+//! streams to, the replication id, the replica's link state, and the commands that read
+//! them (WAIT, ROLE, INFO replication, REPLICAOF).
+//!
+//! A replica connects to the client port and sends `REPLSYNC` (see [`crate::repl`]); the
+//! core that accepted the connection turns it into a stream: a full sync (every shard's
+//! forkless capture, one shard after another) unless the replica's offsets are all still in
+//! the rings, then each shard's ring records from there on, read with a hop to the shard's
+//! core, batched up to [`limits::REPL_BATCH_BYTES`]. The replica acknowledges what it has
+//! applied; WAIT and `min-replicas-to-write` count those acknowledgements.
+//!
+//! Once a replica has connected, every ring keeps its records (as Redis keeps its backlog),
+//! so a replica that reconnects within the rings' bounds (`wal-ring-entries`,
+//! `wal-ring-bytes`) resumes where it stopped.
+
+use super::core::Core;
+use crate::cmd::Args;
+use crate::limits;
+use crate::repl::{self, Frame, SyncReply, SyncRequest};
+use crate::resp::Out;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_shards::wal::WalError;
+
+/// A replica's place in the primary's table.
+pub struct ReplicaSlot {
+    state: AtomicU8,
+    /// The address it announced: IP and client port.
+    addr: ArcSwapOption<(String, u16)>,
+    /// What it has applied, per shard of this node.
+    acked: Box<[AtomicU64]>,
+    /// Node time (ms) of its last acknowledgement.
+    last_ack_ms: AtomicU64,
+    /// Records it had yet to apply at its last acknowledgement, over all shards.
+    lag_entries: AtomicU64,
+}
+
+const FREE: u8 = 0;
+const SYNCING: u8 = 1;
+const ONLINE: u8 = 2;
+
+/// The replica side's link to its primary, as ROLE and INFO name it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Link {
+    Connect = 0,
+    Connecting = 1,
+    Sync = 2,
+    Connected = 3,
+}
+
+impl Link {
+    fn from_u8(v: u8) -> Link {
+        match v {
+            1 => Link::Connecting,
+            2 => Link::Sync,
+            3 => Link::Connected,
+            _ => Link::Connect,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Connect => "connect",
+            Link::Connecting => "connecting",
+            Link::Sync => "sync",
+            Link::Connected => "connected",
+        }
+    }
+}
+
+/// What the node's cores share about replication.
+pub struct Replication {
+    /// This node's replication id; a new one whenever it becomes a primary.
+    replid: ArcSwap<String>,
+    /// The primary this node follows (host, port); `None` on a primary.
+    primary: ArcSwapOption<(String, u16)>,
+    /// Whether `primary` is set, read on every write command.
+    following: AtomicBool,
+    /// Bumped by every REPLICAOF: a replica task whose generation is stale stops.
+    pub generation: AtomicU64,
+    /// The generation of the replica task now running (0: none).
+    pub running: AtomicU64,
+    link: AtomicU8,
+    /// Node time (ms) of the last frame from the primary.
+    pub last_io_ms: AtomicU64,
+    /// Replica side: the primary's replication id and the offsets applied, per primary shard.
+    pub followed: ArcSwapOption<(String, Vec<u64>)>,
+    /// Replica side: the primary's ring heads, from its last ping.
+    pub primary_heads: ArcSwap<Vec<u64>>,
+    /// Primary side: the replicas streamed to.
+    slots: Box<[ReplicaSlot]>,
+    pub full_syncs: AtomicU64,
+    pub partial_syncs: AtomicU64,
+    pub partial_refused: AtomicU64,
+    /// Connections closed because `repl-ack-replicas` replicas did not acknowledge in time.
+    pub ack_timeouts: AtomicU64,
+}
+
+impl Replication {
+    pub fn new(shards: usize, seed: u64) -> Replication {
+        Replication {
+            replid: ArcSwap::from_pointee(repl::new_replid(seed)),
+            primary: ArcSwapOption::empty(),
+            following: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+            link: AtomicU8::new(Link::Connect as u8),
+            last_io_ms: AtomicU64::new(0),
+            followed: ArcSwapOption::empty(),
+            primary_heads: ArcSwap::from_pointee(Vec::new()),
+            slots: (0..limits::REPL_MAX_REPLICAS)
+                .map(|_| ReplicaSlot {
+                    state: AtomicU8::new(FREE),
+                    addr: ArcSwapOption::empty(),
+                    acked: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+                    last_ack_ms: AtomicU64::new(0),
+                    lag_entries: AtomicU64::new(0),
+                })
+                .collect(),
+            full_syncs: AtomicU64::new(0),
+            partial_syncs: AtomicU64::new(0),
+            partial_refused: AtomicU64::new(0),
+            ack_timeouts: AtomicU64::new(0),
+        }
+    }
+
+    pub fn replid(&self) -> Arc<String> {
+        self.replid.load_full()
+    }
+
+    pub fn primary(&self) -> Option<Arc<(String, u16)>> {
+        self.primary.load_full()
+    }
+
+    pub fn is_replica(&self) -> bool {
+        self.following.load(Ordering::Acquire)
+    }
+
+    fn set_primary(&self, primary: Option<(String, u16)>) {
+        self.following.store(primary.is_some(), Ordering::Release);
+        self.primary.store(primary.map(Arc::new));
+    }
+
+    pub fn link(&self) -> Link {
+        Link::from_u8(self.link.load(Ordering::Relaxed))
+    }
+
+    pub fn set_link(&self, link: Link) {
+        self.link.store(link as u8, Ordering::Relaxed);
+    }
+
+    fn attach(&self, addr: (String, u16)) -> Option<usize> {
+        let i = self.slots.iter().position(|s| {
+            s.state
+                .compare_exchange(FREE, SYNCING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })?;
+        let slot = &self.slots[i];
+        slot.addr.store(Some(Arc::new(addr)));
+        for a in slot.acked.iter() {
+            a.store(0, Ordering::Relaxed);
+        }
+        slot.lag_entries.store(0, Ordering::Relaxed);
+        Some(i)
+    }
+
+    fn detach(&self, i: usize) {
+        self.slots[i].addr.store(None);
+        self.slots[i].state.store(FREE, Ordering::Release);
+    }
+
+    /// Replicas that are streaming and acknowledged within `max_lag_ms` of `now_ms`
+    /// (Redis's "good replicas" for `min-replicas-to-write`).
+    pub fn good_replicas(&self, now_ms: u64, max_lag_ms: u64) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| {
+                s.state.load(Ordering::Acquire) == ONLINE
+                    && now_ms.saturating_sub(s.last_ack_ms.load(Ordering::Relaxed)) <= max_lag_ms
+            })
+            .count()
+    }
+
+    /// Replicas whose acknowledged offsets reach `targets` on every shard.
+    pub fn acked_at_least(&self, targets: &[u64]) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| {
+                s.state.load(Ordering::Acquire) == ONLINE
+                    && targets
+                        .iter()
+                        .zip(s.acked.iter())
+                        .all(|(t, a)| a.load(Ordering::Acquire) >= *t)
+            })
+            .count()
+    }
+
+    /// The replicas now attached: address, state, offsets acknowledged, last ack time.
+    fn replicas(&self) -> Vec<ReplicaView> {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let state = s.state.load(Ordering::Acquire);
+                let addr = s.addr.load_full()?;
+                (state != FREE).then(|| ReplicaView {
+                    ip: addr.0.clone(),
+                    port: addr.1,
+                    online: state == ONLINE,
+                    acked: s.acked.iter().map(|a| a.load(Ordering::Relaxed)).collect(),
+                    last_ack_ms: s.last_ack_ms.load(Ordering::Relaxed),
+                    lag_entries: s.lag_entries.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+}
+
+struct ReplicaView {
+    ip: String,
+    port: u16,
+    online: bool,
+    acked: Vec<u64>,
+    last_ack_ms: u64,
+    lag_entries: u64,
+}
+
+/// Each shard's ring: newest and oldest record held.
+async fn ring_bounds(core: &Rc<Core>) -> Vec<(u64, u64)> {
+    core.invoke_all(Some(super::mesh::BYPASS_LOCKS), |c| {
+        let shard = c.shard.borrow();
+        let w = shard.wal();
+        (w.head(), w.tail())
+    })
+    .await
+}
+
+/// Serves a replica on a connection that sent `REPLSYNC`, until it goes away, falls off a
+/// ring, or this node stops being a primary.
+pub async fn serve_replica(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    req: SyncRequest,
+    killed: &Cell<bool>,
+) {
+    let node = &core.node;
+    let peer = stream.peer_addr().ok();
+    if node.repl.is_replica() {
+        let _ = stream
+            .write_all(b"-ERR this node is a replica: chained replication is not supported\r\n")
+            .await;
+        return;
+    }
+    let ip = req
+        .announce_ip
+        .clone()
+        .or_else(|| peer.map(|p| p.ip().to_string()))
+        .unwrap_or_default();
+    let Some(slot) = node.repl.attach((ip.clone(), req.listening_port)) else {
+        let msg = format!(
+            "-ERR this primary already streams to {} replicas\r\n",
+            limits::REPL_MAX_REPLICAS
+        );
+        let _ = stream.write_all(msg.as_bytes()).await;
+        return;
+    };
+    // From now on every ring keeps its records for this replica and any that reconnects.
+    core.invoke_all(Some(super::mesh::BYPASS_LOCKS), |c| {
+        c.shard.borrow().wal_mut().set_keep_always(true)
+    })
+    .await;
+    let outcome = stream_to(core, stream, slot, &req, killed).await;
+    node.repl.detach(slot);
+    match outcome {
+        Ok(()) => tracing::info!(replica = %ip, port = req.listening_port, "replica stream ended"),
+        Err(e) => {
+            tracing::warn!(replica = %ip, port = req.listening_port, "replica stream ended: {e}")
+        }
+    }
+}
+
+async fn stream_to(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    slot: usize,
+    req: &SyncRequest,
+    killed: &Cell<bool>,
+) -> Result<(), String> {
+    let node = &core.node;
+    let shards = core.cores;
+    let replid = node.repl.replid();
+    let bounds = ring_bounds(core).await;
+    let resumable = req.replid.as_deref() == Some(replid.as_str())
+        && req.offsets.len() == shards
+        && req
+            .offsets
+            .iter()
+            .zip(&bounds)
+            .all(|(off, (head, tail))| *off + 1 >= *tail && *off <= *head);
+    if req.replid.is_some() && !resumable {
+        node.repl.partial_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    let io = |e: std::io::Error| format!("write: {e}");
+    let mut next: Vec<u64>;
+    if resumable {
+        node.repl.partial_syncs.fetch_add(1, Ordering::Relaxed);
+        let line = SyncReply::Continue {
+            replid: replid.to_string(),
+            shards,
+        }
+        .line();
+        stream.write_all(line.as_bytes()).await.map_err(io)?;
+        next = req.offsets.iter().map(|o| o + 1).collect();
+        for (i, off) in req.offsets.iter().enumerate() {
+            node.repl.slots[slot].acked[i].store(*off, Ordering::Relaxed);
+        }
+    } else {
+        node.repl.full_syncs.fetch_add(1, Ordering::Relaxed);
+        let line = SyncReply::FullSync {
+            replid: replid.to_string(),
+            shards,
+        }
+        .line();
+        stream.write_all(line.as_bytes()).await.map_err(io)?;
+        next = full_sync(core, stream, &replid).await?;
+    }
+    node.repl.slots[slot]
+        .last_ack_ms
+        .store(core.now_ms(), Ordering::Relaxed);
+    node.repl.slots[slot].state.store(ONLINE, Ordering::Release);
+    tracing::info!(
+        replica_slot = slot,
+        partial = resumable,
+        "replica in sync; streaming the rings"
+    );
+    let (mut r, mut w) = futures_lite::io::split(stream);
+    let heads = Rc::new(Cell::new(0u64));
+    let acks = read_acks(core, &mut r, slot, &heads);
+    let records = stream_records(core, &mut w, &mut next, &heads, killed);
+    futures_lite::future::or(acks, records).await
+}
+
+/// Sends every shard's image, one shard at a time, each as of the moment its capture
+/// starts; returns the ring position each image stands at, plus one.
+async fn full_sync(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    replid: &str,
+) -> Result<Vec<u64>, String> {
+    let io = |e: std::io::Error| format!("write: {e}");
+    let mut buf = Vec::new();
+    repl::encode(
+        &Frame::Header {
+            replid: replid.to_string(),
+            shards: core.cores as u32,
+            databases: core.config.borrow().databases as u32,
+        },
+        &mut buf,
+    );
+    stream.write_all(&buf).await.map_err(io)?;
+    let mut next = Vec::with_capacity(core.cores);
+    for shard in 0..core.cores {
+        let ticket = start_capture(core, shard).await?;
+        let sent = send_image(core, stream, shard, ticket).await;
+        if sent.is_err() {
+            core.invoke_on(shard, None, move |c| {
+                c.shard.borrow_mut().capture_abort(ticket)
+            })
+            .await;
+        }
+        sent?;
+        buf.clear();
+        repl::encode(
+            &Frame::SnapshotEnd {
+                shard: shard as u32,
+                seq: ticket.seq,
+            },
+            &mut buf,
+        );
+        stream.write_all(&buf).await.map_err(io)?;
+        next.push(ticket.seq + 1);
+    }
+    Ok(next)
+}
+
+/// Starts a capture of `shard`, waiting while a save or rewrite holds its capture.
+async fn start_capture(
+    core: &Rc<Core>,
+    shard: usize,
+) -> Result<tessera_shards::shard::CaptureTicket, String> {
+    let deadline =
+        std::time::Instant::now() + Duration::from_secs(core.config.borrow().repl_timeout);
+    loop {
+        let now = core.now_ms();
+        let started = core
+            .invoke_on(shard, None, move |c| {
+                c.shard.borrow_mut().capture_start(c.id, now).ok()
+            })
+            .await;
+        if let Some(t) = started {
+            return Ok(t);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "shard {shard}'s capture stayed busy (a save or rewrite) past repl-timeout"
+            ));
+        }
+        glommio::timer::sleep(Duration::from_millis(limits::REPL_CAPTURE_RETRY_MS)).await;
+    }
+}
+
+async fn send_image(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    shard: usize,
+    ticket: tessera_shards::shard::CaptureTicket,
+) -> Result<(), String> {
+    let mut frame = Vec::new();
+    loop {
+        if core.node.shutting_down() {
+            return Err("the server is shutting down".into());
+        }
+        let (chunk, done) = core
+            .invoke_on(shard, None, move |c| {
+                let mut s = c.shard.borrow_mut();
+                let mut done = false;
+                while !done && s.capture().pending_bytes() < limits::SNAPSHOT_CHUNK_BYTES {
+                    done = s.capture_step(ticket, limits::SNAPSHOT_STEP_BYTES)?;
+                }
+                Ok::<_, tessera_shards::shard::CaptureLost>((s.capture_take(ticket)?, done))
+            })
+            .await
+            .map_err(|_| format!("shard {shard}'s capture was lost"))?;
+        if !chunk.is_empty() {
+            frame.clear();
+            repl::encode_raw_snapshot(shard as u32, &chunk, &mut frame);
+            stream
+                .write_all(&frame)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads the replica's acknowledgements until the connection ends.
+async fn read_acks(
+    core: &Rc<Core>,
+    r: &mut (impl futures_lite::AsyncRead + Unpin),
+    slot: usize,
+    heads: &Cell<u64>,
+) -> Result<(), String> {
+    let s = &core.node.repl.slots[slot];
+    let mut buf = vec![0u8; limits::REPL_ACK_BUFFER_BYTES];
+    let mut filled = 0;
+    loop {
+        let n = r
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("the replica closed the connection".into());
+        }
+        filled += n;
+        let mut at = 0;
+        while let Some((frame, used)) = repl::decode(&buf[at..filled]).map_err(|e| e.to_string())? {
+            at += used;
+            let Frame::Ack { offsets } = frame else {
+                return Err("the replica sent something other than an acknowledgement".into());
+            };
+            if offsets.len() != s.acked.len() {
+                return Err(format!(
+                    "the replica acknowledged {} shards, this node has {}",
+                    offsets.len(),
+                    s.acked.len()
+                ));
+            }
+            let mut total = 0;
+            for (a, o) in s.acked.iter().zip(&offsets) {
+                a.store(*o, Ordering::Release);
+                total += o;
+            }
+            s.lag_entries
+                .store(heads.get().saturating_sub(total), Ordering::Relaxed);
+            s.last_ack_ms.store(core.now_ms(), Ordering::Relaxed);
+        }
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+        if filled == buf.len() {
+            return Err("an acknowledgement larger than the ack buffer".into());
+        }
+    }
+}
+
+/// Streams every shard's new records to the replica; pings when there are none.
+async fn stream_records(
+    core: &Rc<Core>,
+    w: &mut (impl futures_lite::AsyncWrite + Unpin),
+    next: &mut [u64],
+    heads_total: &Cell<u64>,
+    killed: &Cell<bool>,
+) -> Result<(), String> {
+    let mut buf = Vec::new();
+    let mut last_sent = std::time::Instant::now();
+    loop {
+        if core.node.shutting_down() {
+            return Ok(());
+        }
+        if killed.get() {
+            return Err("killed by CLIENT KILL".into());
+        }
+        if core.node.repl.is_replica() {
+            return Err("this node became a replica".into());
+        }
+        let mut sent = false;
+        let mut heads = Vec::with_capacity(next.len());
+        for (shard, from) in next.iter_mut().enumerate() {
+            let at = *from;
+            let (read, head) = core
+                .invoke_on(shard, Some(super::mesh::BYPASS_LOCKS), move |c| {
+                    let shard = c.shard.borrow();
+                    let w = shard.wal();
+                    let mut out = Vec::new();
+                    let read = w
+                        .read_framed_from(at, limits::REPL_BATCH_BYTES, &mut out)
+                        .map(|last| last.map(|l| (l, out)));
+                    (read, w.head())
+                })
+                .await;
+            heads.push(head);
+            match read {
+                Ok(Some((last, records))) => {
+                    buf.clear();
+                    repl::encode(
+                        &Frame::Records {
+                            shard: shard as u32,
+                            bytes: records,
+                        },
+                        &mut buf,
+                    );
+                    w.write_all(&buf).await.map_err(|e| format!("write: {e}"))?;
+                    *from = last + 1;
+                    sent = true;
+                }
+                Ok(None) => {}
+                Err(WalError::FellBehind { wanted, oldest }) => {
+                    return Err(format!(
+                        "the replica fell off shard {shard}'s ring (wanted {wanted}, oldest {oldest}); it must sync in full"
+                    ))
+                }
+                Err(e) => return Err(format!("shard {shard}: {e}")),
+            }
+        }
+        heads_total.set(heads.iter().sum());
+        if sent {
+            last_sent = std::time::Instant::now();
+            w.flush().await.map_err(|e| format!("write: {e}"))?;
+            continue;
+        }
+        if last_sent.elapsed() >= Duration::from_millis(limits::REPL_PING_INTERVAL_MS) {
+            buf.clear();
+            repl::encode(&Frame::Ping { heads }, &mut buf);
+            w.write_all(&buf).await.map_err(|e| format!("write: {e}"))?;
+            w.flush().await.map_err(|e| format!("write: {e}"))?;
+            last_sent = std::time::Instant::now();
+        }
+        glommio::timer::sleep(Duration::from_millis(limits::REPL_POLL_INTERVAL_MS)).await;
+    }
+}
+
+/// `WAIT numreplicas timeout`: blocks until `numreplicas` replicas have acknowledged every
+/// write made before it, on every shard, or `timeout` ms pass (0: no limit); replies with
+/// the number that had.
+pub async fn wait(core: &Rc<Core>, args: &Args<'_>, o: &mut Out<'_>) {
+    wait_for(core, args, o, true).await
+}
+
+/// WAIT inside a transaction: counts the replicas that have everything, without blocking.
+pub async fn wait_now(core: &Rc<Core>, args: &Args<'_>, o: &mut Out<'_>) {
+    wait_for(core, args, o, false).await
+}
+
+async fn wait_for(core: &Rc<Core>, args: &Args<'_>, o: &mut Out<'_>, block: bool) {
+    use crate::cmd::parse::int;
+    let (Some(want), Some(timeout)) = (int(args.get(1)), int(args.get(2))) else {
+        return o.error(crate::cmd::errors::NOT_INTEGER);
+    };
+    if timeout < 0 {
+        return o.error("ERR timeout is negative");
+    }
+    if core.node.repl.is_replica() {
+        return o.error("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.");
+    }
+    let targets: Vec<u64> = ring_bounds(core).await.iter().map(|(h, _)| *h).collect();
+    let deadline =
+        (timeout > 0).then(|| std::time::Instant::now() + Duration::from_millis(timeout as u64));
+    loop {
+        let acked = core.node.repl.acked_at_least(&targets);
+        if !block
+            || acked as i64 >= want
+            || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return o.int(acked as i64);
+        }
+        glommio::timer::sleep(Duration::from_millis(limits::REPL_POLL_INTERVAL_MS)).await;
+    }
+}
+
+/// Under `repl-ack-replicas k`: waits until `k` replicas have every write made so far, at
+/// most `repl-ack-timeout` ms. False when the time ran out (the replies must not go out).
+pub async fn await_acks(core: &Rc<Core>) -> bool {
+    let (k, timeout) = {
+        let c = core.config.borrow();
+        (c.repl_ack_replicas, c.repl_ack_timeout)
+    };
+    if k == 0 || core.node.repl.is_replica() {
+        return true;
+    }
+    let targets: Vec<u64> = ring_bounds(core).await.iter().map(|(h, _)| *h).collect();
+    let deadline =
+        (timeout > 0).then(|| std::time::Instant::now() + Duration::from_millis(timeout));
+    loop {
+        if core.node.repl.acked_at_least(&targets) >= k {
+            return true;
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            core.node.repl.ack_timeouts.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(limits::REPL_POLL_INTERVAL_MS)).await;
+    }
+}
+
+/// `ROLE`, as Redis answers it.
+pub async fn role(core: &Rc<Core>, o: &mut Out<'_>) {
+    let r = &core.node.repl;
+    match r.primary() {
+        Some(p) => {
+            let offset: u64 = r.followed.load().as_ref().map_or(0, |f| f.1.iter().sum());
+            o.array(5);
+            o.bulk(b"slave");
+            o.bulk(p.0.as_bytes());
+            o.int(p.1 as i64);
+            o.bulk(r.link().name().as_bytes());
+            o.int(offset as i64);
+        }
+        None => {
+            let offset: u64 = ring_bounds(core).await.iter().map(|(h, _)| h).sum();
+            let replicas: Vec<ReplicaView> =
+                r.replicas().into_iter().filter(|v| v.online).collect();
+            o.array(3);
+            o.bulk(b"master");
+            o.int(offset as i64);
+            o.array(replicas.len());
+            for v in replicas {
+                o.array(3);
+                o.bulk(v.ip.as_bytes());
+                o.bulk(v.port.to_string().as_bytes());
+                o.bulk(v.acked.iter().sum::<u64>().to_string().as_bytes());
+            }
+        }
+    }
+}
+
+/// The `# Replication` section of INFO. `rings` is each shard's (head, tail, records held,
+/// bytes held).
+pub fn info_section(core: &Core, rings: &[(u64, u64, usize, usize)]) -> String {
+    use std::fmt::Write;
+    let r = &core.node.repl;
+    let now = core.now_ms();
+    let mut t = String::from("# Replication\r\n");
+    let head_total: u64 = rings.iter().map(|w| w.0).sum();
+    let replid = r.replid();
+    match r.primary() {
+        Some(p) => {
+            let followed = r.followed.load_full();
+            let offsets = followed.as_ref().map(|f| f.1.clone()).unwrap_or_default();
+            let offset: u64 = offsets.iter().sum();
+            let link = r.link();
+            let last_io = r.last_io_ms.load(Ordering::Relaxed);
+            let heads = r.primary_heads.load_full();
+            let _ = write!(
+                t,
+                "role:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{offset}\r\nslave_repl_offset:{offset}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_repl_offset:{offset}\r\n",
+                p.0,
+                p.1,
+                if link == Link::Connected { "up" } else { "down" },
+                if last_io == 0 { -1 } else { (now.saturating_sub(last_io) / 1000) as i64 },
+                u8::from(link == Link::Sync),
+                followed.as_ref().map_or(replid.as_str(), |f| f.0.as_str()),
+            );
+            let shard_offsets: Vec<String> = offsets.iter().map(u64::to_string).collect();
+            let lag: u64 = heads
+                .iter()
+                .zip(offsets.iter().chain(std::iter::repeat(&0)))
+                .map(|(h, o)| h.saturating_sub(*o))
+                .sum();
+            let _ = write!(
+                t,
+                "tessera_primary_shards:{}\r\ntessera_shard_offsets:{}\r\ntessera_lag_entries:{lag}\r\n",
+                offsets.len(),
+                shard_offsets.join(","),
+            );
+        }
+        None => {
+            let replicas = r.replicas();
+            let _ = write!(t, "role:master\r\nconnected_slaves:{}\r\n", replicas.len());
+            for (i, v) in replicas.iter().enumerate() {
+                let offset: u64 = v.acked.iter().sum();
+                let _ = write!(
+                    t,
+                    "slave{i}:ip={},port={},state={},offset={offset},lag={},lag_entries={}\r\n",
+                    v.ip,
+                    v.port,
+                    if v.online { "online" } else { "wait_bgsave" },
+                    now.saturating_sub(v.last_ack_ms) / 1000,
+                    v.lag_entries,
+                );
+            }
+            let tail_total: u64 = rings.iter().map(|w| w.1).sum();
+            let held: usize = rings.iter().map(|w| w.2).sum();
+            let bytes: usize = rings.iter().map(|w| w.3).sum();
+            let active = rings.iter().any(|w| w.2 > 0);
+            let _ = write!(
+                t,
+                "master_failover_state:no-failover\r\nmaster_replid:{replid}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{head_total}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{held}\r\n",
+                u8::from(active),
+                core.config.borrow().wal_ring_bytes * rings.len(),
+                if active { tail_total } else { 0 },
+            );
+            let _ = bytes;
+            let heads: Vec<String> = rings.iter().map(|w| w.0.to_string()).collect();
+            let _ = write!(
+                t,
+                "tessera_shard_offsets:{}\r\ntessera_full_syncs:{}\r\ntessera_partial_syncs:{}\r\ntessera_partial_syncs_refused:{}\r\ntessera_repl_ack_timeouts:{}\r\n",
+                heads.join(","),
+                r.full_syncs.load(Ordering::Relaxed),
+                r.partial_syncs.load(Ordering::Relaxed),
+                r.partial_refused.load(Ordering::Relaxed),
+                r.ack_timeouts.load(Ordering::Relaxed),
+            );
+        }
+    }
+    t.push_str("\r\n");
+    t
+}
+
+/// `REPLICAOF host port` / `REPLICAOF NO ONE` (and SLAVEOF).
+pub async fn replicaof(core: &Rc<Core>, args: &Args<'_>, o: &mut Out<'_>) {
+    use crate::cmd::parse::eq;
+    if core.node.cluster.get().is_some() {
+        return o.error("ERR REPLICAOF not allowed in cluster mode.");
+    }
+    let r = &core.node.repl;
+    if eq(args.get(1), "no") && eq(args.get(2), "one") {
+        if r.is_replica() {
+            stop_replica(core).await;
+            r.set_primary(None);
+            r.followed.store(None);
+            r.replid.store(Arc::new(repl::new_replid(core.random())));
+            r.set_link(Link::Connect);
+            tracing::info!("replication stopped: this node is a primary now");
+        }
+        return o.ok();
+    }
+    let host = String::from_utf8_lossy(args.get(1)).into_owned();
+    let port = match std::str::from_utf8(args.get(2))
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+    {
+        Some(p) if p > 0 => p,
+        _ => return o.error("ERR Invalid master port"),
+    };
+    if r.primary().is_some_and(|p| p.0 == host && p.1 == port) {
+        return o.simple("OK Already connected to specified master");
+    }
+    stop_replica(core).await;
+    follow(core, host, port).await;
+    o.ok()
+}
+
+/// Makes this node a replica of `host:port`: the replica task starts on core 0, and this
+/// node's own replica streams end at their next pass.
+pub async fn follow(core: &Rc<Core>, host: String, port: u16) {
+    let r = &core.node.repl;
+    r.set_primary(Some((host.clone(), port)));
+    r.followed.store(None);
+    r.set_link(Link::Connect);
+    let generation = r.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    tracing::info!(%host, port, "replicating from a primary");
+    core.invoke_on(0, None, move |c| {
+        let owner = c.rc();
+        glommio::spawn_local(super::replica::run(owner, generation, host, port)).detach();
+    })
+    .await;
+}
+
+/// Stops the replica task, if one runs, and waits until it has applied its last batch.
+async fn stop_replica(core: &Rc<Core>) {
+    let r = &core.node.repl;
+    r.generation.fetch_add(1, Ordering::AcqRel);
+    let deadline = std::time::Instant::now() + Duration::from_millis(limits::REPL_STOP_WAIT_MS);
+    while r.running.load(Ordering::Acquire) != 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Whether a write may run now under `min-replicas-to-write`: the error to answer if not.
+pub fn refuse_write(core: &Core) -> Option<&'static str> {
+    let (need, max_lag_s) = {
+        let c = core.config.borrow();
+        (c.min_replicas_to_write, c.min_replicas_max_lag)
+    };
+    if need == 0 || core.node.repl.is_replica() {
+        return None;
+    }
+    let good = core
+        .node
+        .repl
+        .good_replicas(core.now_ms(), max_lag_s.saturating_mul(1000));
+    (good < need).then_some("NOREPLICAS Not enough good replicas to write.")
+}
