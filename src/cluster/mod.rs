@@ -12,6 +12,7 @@
 //! - [`view`]: what data cores read: the table and nodes as one immutable value.
 
 pub mod bus;
+pub mod election;
 pub mod map;
 pub mod membership;
 pub mod phi;
