@@ -69,6 +69,13 @@ pub struct Config {
     /// How long (ms) such an acknowledgement may wait; past it the connection is closed
     /// without the replies (0: no limit).
     pub repl_ack_timeout: u64,
+    /// A replica is in sync while it is at most this many records and ms behind its
+    /// primary: only then does it serve READONLY reads or stand in a failover election.
+    pub repl_max_lag_entries: u64,
+    pub repl_max_lag_ms: u64,
+    /// Failover elections: a replica stands this long after its primary is declared dead,
+    /// plus up to the jitter (ms).
+    pub cluster_failover_delay_ms: u64,
     /// tessera's own: the most of a busy core's time a background save or rewrite may take
     /// (percent; on an idle core it takes what it needs).
     pub save_cpu_percent: usize,
@@ -241,6 +248,9 @@ impl Default for Config {
             min_replicas_max_lag: 10,
             repl_ack_replicas: 0,
             repl_ack_timeout: 5000,
+            repl_max_lag_entries: 100_000,
+            repl_max_lag_ms: 10_000,
+            cluster_failover_delay_ms: 100,
             save_cpu_percent: limits::SAVE_CPU_PERCENT_DEFAULT,
             appendonly: false,
             appendfsync: AppendFsync::Everysec,
@@ -898,6 +908,33 @@ pub static PARAMS: &[Param] = &[
             Ok(())
         },
         mutable: true,
+    },
+    Param {
+        name: "repl-max-lag-entries",
+        get: |c| c.repl_max_lag_entries.to_string(),
+        set: |c, v| {
+            c.repl_max_lag_entries = set_int(v, 0, i64::MAX as u64)? as u64;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "repl-max-lag-ms",
+        get: |c| c.repl_max_lag_ms.to_string(),
+        set: |c, v| {
+            c.repl_max_lag_ms = set_int(v, 0, 86_400_000)? as u64;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "cluster-failover-delay-ms",
+        get: |c| c.cluster_failover_delay_ms.to_string(),
+        set: |c, v| {
+            c.cluster_failover_delay_ms = set_int(v, 0, 60_000)? as u64;
+            Ok(())
+        },
+        mutable: false,
     },
     Param {
         name: "wal-ring-keep",

@@ -48,7 +48,18 @@ pub enum Body {
         epoch: u64,
         nodes: Vec<NodeId>,
         runs: Vec<(u16, u16, u32)>,
+        /// (replica, primary) pairs.
+        replicas: Vec<(NodeId, NodeId)>,
     },
+    /// "Make `replica` follow `primary`" (CLUSTER REPLICATE), to the coordinator.
+    Replicate {
+        replica: NodeId,
+        primary: NodeId,
+    },
+    /// A failover candidate asks for a vote.
+    Ballot(super::election::Ballot),
+    /// The answer to a ballot.
+    Vote(super::election::Vote),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,6 +199,7 @@ mod tests {
                     epoch: 4,
                     nodes: vec![a, b],
                     runs: vec![(0, 8191, 0), (8192, 16383, 1)],
+                    replicas: vec![(a, b)],
                 },
             },
         ]

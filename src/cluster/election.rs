@@ -67,7 +67,7 @@ pub fn at_least(a: &[u64], b: &[u64]) -> bool {
     a.len() == b.len() && a.iter().sum::<u64>() >= b.iter().sum::<u64>()
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Ballot {
     pub epoch: u64,
     pub base: u64,
@@ -78,7 +78,7 @@ pub struct Ballot {
     pub planned: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Vote {
     pub epoch: u64,
     pub granted: bool,

@@ -53,6 +53,8 @@ type Unit = (usize, Vec<usize>);
 pub struct SlotMap {
     pub epoch: u64,
     owners: Vec<NodeId>,
+    /// Each replica and the primary it follows.
+    replicas: std::collections::BTreeMap<NodeId, NodeId>,
 }
 
 impl SlotMap {
@@ -65,6 +67,7 @@ impl SlotMap {
             owners: (0..SLOTS)
                 .map(|s| sorted[jump_hash(slot_key(s / GROUP_SLOTS), sorted.len())])
                 .collect(),
+            replicas: Default::default(),
         }
     }
 
@@ -113,9 +116,14 @@ impl SlotMap {
                 owners[s] = least.1;
             }
         }
+        // Its replicas follow nobody now (they get slots as any new node), and a replica
+        // that goes is simply gone.
+        let mut replicas = self.replicas.clone();
+        replicas.retain(|r, p| *r != gone && *p != gone);
         SlotMap {
             epoch: self.epoch + 1,
             owners,
+            replicas,
         }
     }
 
@@ -169,6 +177,84 @@ impl SlotMap {
         SlotMap {
             epoch: self.epoch + 1,
             owners,
+            replicas: self.replicas.clone(),
+        }
+    }
+
+    /// The primary `replica` follows, if it is a replica.
+    pub fn primary_of(&self, replica: NodeId) -> Option<NodeId> {
+        self.replicas.get(&replica).copied()
+    }
+
+    /// The replicas and whom they follow.
+    pub fn replicas(&self) -> &std::collections::BTreeMap<NodeId, NodeId> {
+        &self.replicas
+    }
+
+    /// The table with `replica` following `primary`: its slots, if it had any, go to the
+    /// least loaded of the other primaries, and its own replicas follow `primary` too.
+    pub fn with_replica(&self, replica: NodeId, primary: NodeId) -> SlotMap {
+        let mut next = if self.counts().contains_key(&replica) {
+            let others: Vec<NodeId> = self
+                .counts()
+                .keys()
+                .filter(|id| **id != replica)
+                .copied()
+                .collect();
+            self.without(replica, &others)
+        } else {
+            SlotMap {
+                epoch: self.epoch + 1,
+                ..self.clone()
+            }
+        };
+        for p in next.replicas.values_mut() {
+            if *p == replica {
+                *p = primary;
+            }
+        }
+        next.replicas.insert(replica, primary);
+        next
+    }
+
+    /// The table after `winner` (a replica of `failed`) took its place at `epoch`: it owns
+    /// `failed`'s slots, and `failed` and the other replicas follow it.
+    pub fn promote(&self, failed: NodeId, winner: NodeId, epoch: u64) -> SlotMap {
+        let owners = self
+            .owners
+            .iter()
+            .map(|o| if *o == failed { winner } else { *o })
+            .collect();
+        let mut replicas = self.replicas.clone();
+        replicas.remove(&winner);
+        for p in replicas.values_mut() {
+            if *p == failed {
+                *p = winner;
+            }
+        }
+        replicas.insert(failed, winner);
+        SlotMap {
+            epoch,
+            owners,
+            replicas,
+        }
+    }
+
+    /// The table's primaries and their replicas, as elections see them.
+    pub fn roles(&self) -> super::election::Roles {
+        let mut groups: std::collections::BTreeMap<NodeId, std::collections::BTreeSet<NodeId>> =
+            self.counts()
+                .keys()
+                .map(|p| (*p, Default::default()))
+                .collect();
+        for (r, p) in &self.replicas {
+            if let Some(g) = groups.get_mut(p) {
+                g.insert(*r);
+            }
+        }
+        super::election::Roles {
+            epoch: self.epoch,
+            groups,
         }
     }
 
@@ -196,6 +282,10 @@ impl SlotMap {
         let mut h = crc32fast::Hasher::new();
         for o in &self.owners {
             h.update(&o.0);
+        }
+        for (r, p) in &self.replicas {
+            h.update(&r.0);
+            h.update(&p.0);
         }
         h.finalize()
     }
@@ -227,6 +317,33 @@ impl SlotMap {
         nodes: &[NodeId],
         runs: &[(u16, u16, u32)],
     ) -> Result<SlotMap, String> {
+        Self::from_wire_with_replicas(epoch, nodes, runs, &[])
+    }
+
+    /// A table from the bus, with its replicas as (replica, primary); a replica must follow
+    /// a node that owns slots and own none itself.
+    pub fn from_wire_with_replicas(
+        epoch: u64,
+        nodes: &[NodeId],
+        runs: &[(u16, u16, u32)],
+        replicas: &[(NodeId, NodeId)],
+    ) -> Result<SlotMap, String> {
+        let mut map = Self::owners_from_wire(epoch, nodes, runs)?;
+        let counts = map.counts();
+        for (r, p) in replicas {
+            if !counts.contains_key(p) || counts.contains_key(r) || map.replicas.contains_key(r) {
+                return Err(format!("a replica {r} of {p} that does not fit the table"));
+            }
+            map.replicas.insert(*r, *p);
+        }
+        Ok(map)
+    }
+
+    fn owners_from_wire(
+        epoch: u64,
+        nodes: &[NodeId],
+        runs: &[(u16, u16, u32)],
+    ) -> Result<SlotMap, String> {
         let mut owners = Vec::with_capacity(SLOTS);
         for &(a, b, i) in runs {
             if a as usize != owners.len() || b < a || b as usize >= SLOTS {
@@ -243,7 +360,11 @@ impl SlotMap {
                 owners.len()
             ));
         }
-        Ok(SlotMap { epoch, owners })
+        Ok(SlotMap {
+            epoch,
+            owners,
+            replicas: Default::default(),
+        })
     }
 }
 

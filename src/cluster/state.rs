@@ -13,6 +13,7 @@
 //! epoch carried by every ping lets a node that missed it fetch it.
 
 use super::bus::{Body, Frame};
+use super::election::{Candidate, ElectionConfig, Standing, Step, Voter};
 use super::map::{self, SlotMap, SLOTS};
 use super::membership::{Addr, Config, Event, Health, Membership, NodeId, Update};
 use super::view::{View, ViewNode, NO_OWNER};
@@ -49,7 +50,32 @@ pub struct ClusterState {
     /// table (the others may have moved on) and says the cluster is down.
     heard: bool,
     pub stats: Stats,
+    /// What this node granted in elections (saved: a restart must not grant an epoch twice).
+    voter: Voter,
+    /// This node's side of failover elections, when it is a replica.
+    candidate: Candidate,
+    /// What this node has applied from its primary (per primary shard), once fully synced,
+    /// and whether it was in sync when it last heard from it; set by the driver.
+    repl_offsets: Option<Vec<u64>>,
+    repl_in_sync: bool,
+    /// CLUSTER REPLICATE requests for the coordinator: (replica, primary).
+    pending_replicate: Vec<(NodeId, NodeId)>,
+    /// When each table primary was first seen dead; a dead primary whose replicas have not
+    /// taken over within [`FAILOVER_GRACE_MS`] loses its slots to the others.
+    owner_dead_since: std::collections::BTreeMap<NodeId, u64>,
+    /// Elections this node won: (the primary it replaced, the epoch).
+    promotions: Vec<(NodeId, u64)>,
+    /// The primary CLUSTER REPLICATE asked this node to follow, until the table says so.
+    want_primary: Option<NodeId>,
+    next_replicate_ask_ms: u64,
 }
+
+/// A node asks the coordinator again this often (ms) until CLUSTER REPLICATE is in the table.
+pub const REPLICATE_RETRY_MS: u64 = 500;
+
+/// How long the coordinator leaves a dead primary's slots to its replicas' election before
+/// it re-places them, in ms.
+pub const FAILOVER_GRACE_MS: u64 = 5_000;
 
 impl ClusterState {
     pub fn new(me: NodeId, addr: Addr, cfg: Config, seed: u64, now_ms: u64) -> ClusterState {
@@ -65,7 +91,98 @@ impl ClusterState {
             config_stale: true,
             heard: false,
             stats: Stats::default(),
+            voter: Voter::default(),
+            candidate: Candidate::new(me, ElectionConfig::default(), seed ^ 0xe1ec),
+            repl_offsets: None,
+            repl_in_sync: false,
+            pending_replicate: Vec::new(),
+            owner_dead_since: Default::default(),
+            promotions: Vec::new(),
+            want_primary: None,
+            next_replicate_ask_ms: 0,
         }
+    }
+
+    /// Sets the election timing (cluster-election-* settings).
+    pub fn set_election_config(&mut self, cfg: ElectionConfig, seed: u64) {
+        self.candidate = Candidate::new(self.me, cfg, seed ^ 0xe1ec);
+    }
+
+    /// What the replication side reports: the offsets applied from the primary (`None`
+    /// before a full sync completed) and whether they were in sync at the last contact.
+    pub fn set_replication(&mut self, offsets: Option<Vec<u64>>, in_sync: bool) {
+        self.repl_offsets = offsets;
+        self.repl_in_sync = in_sync;
+    }
+
+    /// CLUSTER REPLICATE: asks the coordinator to make this node follow `primary`.
+    pub fn replicate(&mut self, primary: NodeId) -> Result<(), String> {
+        if primary == self.me {
+            return Err("ERR Can't replicate myself".into());
+        }
+        let Some(map) = &self.map else {
+            return Err("ERR the cluster has no slot table yet".into());
+        };
+        if self.members.health(primary).is_none() {
+            return Err(format!("ERR Unknown node {primary}"));
+        }
+        if !self.owners.contains(&primary) {
+            return Err("ERR I can only replicate a master, not a replica.".into());
+        }
+        if map.primary_of(self.me) == Some(primary) {
+            return Ok(());
+        }
+        self.want_primary = Some(primary);
+        self.ask_to_replicate(0);
+        Ok(())
+    }
+
+    /// Asks the coordinator (again) to make this node follow the primary CLUSTER REPLICATE
+    /// named, until the table says so (the coordinator may change on the way).
+    fn ask_to_replicate(&mut self, now_ms: u64) {
+        let (Some(primary), Some(map)) = (self.want_primary, &self.map) else {
+            return;
+        };
+        if map.primary_of(self.me) == Some(primary) || !self.owners.contains(&primary) {
+            self.want_primary = None;
+            return;
+        }
+        if now_ms < self.next_replicate_ask_ms {
+            return;
+        }
+        self.next_replicate_ask_ms = now_ms + REPLICATE_RETRY_MS;
+        let owners: Vec<NodeId> = self.owners.iter().copied().collect();
+        match map::coordinator(&self.live(&owners)) {
+            Some(c) if c == self.me && !self.pending_replicate.contains(&(self.me, primary)) => {
+                self.pending_replicate.push((self.me, primary));
+            }
+            Some(c) if c == self.me => {}
+            Some(c) => self.send_to(
+                c,
+                Body::Replicate {
+                    replica: self.me,
+                    primary,
+                },
+            ),
+            None => {}
+        }
+    }
+
+    fn live(&self, ids: &[NodeId]) -> Vec<NodeId> {
+        ids.iter()
+            .filter(|id| {
+                **id == self.me
+                    || matches!(
+                        self.members.health(**id),
+                        Some(Health::Alive | Health::Pdead)
+                    )
+            })
+            .copied()
+            .collect()
+    }
+
+    fn is_dead(&self, id: NodeId) -> bool {
+        id != self.me && matches!(self.members.health(id), Some(Health::Dead) | None)
     }
 
     /// Takes back a saved configuration (a restart): its members as last known alive, its
@@ -84,6 +201,7 @@ impl ClusterState {
         if let Some(map) = &saved.map {
             self.set_map(map.clone());
         }
+        self.voter.adopted(saved.voted);
         self.view_stale = true;
         self.config_stale = true;
     }
@@ -179,23 +297,123 @@ impl ClusterState {
                     self.send_to(from, body);
                 }
             }
-            Body::Map { epoch, nodes, runs } => {
-                if let Ok(theirs) = SlotMap::from_wire(epoch, &nodes, &runs) {
+            Body::Map {
+                epoch,
+                nodes,
+                runs,
+                replicas,
+            } => {
+                if let Ok(theirs) =
+                    SlotMap::from_wire_with_replicas(epoch, &nodes, &runs, &replicas)
+                {
                     let wins = self.map.as_ref().is_none_or(|ours| theirs.beats(ours));
                     if wins {
                         self.set_map(theirs);
                     }
                 }
             }
+            Body::Replicate { replica, primary } => {
+                if replica == from && !self.pending_replicate.contains(&(replica, primary)) {
+                    self.pending_replicate.push((replica, primary));
+                }
+            }
+            Body::Ballot(ballot) => {
+                if let Some(map) = &self.map {
+                    let roles = map.roles();
+                    let failed_down = self.is_dead(ballot.failed);
+                    let offsets = self.repl_offsets.clone();
+                    let vote = self.voter.consider(
+                        self.me,
+                        &ballot,
+                        &roles,
+                        failed_down,
+                        offsets.as_deref(),
+                    );
+                    self.send_to(from, Body::Vote(vote));
+                }
+            }
+            Body::Vote(vote) => {
+                if let Some(map) = self.map.clone() {
+                    let roles = map.roles();
+                    let down: Vec<NodeId> = self.dead_members();
+                    let is_down = |id: NodeId| down.contains(&id);
+                    let offsets = self.repl_offsets.clone();
+                    let standing = Standing {
+                        roles: &roles,
+                        down: &is_down,
+                        offsets: offsets.as_deref(),
+                        in_sync: self.repl_in_sync,
+                        rank: 0,
+                    };
+                    let step = self.candidate.on_vote(now_ms, from, &vote, &standing);
+                    self.election_step(step, &map, now_ms);
+                }
+            }
         }
         self.after_step(now_ms);
+    }
+
+    fn dead_members(&self) -> Vec<NodeId> {
+        self.members
+            .members()
+            .filter(|u| u.health == Health::Dead)
+            .map(|u| u.id)
+            .collect()
+    }
+
+    /// Runs the replica's side of elections for this tick.
+    fn elect(&mut self, now_ms: u64) {
+        let Some(map) = self.map.clone() else {
+            return;
+        };
+        if map.primary_of(self.me).is_none() {
+            return;
+        }
+        let roles = map.roles();
+        let down = self.dead_members();
+        let is_down = |id: NodeId| down.contains(&id);
+        let offsets = self.repl_offsets.clone();
+        let standing = Standing {
+            roles: &roles,
+            down: &is_down,
+            offsets: offsets.as_deref(),
+            in_sync: self.repl_in_sync,
+            rank: 0,
+        };
+        let step = self.candidate.tick(now_ms, &standing, &self.voter);
+        self.election_step(step, &map, now_ms);
+    }
+
+    fn election_step(&mut self, step: Step, map: &SlotMap, now_ms: u64) {
+        match step {
+            Step::Nothing => {}
+            Step::Ask(ballot, to) => {
+                for id in to {
+                    self.send_to(id, Body::Ballot(ballot.clone()));
+                }
+            }
+            Step::Won(roles) => {
+                let Some(failed) = map.primary_of(self.me) else {
+                    return;
+                };
+                if self.map.as_ref().map(|m| m.epoch) != Some(map.epoch) {
+                    return;
+                }
+                self.promotions.push((failed, roles.epoch));
+                let next = map.promote(failed, self.me, roles.epoch);
+                self.adopt(next, now_ms);
+            }
+        }
     }
 
     /// Advances time: membership's probes and timeouts, then the coordinator's rule.
     pub fn tick(&mut self, now_ms: u64) {
         self.members.tick(now_ms);
         self.after_step(now_ms);
+        self.ask_to_replicate(now_ms);
         self.coordinate(now_ms);
+        self.elect(now_ms);
+        self.after_step(now_ms);
     }
 
     /// Frames to send, in order.
@@ -206,6 +424,11 @@ impl ClusterState {
     /// Changes of belief about members since the last call (for the log).
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Elections won since the last call: (the primary replaced, the epoch).
+    pub fn take_promotions(&mut self) -> Vec<(NodeId, u64)> {
+        std::mem::take(&mut self.promotions)
     }
 
     /// Whether the view changed since the last call.
@@ -259,12 +482,38 @@ impl ClusterState {
         {
             return;
         }
-        let next = if let Some(gone) = owners.iter().find(|id| !live(id)) {
+        // A dead primary with replicas is left to their election for a grace period.
+        let dead_since = &mut self.owner_dead_since;
+        dead_since.retain(|id, _| owners.contains(id) && !live(id));
+        for id in owners.iter().filter(|id| !live(id)) {
+            dead_since.entry(*id).or_insert(now_ms);
+        }
+        let replicated = |id: &NodeId| map.replicas().values().any(|p| p == id);
+        let next = if let Some(gone) = owners.iter().find(|id| {
+            !live(id)
+                && (!replicated(id) || now_ms.saturating_sub(dead_since[*id]) >= FAILOVER_GRACE_MS)
+        }) {
             map.without(*gone, &live_owners)
+        } else if let Some(&(replica, primary)) = self.pending_replicate.iter().find(|(r, p)| {
+            owners.contains(p)
+                && map.primary_of(*r) != Some(*p)
+                && (*r == self.me || self.members.health(*r) == Some(Health::Alive))
+        }) {
+            self.pending_replicate.retain(|x| *x != (replica, primary));
+            if replica == self.me && live_owners.len() == 1 {
+                return;
+            }
+            map.with_replica(replica, primary)
         } else if let Some(new) = self
             .members
             .members()
-            .filter(|u| u.health == Health::Alive && u.addr.is_known() && !owners.contains(&u.id))
+            .filter(|u| {
+                u.health == Health::Alive
+                    && u.addr.is_known()
+                    && !owners.contains(&u.id)
+                    && map.primary_of(u.id).is_none()
+                    && !self.pending_replicate.iter().any(|(r, _)| *r == u.id)
+            })
             .map(|u| u.id)
             .min()
         {
@@ -291,6 +540,7 @@ impl ClusterState {
     }
 
     fn set_map(&mut self, table: SlotMap) {
+        self.voter.adopted(table.epoch);
         self.members.set_map_epoch(table.epoch);
         self.owners = table.counts().keys().copied().collect();
         self.map = Some(table);
@@ -324,6 +574,7 @@ impl ClusterState {
             health: Health::Alive,
             myself: true,
             slots: 0,
+            primary: None,
         }];
         let mut members: Vec<Update> = self.members.members().collect();
         members.sort_by_key(|u| u.id);
@@ -333,6 +584,7 @@ impl ClusterState {
             health: u.health,
             myself: false,
             slots: 0,
+            primary: None,
         }));
         let mut owners = Vec::new();
         let mut state_ok = false;
@@ -344,6 +596,11 @@ impl ClusterState {
                 .enumerate()
                 .map(|(i, n)| (n.id, i as u16))
                 .collect();
+            for (r, p) in map.replicas() {
+                if let (Some(&ri), Some(&pi)) = (index.get(r), index.get(p)) {
+                    nodes[ri as usize].primary = Some(pi);
+                }
+            }
             for (s, owner) in owners.iter_mut().enumerate() {
                 if let Some(&i) = index.get(&map.owner(s)) {
                     *owner = i;
@@ -390,13 +647,19 @@ impl ClusterState {
                 .map(|u| (u.id, u.addr))
                 .collect(),
             map: self.map.clone(),
+            voted: self.voter.voted,
         }
     }
 }
 
 fn map_body(map: &SlotMap) -> Body {
     let (epoch, nodes, runs) = map.to_wire();
-    Body::Map { epoch, nodes, runs }
+    Body::Map {
+        epoch,
+        nodes,
+        runs,
+        replicas: map.replicas().iter().map(|(r, p)| (*r, *p)).collect(),
+    }
 }
 
 /// A node's saved cluster configuration (`nodes.conf`).
@@ -406,6 +669,8 @@ pub struct Saved {
     pub incarnation: u64,
     pub members: Vec<(NodeId, Addr)>,
     pub map: Option<SlotMap>,
+    /// The highest epoch this node granted or adopted.
+    pub voted: u64,
 }
 
 const SAVED_HEADER: &str = "tessera-cluster-config 1";
@@ -431,7 +696,11 @@ impl Saved {
             for (a, b, i) in runs {
                 let _ = writeln!(t, "slots {a} {b} {}", nodes[i as usize]);
             }
+            for (r, p) in map.replicas() {
+                let _ = writeln!(t, "replica {r} {p}");
+            }
         }
+        let _ = writeln!(t, "voted {}", self.voted);
         t
     }
 
@@ -448,6 +717,8 @@ impl Saved {
         let mut incarnation = 0;
         let mut members = Vec::new();
         let mut epoch = None;
+        let mut replicas = Vec::new();
+        let mut voted = 0;
         let (mut nodes, mut runs): (Vec<NodeId>, Vec<(u16, u16, u32)>) = (Vec::new(), Vec::new());
         for (n, line) in lines {
             let bad = || format!("line {}: cannot read \"{line}\"", n + 1);
@@ -470,6 +741,8 @@ impl Saved {
                     members.push((id(1)?, Addr::new(ip, port as u16, bus as u16)));
                 }
                 Some("epoch") => epoch = Some(num(1)?),
+                Some("replica") => replicas.push((id(1)?, id(2)?)),
+                Some("voted") => voted = num(1)?,
                 Some("slots") => {
                     let (a, b, owner) = (num(1)?, num(2)?, id(3)?);
                     if a > b || b >= SLOTS as u64 {
@@ -491,13 +764,16 @@ impl Saved {
         let map = match epoch {
             None if runs.is_empty() => None,
             None => return Err("slot runs without an \"epoch\" line".into()),
-            Some(e) => Some(SlotMap::from_wire(e, &nodes, &runs)?),
+            Some(e) => Some(SlotMap::from_wire_with_replicas(
+                e, &nodes, &runs, &replicas,
+            )?),
         };
         Ok(Saved {
             me,
             incarnation,
             members,
             map,
+            voted,
         })
     }
 }

@@ -14,6 +14,8 @@ pub struct ViewNode {
     pub myself: bool,
     /// Slots it owns in the table.
     pub slots: usize,
+    /// The primary it follows, when it is a replica (index in `View::nodes`).
+    pub primary: Option<u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +44,7 @@ impl View {
                 health: Health::Alive,
                 myself: true,
                 slots: 0,
+                primary: None,
             }],
             owners: Vec::new(),
         }
@@ -53,6 +56,18 @@ impl View {
             Some(&i) if i != NO_OWNER => self.nodes.get(i as usize),
             _ => None,
         }
+    }
+
+    /// The primary this node follows, if it is a replica.
+    pub fn my_primary(&self) -> Option<&ViewNode> {
+        self.nodes.get(self.nodes[0].primary? as usize)
+    }
+
+    /// The replicas of the node at `index`.
+    pub fn replicas_of(&self, index: usize) -> impl Iterator<Item = &ViewNode> {
+        self.nodes
+            .iter()
+            .filter(move |n| n.primary == Some(index as u16))
     }
 
     /// Whether this node owns `slot`.

@@ -42,6 +42,8 @@ const CLUSTER_HELP: &[&str] = &[
     "    Connect nodes into a working cluster.",
     "MYID",
     "    Return the node id.",
+    "REPLICATE <node-id>",
+    "    Configure current node as replica to <node-id>.",
     "NODES",
     "    Return cluster configuration seen by node. Output format:",
     "    <id> <ip:port@bus-port> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
@@ -136,6 +138,16 @@ pub async fn cluster(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
     } else if eq(sub, "CREATE") {
         let (tx, rx) = futures_channel::oneshot::channel();
         reply_from(h.request(Request::Create { reply: tx }), rx, o).await
+    } else if eq(sub, "REPLICATE") {
+        let Some(primary) = std::str::from_utf8(args.get(2))
+            .ok()
+            .and_then(NodeId::from_hex)
+        else {
+            let id = String::from_utf8_lossy(args.get(2));
+            return o.error(&format!("ERR Unknown node {id}"));
+        };
+        let (tx, rx) = futures_channel::oneshot::channel();
+        reply_from(h.request(Request::Replicate { primary, reply: tx }), rx, o).await
     } else if eq(sub, "FORWARDED") {
         s.forwarded = true;
         o.ok()
@@ -276,7 +288,11 @@ fn flags(n: &ViewNode) -> String {
     if n.myself {
         f.push("myself");
     }
-    f.push("master");
+    f.push(if n.primary.is_some() {
+        "slave"
+    } else {
+        "master"
+    });
     match n.health {
         Health::Alive => {}
         Health::Pdead => f.push("fail?"),
@@ -306,9 +322,13 @@ pub fn nodes_text(view: &View) -> String {
         } else {
             "connected"
         };
+        let master = n
+            .primary
+            .and_then(|p| view.nodes.get(p as usize))
+            .map_or("-".to_string(), |p| p.id.to_string());
         let _ = write!(
             t,
-            "{} {}:{}@{} {} - 0 0 {epoch} {link}",
+            "{} {}:{}@{} {} {master} 0 0 {epoch} {link}",
             n.id,
             endpoint(n),
             n.addr.port,
@@ -333,10 +353,17 @@ fn slots(view: &View, o: &mut Out<'_>) {
     o.array(runs.len());
     for (a, b, i) in runs {
         let n = &view.nodes[i as usize];
-        o.array(3);
+        let replicas: Vec<&ViewNode> = view
+            .replicas_of(i as usize)
+            .filter(|r| r.health != Health::Dead && r.addr.is_known())
+            .collect();
+        o.array(3 + replicas.len());
         o.int(a as i64);
         o.int(b as i64);
         node_entry(n, o);
+        for r in replicas {
+            node_entry(r, o);
+        }
     }
 }
 
@@ -348,10 +375,13 @@ fn node_entry(n: &ViewNode, o: &mut Out<'_>) {
     o.map(0);
 }
 
-/// CLUSTER SHARDS: every primary with its slot ranges and its one node.
+/// CLUSTER SHARDS: every primary with its slot ranges, its node and its replicas.
 fn shards(view: &View, o: &mut Out<'_>) {
-    o.array(view.nodes.len());
-    for (i, n) in view.nodes.iter().enumerate() {
+    let primaries: Vec<usize> = (0..view.nodes.len())
+        .filter(|i| view.nodes[*i].primary.is_none())
+        .collect();
+    o.array(primaries.len());
+    for i in primaries {
         let ranges = view.ranges_of(i);
         o.map(2);
         o.bulk(b"slots");
@@ -361,7 +391,18 @@ fn shards(view: &View, o: &mut Out<'_>) {
             o.int(b as i64);
         }
         o.bulk(b"nodes");
-        o.array(1);
+        let members: Vec<&ViewNode> = std::iter::once(&view.nodes[i])
+            .chain(view.replicas_of(i))
+            .collect();
+        o.array(members.len());
+        for n in members {
+            shard_node(n, o);
+        }
+    }
+}
+
+fn shard_node(n: &ViewNode, o: &mut Out<'_>) {
+    {
         o.map(7);
         o.bulk(b"id");
         o.bulk(n.id.to_string().as_bytes());
@@ -372,7 +413,11 @@ fn shards(view: &View, o: &mut Out<'_>) {
         o.bulk(b"endpoint");
         o.bulk(endpoint(n).as_bytes());
         o.bulk(b"role");
-        o.bulk(b"master");
+        o.bulk(if n.primary.is_some() {
+            &b"replica"[..]
+        } else {
+            b"master"
+        });
         o.bulk(b"replication-offset");
         o.int(0);
         o.bulk(b"health");

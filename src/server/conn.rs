@@ -66,7 +66,8 @@ pub async fn run_command(
         });
     }
     if spec.is_write() {
-        let refused = if core.node.repl.is_replica() {
+        // (In a cluster a replica owns no slots: routing forwards or redirects writes.)
+        let refused = if core.node.repl.is_replica() && core.node.cluster.get().is_none() {
             Some("READONLY You can't write against a read only replica.")
         } else {
             super::replication::refuse_write(core)
@@ -171,7 +172,13 @@ pub async fn dispatch(
                 } else {
                     Routing::Forward
                 };
-                match route(&h.view.load(), spec, &args, routing) {
+                let view = h.view.load();
+                let reads_for = if s.readonly && !spec.is_write() {
+                    replica_reads_for(core, &view)
+                } else {
+                    None
+                };
+                match route_reads(&view, spec, &args, routing, reads_for) {
                     Route::Here => {}
                     Route::Refuse(err) => {
                         return pipe.reply_here(out, s.proto, |o| o.error(&err));
@@ -265,6 +272,20 @@ pub async fn dispatch(
     }
 }
 
+/// On a replica that is in sync, the index of its primary in the view: its slots may be
+/// read here by READONLY clients. A replica out of sync sends them to the primary.
+fn replica_reads_for(core: &Core, view: &View) -> Option<u16> {
+    let primary = view.nodes[0].primary?;
+    let (entries, ms) = {
+        let c = core.config.borrow();
+        (c.repl_max_lag_entries, c.repl_max_lag_ms)
+    };
+    core.node
+        .repl
+        .in_sync(core.now_ms(), entries, ms)
+        .then_some(primary)
+}
+
 /// Where a keyed command runs in a cluster.
 enum Route {
     /// This node owns every key.
@@ -304,6 +325,21 @@ enum Routing {
 /// Decides where a keyed command runs, as Redis Cluster's `getNodeByQuery` does, or
 /// (forwarding) where to send it.
 fn route(view: &View, spec: &CommandSpec, args: &Args, routing: Routing) -> Route {
+    route_reads(view, spec, args, routing, None)
+}
+
+/// [`route`], on a replica that may serve reads of its primary's slots (`reads_for`: the
+/// primary's index in the view; READONLY clients of an in-sync replica).
+fn route_reads(
+    view: &View,
+    spec: &CommandSpec,
+    args: &Args,
+    routing: Routing,
+    reads_for: Option<u16>,
+) -> Route {
+    let local = |slot: u16| {
+        view.is_mine(slot) || reads_for.is_some_and(|p| view.owners.get(slot as usize) == Some(&p))
+    };
     let mut first = None;
     let mut cross_slot = false;
     let mut owners = (false, None::<SocketAddr>, false);
@@ -316,7 +352,7 @@ fn route(view: &View, spec: &CommandSpec, args: &Args, routing: Routing) -> Rout
         }
         // (any key here, the one other owner, keys on several other owners)
         match view.owner(slot) {
-            Some(n) if n.myself => owners.0 = true,
+            Some(_) if local(slot) => owners.0 = true,
             Some(n) => match owners.1 {
                 None => owners.1 = Some(n.addr.client()),
                 Some(a) if a != n.addr.client() => owners.2 = true,
@@ -341,7 +377,7 @@ fn route(view: &View, spec: &CommandSpec, args: &Args, routing: Routing) -> Rout
         for i in spec.key_positions(args.len()) {
             let slot = key_slot(args.get(i));
             match view.owner(slot) {
-                Some(n) if n.myself => {}
+                Some(_) if local(slot) => {}
                 Some(n) => return Route::Refuse(format!("MOVED {slot} {}", n.addr.client())),
                 None => return Route::Refuse("CLUSTERDOWN Hash slot not served".into()),
             }

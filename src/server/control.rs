@@ -51,6 +51,11 @@ pub enum Request {
     Create {
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// CLUSTER REPLICATE: follow this primary.
+    Replicate {
+        primary: NodeId,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// What data cores hold of the control core.
@@ -106,6 +111,12 @@ pub fn start(
     let seed = u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes"));
     let now_ms = 0;
     let mut state = ClusterState::new(me, addr, config.membership(), seed, now_ms);
+    let election = crate::cluster::election::ElectionConfig {
+        delay_ms: config.cluster_failover_delay_ms,
+        jitter_ms: config.cluster_failover_delay_ms,
+        ..Default::default()
+    };
+    state.set_election_config(election, seed);
     if let Some(s) = &saved {
         state.restore(s, now_ms);
     }
@@ -131,6 +142,7 @@ pub fn start(
         bus_port: config.bus_port(),
         seeds: config.cluster_seeds.clone(),
         learn_ip: ip.is_unspecified(),
+        max_lag: (config.repl_max_lag_entries, config.repl_max_lag_ms),
     };
     let thread = LocalExecutorBuilder::new(placement)
         .name("control")
@@ -196,6 +208,8 @@ struct Setup {
     bus_port: u16,
     seeds: Vec<String>,
     learn_ip: bool,
+    /// The in-sync bounds (repl-max-lag-entries, repl-max-lag-ms) as of start.
+    max_lag: (u64, u64),
 }
 
 struct Driver {
@@ -345,7 +359,16 @@ async fn run(
                 }
             }
         }
-        driver.state.borrow_mut().tick(now);
+        {
+            let r = &node.repl;
+            let in_sync = r.in_sync(node.now_ms(), setup.max_lag.0, setup.max_lag.1);
+            let mut st = driver.state.borrow_mut();
+            st.set_replication(r.applied(), in_sync);
+            st.tick(now);
+            for (failed, epoch) in st.take_promotions() {
+                tracing::warn!(%failed, epoch, "failover: this replica won the election and takes over its primary's slots");
+            }
+        }
         driver.flush();
         glommio::timer::sleep(Duration::from_millis(BUS_TICK_MS)).await;
     }
@@ -381,6 +404,10 @@ async fn serve_requests(driver: Rc<Driver>, mut requests: mpsc::Receiver<Request
             }
             Request::Create { reply } => {
                 let r = driver.state.borrow_mut().create(now);
+                let _ = reply.send(r);
+            }
+            Request::Replicate { primary, reply } => {
+                let r = driver.state.borrow_mut().replicate(primary);
                 let _ = reply.send(r);
             }
         }

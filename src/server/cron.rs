@@ -24,6 +24,7 @@ pub async fn run(core: Rc<Core>) {
         publish_changes(&core);
         if core.id == 0 {
             check_save_rules(&core);
+            super::replication::follow_view(&core).await;
         }
     }
 }
@@ -89,6 +90,13 @@ fn drop_lost_slots(core: &Core) {
     };
     let view = h.view.load();
     if view.epoch == 0 || view.epoch == core.cluster_epoch_seen.get() || !core.gate.admits(None) {
+        return;
+    }
+    if view.nodes[0].primary.is_some() {
+        // A replica owns no slots and keeps its primary's keys; what it held as a primary
+        // before goes with the full sync.
+        core.cluster_epoch_seen.set(view.epoch);
+        core.slots_held.replace(None);
         return;
     }
     core.cluster_epoch_seen.set(view.epoch);

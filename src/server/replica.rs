@@ -162,7 +162,20 @@ async fn follow(core: &Rc<Core>, generation: u64, host: &str, port: u16) -> Resu
     let timeout_ms = core.config.borrow().repl_timeout * 1000;
     let (auth, announce_ip, listening_port) = {
         let c = core.config.borrow();
-        (c.masterauth.clone(), c.replica_announce_ip.clone(), c.port)
+        // In a cluster the replica announces the address it has there.
+        let cluster_ip = if c.cluster_enabled {
+            c.cluster_announce_ip
+                .clone()
+                .or_else(|| c.bind.first().cloned())
+                .filter(|ip| ip != "0.0.0.0" && ip != "::")
+        } else {
+            None
+        };
+        (
+            c.masterauth.clone(),
+            c.replica_announce_ip.clone().or(cluster_ip),
+            c.port,
+        )
     };
     let mut request = Vec::new();
     if let Some(pass) = auth {

@@ -156,6 +156,27 @@ impl Replication {
         self.link.store(link as u8, Ordering::Relaxed);
     }
 
+    /// Whether this replica is in sync: fully synced, at most `max_entries` records behind
+    /// the primary's heads as last reported, and heard from within `max_ms`.
+    pub fn in_sync(&self, now_ms: u64, max_entries: u64, max_ms: u64) -> bool {
+        let Some(f) = self.followed.load_full() else {
+            return false;
+        };
+        let heads = self.primary_heads.load();
+        let behind: u64 = heads
+            .iter()
+            .zip(f.1.iter().chain(std::iter::repeat(&0)))
+            .map(|(h, o)| h.saturating_sub(*o))
+            .sum();
+        behind <= max_entries
+            && now_ms.saturating_sub(self.last_io_ms.load(Ordering::Relaxed)) <= max_ms
+    }
+
+    /// What this replica has applied, once fully synced.
+    pub fn applied(&self) -> Option<Vec<u64>> {
+        self.followed.load_full().map(|f| f.1.clone())
+    }
+
     fn attach(&self, addr: (String, u16)) -> Option<usize> {
         let i = self.slots.iter().position(|s| {
             s.state
@@ -561,6 +582,10 @@ async fn stream_records(
         }
         heads_total.set(heads.iter().sum());
         if sent {
+            // The heads go after every round, so the replica knows how far behind it is.
+            buf.clear();
+            repl::encode(&Frame::Ping { heads }, &mut buf);
+            w.write_all(&buf).await.map_err(|e| format!("write: {e}"))?;
             last_sent = std::time::Instant::now();
             w.flush().await.map_err(|e| format!("write: {e}"))?;
             continue;
@@ -801,6 +826,35 @@ pub async fn follow(core: &Rc<Core>, host: String, port: u16) {
         glommio::spawn_local(super::replica::run(owner, generation, host, port)).detach();
     })
     .await;
+}
+
+/// In a cluster, the table says whom this node follows: start, switch or stop following
+/// to match it. Runs on core 0's tick.
+pub async fn follow_view(core: &Rc<Core>) {
+    let Some(h) = core.node.cluster.get() else {
+        return;
+    };
+    let want = h
+        .view
+        .load()
+        .my_primary()
+        .map(|p| (p.addr.ip().to_string(), p.addr.port));
+    let have = core.node.repl.primary().map(|p| (p.0.clone(), p.1));
+    if want == have {
+        return;
+    }
+    stop_replica(core).await;
+    match want {
+        Some((host, port)) => follow(core, host, port).await,
+        None => {
+            let r = &core.node.repl;
+            r.set_primary(None);
+            r.followed.store(None);
+            r.replid.store(Arc::new(repl::new_replid(core.random())));
+            r.set_link(Link::Connect);
+            tracing::info!("this node is a primary now");
+        }
+    }
 }
 
 /// Stops the replica task, if one runs, and waits until it has applied its last batch.
