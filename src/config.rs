@@ -76,6 +76,10 @@ pub struct Config {
     /// Failover elections: a replica stands this long after its primary is declared dead,
     /// plus up to the jitter (ms).
     pub cluster_failover_delay_ms: u64,
+    /// Replica migration: a primary with more than `cluster_migration_barrier` replicas
+    /// gives one to a primary left with none.
+    pub cluster_allow_replica_migration: bool,
+    pub cluster_migration_barrier: usize,
     /// tessera's own: the most of a busy core's time a background save or rewrite may take
     /// (percent; on an idle core it takes what it needs).
     pub save_cpu_percent: usize,
@@ -251,6 +255,8 @@ impl Default for Config {
             repl_max_lag_entries: 100_000,
             repl_max_lag_ms: 10_000,
             cluster_failover_delay_ms: 100,
+            cluster_allow_replica_migration: true,
+            cluster_migration_barrier: 1,
             save_cpu_percent: limits::SAVE_CPU_PERCENT_DEFAULT,
             appendonly: false,
             appendfsync: AppendFsync::Everysec,
@@ -932,6 +938,31 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.cluster_failover_delay_ms.to_string(),
         set: |c, v| {
             c.cluster_failover_delay_ms = set_int(v, 0, 60_000)? as u64;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-allow-replica-migration",
+        get: |c| {
+            if c.cluster_allow_replica_migration {
+                "yes"
+            } else {
+                "no"
+            }
+            .into()
+        },
+        set: |c, v| {
+            c.cluster_allow_replica_migration = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-migration-barrier",
+        get: |c| c.cluster_migration_barrier.to_string(),
+        set: |c, v| {
+            c.cluster_migration_barrier = set_int(v, 0, 1000)?;
             Ok(())
         },
         mutable: false,

@@ -1192,3 +1192,54 @@ fn replicas_take_over_killed_primaries_and_the_old_primary_follows() {
         acked.len().saturating_sub(offset)
     );
 }
+
+#[test]
+fn a_primary_left_without_a_replica_gets_one_donated() {
+    let _serial = serial();
+    let mut nodes = cluster(5, 27, "donation");
+    let ids: Vec<String> = nodes.iter().map(|n| n.text(&["CLUSTER", "MYID"])).collect();
+    for (r, p) in [(2, 0), (3, 0), (4, 1)] {
+        assert_eq!(nodes[r].cmd(&["CLUSTER", "REPLICATE", &ids[p]]), Resp::ok());
+    }
+    for (r, p) in [(2, 0), (3, 0), (4, 1)] {
+        wait_or_show(
+            "the replicas follow their primaries",
+            CONVERGE,
+            &[&nodes[r]],
+            || {
+                my_role(&nodes[r]) == ("myself,slave".to_string(), ids[p].clone())
+                    && replication_field(&nodes[r], "master_link_status") == "up"
+            },
+        );
+    }
+    // Data on node 1, then its only replica dies: node 0 (two replicas, barrier 1) gives
+    // one, which empties itself and syncs from node 1 in full.
+    let keys = key_per_slot();
+    let slots1 = nodes[1].my_slots();
+    let mut w = nodes[1].raw();
+    for s in (0..16384).filter(|s| slots1[*s]).take(500) {
+        assert_eq!(w.cmd(&["SET", &keys[s], "one"]), Resp::ok());
+    }
+    nodes[4].kill9();
+    let took = wait_or_show(
+        "a replica of node 0 moves to node 1",
+        CONVERGE,
+        &[&nodes[0], &nodes[1], &nodes[2], &nodes[3]],
+        || {
+            [2, 3].iter().any(|&r| {
+                my_role(&nodes[r]) == ("myself,slave".to_string(), ids[1].clone())
+                    && replication_field(&nodes[r], "master_link_status") == "up"
+            })
+        },
+    );
+    eprintln!("donation: a replica followed the orphaned primary {took:?} after the kill");
+    let moved = if my_role(&nodes[2]).1 == ids[1] { 2 } else { 3 };
+    let stayed = 5 - moved;
+    assert_eq!(
+        my_role(&nodes[stayed]).1,
+        ids[0],
+        "node 0 keeps one replica"
+    );
+    assert_eq!(w.cmd(&["WAIT", "1", "20000"]), Resp::Int(1));
+    assert_eq!(nodes[moved].cmd(&["DBSIZE"]), nodes[1].cmd(&["DBSIZE"]));
+}

@@ -68,6 +68,10 @@ pub struct ClusterState {
     /// The primary CLUSTER REPLICATE asked this node to follow, until the table says so.
     want_primary: Option<NodeId>,
     next_replicate_ask_ms: u64,
+    /// Replica migration: `Some(barrier)` lets a primary with more than `barrier` live
+    /// replicas give one to a primary with none (cluster-allow-replica-migration,
+    /// cluster-migration-barrier); `None` turns it off.
+    migration_barrier: Option<usize>,
 }
 
 /// A node asks the coordinator again this often (ms) until CLUSTER REPLICATE is in the table.
@@ -100,12 +104,18 @@ impl ClusterState {
             promotions: Vec::new(),
             want_primary: None,
             next_replicate_ask_ms: 0,
+            migration_barrier: Some(1),
         }
     }
 
     /// Sets the election timing (cluster-election-* settings).
     pub fn set_election_config(&mut self, cfg: ElectionConfig, seed: u64) {
         self.candidate = Candidate::new(self.me, cfg, seed ^ 0xe1ec);
+    }
+
+    /// Replica migration's setting (see `migration_barrier`).
+    pub fn set_migration_barrier(&mut self, barrier: Option<usize>) {
+        self.migration_barrier = barrier;
     }
 
     /// What the replication side reports: the offsets applied from the primary (`None`
@@ -504,6 +514,8 @@ impl ClusterState {
                 return;
             }
             map.with_replica(replica, primary)
+        } else if let Some((replica, orphan)) = self.donation(map, &live_owners) {
+            map.with_replica(replica, orphan)
         } else if let Some(new) = self
             .members
             .members()
@@ -522,6 +534,45 @@ impl ClusterState {
             return;
         };
         self.adopt(next, now_ms);
+    }
+
+    /// Replica migration: a live primary left without a live replica gets one from the
+    /// primary with the most live replicas, if that one keeps more than the migration
+    /// barrier. Returns (the replica to move, the primary it goes to).
+    fn donation(&self, map: &SlotMap, live_owners: &[NodeId]) -> Option<(NodeId, NodeId)> {
+        let barrier = self.migration_barrier?;
+        // A suspected replica still counts: only one declared dead leaves its primary
+        // orphaned (a moved replica costs a full sync).
+        let live_replicas = |p: &NodeId| -> Vec<NodeId> {
+            map.replicas()
+                .iter()
+                .filter(|(r, q)| {
+                    *q == p
+                        && (**r == self.me
+                            || matches!(
+                                self.members.health(**r),
+                                Some(Health::Alive | Health::Pdead)
+                            ))
+                })
+                .map(|(r, _)| *r)
+                .collect()
+        };
+        let orphan = live_owners
+            .iter()
+            .filter(|p| **p == self.me || self.members.health(**p) == Some(Health::Alive))
+            .find(|p| live_replicas(p).is_empty())?;
+        let (donor, replicas) = live_owners
+            .iter()
+            .map(|p| (*p, live_replicas(p)))
+            .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(&a.0)))?;
+        if donor == *orphan || replicas.len() <= barrier {
+            return None;
+        }
+        let given = replicas
+            .iter()
+            .filter(|r| self.members.health(**r) == Some(Health::Alive))
+            .min()?;
+        Some((*given, *orphan))
     }
 
     /// Makes `table` this node's and pushes it to every live member.

@@ -117,6 +117,11 @@ pub fn start(
         ..Default::default()
     };
     state.set_election_config(election, seed);
+    state.set_migration_barrier(
+        config
+            .cluster_allow_replica_migration
+            .then_some(config.cluster_migration_barrier),
+    );
     if let Some(s) = &saved {
         state.restore(s, now_ms);
     }
