@@ -1102,6 +1102,42 @@ fn replicas_take_over_killed_primaries_and_the_old_primary_follows() {
     assert_eq!(r1.cmd(&["GET", mine1[0]]), Resp::bulk("after"));
     assert_eq!(r1.cmd(&["DBSIZE"]), nodes[4].cmd(&["DBSIZE"]));
 
+    // Planned switchovers: FORCE on node 0's replica (the primaries vote while node 0
+    // lives), then TAKEOVER back (no vote).
+    assert_eq!(
+        nodes[0].cmd(&["CLUSTER", "FAILOVER", "FORCE"]),
+        Resp::err("ERR You should send CLUSTER FAILOVER to a replica")
+    );
+    assert!(
+        matches!(nodes[3].cmd(&["CLUSTER", "FAILOVER"]), Resp::Error(e) if e.contains("not supported"))
+    );
+    assert_eq!(nodes[3].cmd(&["CLUSTER", "FAILOVER", "FORCE"]), Resp::ok());
+    wait_or_show(
+        "FORCE: node 3 takes over node 0",
+        CONVERGE,
+        &[&nodes[0], &nodes[3]],
+        || {
+            my_role(&nodes[3]).0 == "myself,master"
+                && my_role(&nodes[0]) == ("myself,slave".to_string(), ids[3].clone())
+                && replication_field(&nodes[0], "master_link_status") == "up"
+        },
+    );
+    let mut r3 = nodes[3].raw();
+    assert_eq!(r3.cmd(&["GET", &key0]), Resp::bulk("on-zero"));
+    assert_eq!(
+        nodes[0].cmd(&["CLUSTER", "FAILOVER", "TAKEOVER"]),
+        Resp::ok()
+    );
+    wait_or_show(
+        "TAKEOVER: node 0 is back",
+        CONVERGE,
+        &[&nodes[0], &nodes[3]],
+        || {
+            my_role(&nodes[0]).0 == "myself,master"
+                && my_role(&nodes[3]) == ("myself,slave".to_string(), ids[0].clone())
+        },
+    );
+
     // Without repl-ack-replicas, a primary killed under a write load loses at most what its
     // replica had not applied yet: count it.
     let slots2 = nodes[2].my_slots();

@@ -178,6 +178,45 @@ impl ClusterState {
         }
     }
 
+    /// CLUSTER FAILOVER FORCE (stand now, granted while the primary lives) or TAKEOVER
+    /// (take the slots under a new epoch without a vote, as Redis's TAKEOVER: for when no
+    /// majority can be had; two takeovers at once are the operator's to avoid).
+    pub fn failover(&mut self, takeover: bool, now_ms: u64) -> Result<(), String> {
+        let Some(map) = self.map.clone() else {
+            return Err("ERR the cluster has no slot table yet".into());
+        };
+        let Some(primary) = map.primary_of(self.me) else {
+            return Err("ERR You should send CLUSTER FAILOVER to a replica".into());
+        };
+        if takeover {
+            let epoch = self.voter.voted.max(map.epoch) + 1;
+            self.promotions.push((primary, epoch));
+            let next = map.promote(primary, self.me, epoch);
+            self.adopt(next, now_ms);
+            return Ok(());
+        }
+        if self.repl_offsets.is_none() {
+            return Err("ERR this replica has not completed a full sync".into());
+        }
+        let roles = map.roles();
+        let down = self.dead_members();
+        let is_down = |id: NodeId| down.contains(&id);
+        let offsets = self.repl_offsets.clone();
+        let standing = Standing {
+            roles: &roles,
+            down: &is_down,
+            offsets: offsets.as_deref(),
+            in_sync: self.repl_in_sync,
+            rank: 0,
+        };
+        let step = self
+            .candidate
+            .stand(now_ms, &standing, &self.voter, primary, true);
+        self.election_step(step, &map, now_ms);
+        self.after_step(now_ms);
+        Ok(())
+    }
+
     fn live(&self, ids: &[NodeId]) -> Vec<NodeId> {
         ids.iter()
             .filter(|id| {

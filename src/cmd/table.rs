@@ -310,6 +310,7 @@ pub static SUBCOMMANDS: &[SubcommandDoc] = &[
     sub!("config|help", 2, "5.0.0", "Returns helpful text about the different subcommands.", ""),
     sub!("cluster|countkeysinslot", 3, "3.0.0", "Returns the number of keys in a hash slot.", "slot:integer"),
     sub!("cluster|create", 2, "3.0.0", "(tessera) Forms the cluster: places all slots over the nodes that have met.", ""),
+    sub!("cluster|failover", -2, "3.0.0", "Forces a replica to perform a manual failover of its master.", "options:[FORCE|TAKEOVER]"),
     sub!("cluster|forget", 3, "3.0.0", "Removes a node from the nodes table.", "node-id:string"),
     sub!("cluster|replicate", 3, "3.0.0", "Configure a node as replica of a master node.", "node-id:string"),
     sub!("cluster|forwarded", 2, "3.0.0", "(tessera) Marks a link carrying commands forwarded by another node.", ""),

@@ -30,6 +30,9 @@ const CLUSTER_HELP: &[&str] = &[
     "CREATE",
     "    (tessera) Form the cluster: place all slots over the nodes that have met,",
     "    by Jump Consistent Hashing.",
+    "FAILOVER [FORCE|TAKEOVER]",
+    "    Promote current replica node to being a master: FORCE without its primary's",
+    "    agreement (the other primaries vote), TAKEOVER without any vote.",
     "FORGET <node-id>",
     "    Remove a node from the cluster.",
     "GETKEYSINSLOT <slot> <count>",
@@ -138,6 +141,27 @@ pub async fn cluster(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
     } else if eq(sub, "CREATE") {
         let (tx, rx) = futures_channel::oneshot::channel();
         reply_from(h.request(Request::Create { reply: tx }), rx, o).await
+    } else if eq(sub, "FAILOVER") {
+        let takeover = match args.len() {
+            3 if eq(args.get(2), "FORCE") => false,
+            3 if eq(args.get(2), "TAKEOVER") => true,
+            2 => {
+                return o.error(
+                    "ERR CLUSTER FAILOVER without FORCE or TAKEOVER (a switchover that waits for the replica to catch up) is not supported yet",
+                )
+            }
+            _ => return o.error("ERR syntax error"),
+        };
+        let (tx, rx) = futures_channel::oneshot::channel();
+        reply_from(
+            h.request(Request::Failover {
+                takeover,
+                reply: tx,
+            }),
+            rx,
+            o,
+        )
+        .await
     } else if eq(sub, "REPLICATE") {
         let Some(primary) = std::str::from_utf8(args.get(2))
             .ok()

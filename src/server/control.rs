@@ -51,6 +51,11 @@ pub enum Request {
     Create {
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// CLUSTER FAILOVER FORCE | TAKEOVER.
+    Failover {
+        takeover: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// CLUSTER REPLICATE: follow this primary.
     Replicate {
         primary: NodeId,
@@ -409,6 +414,10 @@ async fn serve_requests(driver: Rc<Driver>, mut requests: mpsc::Receiver<Request
             }
             Request::Create { reply } => {
                 let r = driver.state.borrow_mut().create(now);
+                let _ = reply.send(r);
+            }
+            Request::Failover { takeover, reply } => {
+                let r = driver.state.borrow_mut().failover(takeover, now);
                 let _ = reply.send(r);
             }
             Request::Replicate { primary, reply } => {
