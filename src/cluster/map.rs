@@ -192,15 +192,11 @@ impl SlotMap {
     }
 
     /// The table with `replica` following `primary`: its slots, if it had any, go to the
-    /// least loaded of the other primaries, and its own replicas follow `primary` too.
-    pub fn with_replica(&self, replica: NodeId, primary: NodeId) -> SlotMap {
+    /// least loaded of `live` (the live primaries) but itself, and its own replicas follow
+    /// `primary` too.
+    pub fn with_replica(&self, replica: NodeId, primary: NodeId, live: &[NodeId]) -> SlotMap {
         let mut next = if self.counts().contains_key(&replica) {
-            let others: Vec<NodeId> = self
-                .counts()
-                .keys()
-                .filter(|id| **id != replica)
-                .copied()
-                .collect();
+            let others: Vec<NodeId> = live.iter().filter(|id| **id != replica).copied().collect();
             self.without(replica, &others)
         } else {
             SlotMap {
@@ -515,6 +511,42 @@ mod tests {
                 balanced(&map, &p, 0.2);
             }
         }
+    }
+
+    #[test]
+    fn replicas_join_follow_and_take_over() {
+        let mut rng = Rng::new(11);
+        let p = ids(&mut rng, 4);
+        let map = SlotMap::initial(&p);
+        // p[3] becomes p[0]'s replica: its slots go to the others.
+        let m = map.with_replica(p[3], p[0], &p);
+        assert_eq!(m.epoch, 2);
+        assert!(!m.counts().contains_key(&p[3]));
+        assert_eq!(m.primary_of(p[3]), Some(p[0]));
+        let roles = m.roles();
+        assert_eq!(roles.groups.len(), 3);
+        assert!(roles.groups[&p[0]].contains(&p[3]));
+        // Promotion: the replica owns exactly what its primary owned; the old primary follows.
+        let before = m.counts()[&p[0]];
+        let after = m.promote(p[0], p[3], 7);
+        assert_eq!(after.epoch, 7);
+        assert_eq!(after.counts()[&p[3]], before);
+        assert!(!after.counts().contains_key(&p[0]));
+        assert_eq!(after.primary_of(p[0]), Some(p[3]));
+        assert_eq!(after.primary_of(p[3]), None);
+        // Across the bus with its replicas; a replica that owns slots is refused.
+        let (epoch, nodes, runs) = after.to_wire();
+        let pairs: Vec<(NodeId, NodeId)> = after.replicas().iter().map(|(r, q)| (*r, *q)).collect();
+        assert_eq!(
+            SlotMap::from_wire_with_replicas(epoch, &nodes, &runs, &pairs),
+            Ok(after.clone())
+        );
+        assert!(SlotMap::from_wire_with_replicas(epoch, &nodes, &runs, &[(p[1], p[3])]).is_err());
+        // Two tables that differ only in replicas have different digests.
+        assert_ne!(m.digest(), map.with_replica(p[3], p[1], &p).digest());
+        // A gone primary's replicas follow nobody.
+        let gone = m.without(p[0], &[p[1], p[2]]);
+        assert_eq!(gone.primary_of(p[3]), None);
     }
 
     #[test]

@@ -549,12 +549,12 @@ impl ClusterState {
                 && (*r == self.me || self.members.health(*r) == Some(Health::Alive))
         }) {
             self.pending_replicate.retain(|x| *x != (replica, primary));
-            if replica == self.me && live_owners.len() == 1 {
+            if !live_owners.iter().any(|o| *o != replica) {
                 return;
             }
-            map.with_replica(replica, primary)
+            map.with_replica(replica, primary, &live_owners)
         } else if let Some((replica, orphan)) = self.donation(map, &live_owners) {
-            map.with_replica(replica, orphan)
+            map.with_replica(replica, orphan, &live_owners)
         } else if let Some(new) = self
             .members
             .members()
@@ -1019,6 +1019,16 @@ mod tests {
         assert_eq!(saved.members.len(), 2);
         let text = saved.to_text();
         assert_eq!(Saved::parse(&text), Ok(saved));
+        // With a replica and a vote remembered.
+        let me = net.nodes[1].me();
+        let other = net.nodes[2].me();
+        net.nodes[1].replicate(other).unwrap();
+        net.run_ms(3_000);
+        let saved = net.nodes[1].saved();
+        assert_eq!(saved.map.as_ref().unwrap().primary_of(me), Some(other));
+        assert!(saved.voted >= saved.map.as_ref().unwrap().epoch);
+        assert!(saved.to_text().contains(&format!("replica {me} {other}")));
+        assert_eq!(Saved::parse(&saved.to_text()), Ok(saved));
         assert!(Saved::parse("tessera-cluster-config 1\nmyself zz 1\n").is_err());
         assert!(Saved::parse("something else\n").is_err());
         let no_table = format!("tessera-cluster-config 1\nmyself {} 4\n", net.nodes[0].me());
