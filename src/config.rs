@@ -1245,6 +1245,12 @@ impl Cli {
                 })?;
             }
         }
+        if cfg.cluster_enabled && cfg.replicaof.is_some() {
+            return Err(ConfigError::Flag {
+                name: "replicaof".into(),
+                msg: "not in cluster mode: use CLUSTER REPLICATE <primary-id>".into(),
+            });
+        }
         if !cfg.cpus.is_empty() && cfg.cpus.len() < cfg.cores {
             // Pinning fewer CPUs than cores would put two executors on one CPU, which glommio
             // handles badly; run as many cores as CPUs were given.

@@ -201,10 +201,6 @@ struct CoreSetup {
     peers: PeerIds,
 }
 
-fn node_cluster(core: &Core) -> Option<&Arc<control::ClusterHandle>> {
-    core.node.cluster.get()
-}
-
 async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartError>>) {
     let CoreSetup {
         id,
@@ -339,7 +335,7 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
     let _ = ready.send(Ok(id));
     drop(ready);
     glommio::spawn_local(cron::run(core.clone())).detach();
-    if let (0, Some((host, port)), None) = (id, config.replicaof.clone(), node_cluster(&core)) {
+    if let (0, Some((host, port))) = (id, config.replicaof.clone()) {
         replication::follow(&core, host, port).await;
     }
     let accepts: Vec<_> = listeners
