@@ -170,8 +170,10 @@ pub const REPL_CONNECT_TIMEOUT_MS: u64 = 2000;
 pub const REPL_RETRY_MIN_MS: u64 = 100;
 pub const REPL_RETRY_MAX_MS: u64 = 2000;
 /// A replica's reads wake at least this often (ms) to see REPLICAOF and the timeout.
-pub const REPL_READ_POLL_MS: u64 = 100;
+pub const REPL_READ_POLL_MS: u64 = 20;
 /// Longest answer line to REPLSYNC, in bytes.
 pub const REPL_LINE_MAX_BYTES: usize = 4096;
 /// REPLICAOF waits at most this long (ms) for the old replica task to stop applying.
 pub const REPL_STOP_WAIT_MS: u64 = 5000;
+/// In a cluster, core 0 compares whom it replicates with the table this often (ms).
+pub const REPL_VIEW_CHECK_MS: u64 = 10;

@@ -362,7 +362,14 @@ impl ClusterState {
                 }
             }
             Body::Replicate { replica, primary } => {
-                if replica == from && !self.pending_replicate.contains(&(replica, primary)) {
+                // (A request that crossed the table it asked for is stale: dropping it keeps
+                // it from undoing a later change, such as a donation.)
+                let done = self
+                    .map
+                    .as_ref()
+                    .is_some_and(|m| m.primary_of(replica) == Some(primary));
+                if replica == from && !done && !self.pending_replicate.contains(&(replica, primary))
+                {
                     self.pending_replicate.push((replica, primary));
                 }
             }
@@ -531,6 +538,8 @@ impl ClusterState {
         {
             return;
         }
+        self.pending_replicate
+            .retain(|(r, p)| map.primary_of(*r) != Some(*p));
         // A dead primary with replicas is left to their election for a grace period.
         let dead_since = &mut self.owner_dead_since;
         dead_since.retain(|id, _| owners.contains(id) && !live(id));

@@ -24,7 +24,6 @@ pub async fn run(core: Rc<Core>) {
         publish_changes(&core);
         if core.id == 0 {
             check_save_rules(&core);
-            super::replication::follow_view(&core).await;
         }
     }
 }

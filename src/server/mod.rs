@@ -338,6 +338,9 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
     if let (0, Some((host, port))) = (id, config.replicaof.clone()) {
         replication::follow(&core, host, port).await;
     }
+    if id == 0 && core.node.cluster.get().is_some() {
+        glommio::spawn_local(replication::follow_view_loop(core.clone())).detach();
+    }
     let accepts: Vec<_> = listeners
         .into_iter()
         .map(|l| glommio::spawn_local(accept_loop(core.clone(), l)))

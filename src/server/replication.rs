@@ -828,8 +828,17 @@ pub async fn follow(core: &Rc<Core>, host: String, port: u16) {
     .await;
 }
 
+/// In a cluster, keeps replication matched to the table: checks it every
+/// [`limits::REPL_VIEW_CHECK_MS`] (one atomic load when nothing changed).
+pub async fn follow_view_loop(core: Rc<Core>) {
+    while !core.node.shutting_down() {
+        glommio::timer::sleep(Duration::from_millis(limits::REPL_VIEW_CHECK_MS)).await;
+        follow_view(&core).await;
+    }
+}
+
 /// In a cluster, the table says whom this node follows: start, switch or stop following
-/// to match it. Runs on core 0's tick.
+/// to match it.
 pub async fn follow_view(core: &Rc<Core>) {
     let Some(h) = core.node.cluster.get() else {
         return;
