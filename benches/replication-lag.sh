@@ -39,7 +39,8 @@
 # Then DBSIZE of primary and replica must agree.
 #
 # Other users of this machine disturb such a run: the script adds up the CPU time of every
-# process outside its own tree (and the hypervisor's steal) over the load, and flags the run
+# user-space process outside its own tree (and the hypervisor's steal; kernel threads are
+# shown apart, they mostly work for this run) over the load, and flags the run
 # (CAUTION, in the output and the results) when that passes 5% of one CPU.
 #
 # Settings (environment, defaults): TESSERA (target/release/tessera, built with
@@ -171,7 +172,7 @@ ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 # Prints "ours busy steal" in ticks since boot: CPU used by this script's process tree
 # (user + system, with the children it has reaped, so redis-benchmark is in), CPU used on
 # the whole machine (/proc/stat: user, nice, system, irq, softirq, all CPUs), and steal.
-# Writes every other process (kernel threads too) as "pid ticks name" to $1, ticks again
+# Writes every other process as "pid start_time ticks k|u name" to $1 (k: a kernel thread), ticks again
 # with the children it has reaped: between two readings, what other users of the machine
 # took meanwhile (a child reaped in between counts in full, even its time from before).
 # busy - ours - others is interrupt work the kernel charged to no process (idle CPU).
@@ -187,19 +188,19 @@ for d in os.listdir("/proc"):
             continue
         w = s.rsplit(")", 1)[1].split()
         name = s[s.index("(") + 1:s.rindex(")")].replace(" ", "_")
-        procs[int(d)] = (int(w[1]), sum(int(x) for x in w[11:15]), name)
+        procs[int(d)] = (int(w[1]), sum(int(x) for x in w[11:15]), name, w[19])
 def ours(pid):
     while pid > 1:
         if pid == me:
             return True
-        pid = procs.get(pid, (0, 0, ""))[0]
+        pid = procs.get(pid, (0,))[0]
     return False
 with open(out, "w") as o:
-    for pid, (_, t, name) in procs.items():
-        if not ours(pid):
-            o.write(f"{pid} {t} {name}\n")
+    for pid, (ppid, t, name, start) in procs.items():
+        if not ours(pid):  # kernel threads (children of kthreadd) marked "k"
+            o.write(f"{pid} {start} {t} {'k' if 2 in (pid, ppid) else 'u'} {name}\n")
 v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-print(sum(t for pid, (_, t, _) in procs.items() if ours(pid)), v[0] + v[1] + v[2] + v[5] + v[6], v[7])
+print(sum(p[1] for pid, p in procs.items() if ours(pid)), v[0] + v[1] + v[2] + v[5] + v[6], v[7])
 PY
 }
 # The /proc/stat line of CPU $1: "cpuN user nice system idle iowait irq softirq steal …".
@@ -501,16 +502,19 @@ for s in ("tessera", "redis"):
     def procs(i):
         r = {}
         for l in open(f(f"{s}.procs{i}")):
-            pid, t, name = l.split(maxsplit=2)
-            r[pid] = (int(t), name.strip())
+            pid, start, t, kind, name = l.split(maxsplit=4)
+            r[(pid, start)] = (int(t), kind, name.strip())
         return r
     pr0, pr1 = procs(0), procs(1)
-    # A pid seen before under another name is a new process: all its time counts.
-    top = sorted(((t - (pr0[pid][0] if pr0.get(pid, (0, ""))[1] == name else 0), name)
-                  for pid, (t, name) in pr1.items()), reverse=True)
-    x["top"] = ", ".join(f"{name} {d / hz:.2f} s" for d, name in top[:3] if d > 0) or "none"
-    x["others"] = sum(d for d, _ in top if d > 0) / hz
-    x["unattributed"] = x["not_ours"] - x["others"]
+    # A process started since the first reading counts with all its time.
+    used = [(t - pr0.get(key, (0,))[0], kind, name) for key, (t, kind, name) in pr1.items()]
+    top = sorted(((d, name) for d, kind, name in used if kind == "u" and d > 0), reverse=True)
+    ktop = sorted(((d, name) for d, kind, name in used if kind == "k" and d > 0), reverse=True)
+    x["top"] = ", ".join(f"{name} {d / hz:.2f} s" for d, name in top[:3]) or "none"
+    x["ktop"] = ", ".join(f"{name} {d / hz:.2f} s" for d, name in ktop[:3]) or "none"
+    x["others"] = sum(d for d, _ in top) / hz
+    x["kernel"] = sum(d for d, _ in ktop) / hz
+    x["unattributed"] = x["not_ours"] - x["others"] - x["kernel"]
     stolen = x["stolen"]
     if x["others"] + stolen > 0.05 * x["secs"]:
         cautions.append(f"{s}: during the {x['secs']:.1f} s load other processes used {x['others']:.2f} s of CPU "
@@ -602,6 +606,9 @@ lines = [
     "  Each server's own unit: tessera's offsets are the sum of its per-shard ring positions, one per",
     "  write, so its lag is in **records** (here one record per SET); Redis's are **bytes** of the",
     "  replication stream. The two are not comparable as they stand.",
+    f"  Both servers answer an INFO between rounds of client batches, so the primary's offset moves",
+    f"  in steps of about {int(conns) * int(pipeline):,} writes ({conns} connections × pipeline {pipeline}) from one read",
+    "  to the next: lags and bounds come in multiples of about that, which is the resolution here.",
     f"- **Max lag in SETs**: the lag divided by how much the primary's offset grew per SET in this run "
     f"(tessera {t['per_set']:.3f} records, Redis {r['per_set']:.1f} bytes), so both read as writes not yet applied.",
     "- **Catch-up after the load**: from redis-benchmark's exit (every SET answered) to the first reply in",
@@ -613,7 +620,8 @@ lines = [
     "  max lag in SETs over the load's SET/s, i.e. how many ms of writes the replica was behind at worst.",
     "  CPU seconds over the load and the catch-up: processes' user + system from /proc (redis-benchmark's from",
     "  `/usr/bin/time`), each CPU's busy time and steal from /proc/stat; *other processes* = every",
-    "  process outside this script's tree, kernel threads included (other users of the machine);",
+    "  user-space process outside this script's tree (other users of the machine); *kernel threads*",
+    "  (kworker, ksoftirqd, …) work largely for this run's I/O and memory;",
     "  *no process's* = busy time less all processes' (interrupt work the kernel charged to an idle",
     "  CPU, e.g. loopback network processing; below zero when a process reaped in the window brought",
     "  older CPU time with it); *syncs* are the primary's counts",
@@ -623,8 +631,8 @@ lines = [
     "## Details",
     "",
     "| server | load s | p50 ms | samples in the load | samples with link not up | sample ms (3 INFOs), median / max | median lag | max lag | largest upper bound | max lag ÷ SET rate, ms | offset before → after the load | offset per SET | "
-    f"primary / replica CPU s | CPU {server_cpu} busy s | redis-benchmark CPU s | CPU {client_cpu} busy s | other processes' CPU s | no process's CPU s | steal s | syncs full / partial |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    f"primary / replica CPU s | CPU {server_cpu} busy s | redis-benchmark CPU s | CPU {client_cpu} busy s | other processes' CPU s | kernel threads' CPU s | no process's CPU s | steal s | syncs full / partial |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for s in ("tessera", "redis"):
     x = m[s]
@@ -632,12 +640,12 @@ for s in ("tessera", "redis"):
         f"| {s} | {x['secs']:.2f} | {x['p50']:.3f} | {x['samples']} | {x['link_down']} | {x['rtt_med']:.2f} / {x['rtt_max']:.2f} | {n(x['med'])} {unit[s]} "
         f"({n(x['med_sets'])} SETs) | {n(x['max'])} {unit[s]} ({n(x['max_sets'])} SETs) | {n(x['hi_max'])} | {n(x['max_sets'] / x['ops'] * 1000, '{:.1f}')} | {x['offset0']:,} → {x['final']:,} | "
         f"{x['per_set']:.3f} | {x['primary_cpu']:.2f} / {x['replica_cpu']:.2f} | {x['cpu_busy']:.2f} | "
-        f"{x['bench_cpu']:.2f} | {x['client_busy']:.2f} | {x['others']:.2f} | {x['unattributed']:.2f} | {x['stolen']:.2f} | "
+        f"{x['bench_cpu']:.2f} | {x['client_busy']:.2f} | {x['others']:.2f} | {x['kernel']:.2f} | {x['unattributed']:.2f} | {x['stolen']:.2f} | "
         f"{x['syncs'][0]} / {x['syncs'][1]} |")
 lines.append("")
 for s in ("tessera", "redis"):
     x = m[s]
-    lines.append(f"- {s}: other processes that used the most CPU during the load: {x['top']}.")
+    lines.append(f"- {s}: other processes that used the most CPU during the load: {x['top']}; kernel threads: {x['ktop']}.")
     lines.append(f"- {s}: the sampler heard of the load's end {x['woke_ms']:.1f} ms after it and had the primary's "
                  f"final offset {x['final_after_ms']:.1f} ms after it; the replica was "
                  f"polled {x['polls']} times until it reached it (last read {x['catch_replica']:,}).")
