@@ -967,20 +967,13 @@ fn replication_field(node: &Node, field: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn replicas_take_over_killed_primaries_and_the_old_primary_follows() {
-    let _serial = serial();
-    let mut nodes = cluster(6, 26, "failover");
-    let ids: Vec<String> = nodes.iter().map(|n| n.text(&["CLUSTER", "MYID"])).collect();
-    // Nodes 3, 4, 5 follow 0, 1, 2: their slots go to the others.
-    for (r, p) in [(3, 0), (4, 1), (5, 2)] {
+/// CLUSTER REPLICATE for each (replica, primary) pair, then waits until each replica
+/// shows itself following its primary with its link up.
+fn make_replicas(nodes: &[Node], ids: &[String], pairs: &[(usize, usize)]) {
+    for &(r, p) in pairs {
         assert_eq!(nodes[r].cmd(&["CLUSTER", "REPLICATE", &ids[p]]), Resp::ok());
     }
-    assert_eq!(
-        nodes[3].cmd(&["CLUSTER", "REPLICATE", &ids[3]]),
-        Resp::err("ERR Can't replicate myself")
-    );
-    for (r, p) in [(3, 0), (4, 1), (5, 2)] {
+    for &(r, p) in pairs {
         wait_or_show(
             "the replicas follow their primaries",
             CONVERGE,
@@ -991,6 +984,19 @@ fn replicas_take_over_killed_primaries_and_the_old_primary_follows() {
             },
         );
     }
+}
+
+#[test]
+fn replicas_take_over_killed_primaries_and_the_old_primary_follows() {
+    let _serial = serial();
+    let mut nodes = cluster(6, 26, "failover");
+    let ids: Vec<String> = nodes.iter().map(|n| n.text(&["CLUSTER", "MYID"])).collect();
+    assert_eq!(
+        nodes[3].cmd(&["CLUSTER", "REPLICATE", &ids[3]]),
+        Resp::err("ERR Can't replicate myself")
+    );
+    // Nodes 3, 4, 5 follow 0, 1, 2: their slots go to the others.
+    make_replicas(&nodes, &ids, &[(3, 0), (4, 1), (5, 2)]);
     wait_for("every node sees three primaries", CONVERGE, || {
         nodes.iter().all(|n| {
             n.nodes()
@@ -1234,20 +1240,7 @@ fn a_primary_left_without_a_replica_gets_one_donated() {
     let _serial = serial();
     let mut nodes = cluster(5, 27, "donation");
     let ids: Vec<String> = nodes.iter().map(|n| n.text(&["CLUSTER", "MYID"])).collect();
-    for (r, p) in [(2, 0), (3, 0), (4, 1)] {
-        assert_eq!(nodes[r].cmd(&["CLUSTER", "REPLICATE", &ids[p]]), Resp::ok());
-    }
-    for (r, p) in [(2, 0), (3, 0), (4, 1)] {
-        wait_or_show(
-            "the replicas follow their primaries",
-            CONVERGE,
-            &[&nodes[r]],
-            || {
-                my_role(&nodes[r]) == ("myself,slave".to_string(), ids[p].clone())
-                    && replication_field(&nodes[r], "master_link_status") == "up"
-            },
-        );
-    }
+    make_replicas(&nodes, &ids, &[(2, 0), (3, 0), (4, 1)]);
     // Data on node 1, then its only replica dies: node 0 (two replicas, barrier 1) gives
     // one, which empties itself and syncs from node 1 in full.
     let keys = key_per_slot();

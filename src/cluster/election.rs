@@ -256,10 +256,6 @@ impl Candidate {
         }
     }
 
-    pub fn running(&self) -> bool {
-        matches!(self.phase, Phase::Running { .. })
-    }
-
     /// Advances time. `voter` is this node's voting memory (its epoch mark).
     pub fn tick(&mut self, now: u64, s: &Standing, voter: &Voter) -> Step {
         let Some(primary) = s.roles.primary_of(self.me) else {

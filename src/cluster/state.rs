@@ -198,23 +198,34 @@ impl ClusterState {
         if self.repl_offsets.is_none() {
             return Err("ERR this replica has not completed a full sync".into());
         }
+        if let Some((step, map)) =
+            self.with_standing(|c, s, v| c.stand(now_ms, s, v, primary, true))
+        {
+            self.election_step(step, &map, now_ms);
+        }
+        self.after_step(now_ms);
+        Ok(())
+    }
+
+    /// Runs `f` on this node's candidate with what it knows for an election — its table's
+    /// roles, who is dead, what it has applied — and returns the result with the table it
+    /// was judged against; `None` before the cluster has a table.
+    fn with_standing<R>(
+        &mut self,
+        f: impl FnOnce(&mut Candidate, &Standing, &Voter) -> R,
+    ) -> Option<(R, SlotMap)> {
+        let map = self.map.clone()?;
         let roles = map.roles();
         let down = self.dead_members();
         let is_down = |id: NodeId| down.contains(&id);
-        let offsets = self.repl_offsets.clone();
         let standing = Standing {
             roles: &roles,
             down: &is_down,
-            offsets: offsets.as_deref(),
+            offsets: self.repl_offsets.as_deref(),
             in_sync: self.repl_in_sync,
             rank: 0,
         };
-        let step = self
-            .candidate
-            .stand(now_ms, &standing, &self.voter, primary, true);
-        self.election_step(step, &map, now_ms);
-        self.after_step(now_ms);
-        Ok(())
+        Some((f(&mut self.candidate, &standing, &self.voter), map))
     }
 
     fn live(&self, ids: &[NodeId]) -> Vec<NodeId> {
@@ -389,19 +400,9 @@ impl ClusterState {
                 }
             }
             Body::Vote(vote) => {
-                if let Some(map) = self.map.clone() {
-                    let roles = map.roles();
-                    let down: Vec<NodeId> = self.dead_members();
-                    let is_down = |id: NodeId| down.contains(&id);
-                    let offsets = self.repl_offsets.clone();
-                    let standing = Standing {
-                        roles: &roles,
-                        down: &is_down,
-                        offsets: offsets.as_deref(),
-                        in_sync: self.repl_in_sync,
-                        rank: 0,
-                    };
-                    let step = self.candidate.on_vote(now_ms, from, &vote, &standing);
+                if let Some((step, map)) =
+                    self.with_standing(|c, s, _| c.on_vote(now_ms, from, &vote, s))
+                {
                     self.election_step(step, &map, now_ms);
                 }
             }
@@ -419,25 +420,17 @@ impl ClusterState {
 
     /// Runs the replica's side of elections for this tick.
     fn elect(&mut self, now_ms: u64) {
-        let Some(map) = self.map.clone() else {
-            return;
-        };
-        if map.primary_of(self.me).is_none() {
+        if self
+            .map
+            .as_ref()
+            .and_then(|m| m.primary_of(self.me))
+            .is_none()
+        {
             return;
         }
-        let roles = map.roles();
-        let down = self.dead_members();
-        let is_down = |id: NodeId| down.contains(&id);
-        let offsets = self.repl_offsets.clone();
-        let standing = Standing {
-            roles: &roles,
-            down: &is_down,
-            offsets: offsets.as_deref(),
-            in_sync: self.repl_in_sync,
-            rank: 0,
-        };
-        let step = self.candidate.tick(now_ms, &standing, &self.voter);
-        self.election_step(step, &map, now_ms);
+        if let Some((step, map)) = self.with_standing(|c, s, v| c.tick(now_ms, s, v)) {
+            self.election_step(step, &map, now_ms);
+        }
     }
 
     fn election_step(&mut self, step: Step, map: &SlotMap, now_ms: u64) {

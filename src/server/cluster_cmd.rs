@@ -129,12 +129,9 @@ pub async fn cluster(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
     } else if eq(sub, "MEET") {
         meet(h, args, o).await
     } else if eq(sub, "FORGET") {
-        let Some(id) = std::str::from_utf8(args.get(2))
-            .ok()
-            .and_then(NodeId::from_hex)
-        else {
-            let id = String::from_utf8_lossy(args.get(2));
-            return o.error(&format!("ERR Unknown node {id}"));
+        let id = match node_id(args.get(2)) {
+            Ok(id) => id,
+            Err(e) => return o.error(&e),
         };
         let (tx, rx) = futures_channel::oneshot::channel();
         reply_from(h.request(Request::Forget { id, reply: tx }), rx, o).await
@@ -163,12 +160,9 @@ pub async fn cluster(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
         )
         .await
     } else if eq(sub, "REPLICATE") {
-        let Some(primary) = std::str::from_utf8(args.get(2))
-            .ok()
-            .and_then(NodeId::from_hex)
-        else {
-            let id = String::from_utf8_lossy(args.get(2));
-            return o.error(&format!("ERR Unknown node {id}"));
+        let primary = match node_id(args.get(2)) {
+            Ok(id) => id,
+            Err(e) => return o.error(&e),
         };
         let (tx, rx) = futures_channel::oneshot::channel();
         reply_from(h.request(Request::Replicate { primary, reply: tx }), rx, o).await
@@ -183,6 +177,14 @@ pub async fn cluster(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
     } else {
         o.error_bytes(&unknown_subcommand_error("CLUSTER", sub))
     }
+}
+
+/// A node id argument, or Redis's error for one it does not know.
+fn node_id(arg: &[u8]) -> Result<NodeId, String> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(NodeId::from_hex)
+        .ok_or_else(|| format!("ERR Unknown node {}", String::from_utf8_lossy(arg)))
 }
 
 /// Waits for the control core's answer to a request it accepted.
