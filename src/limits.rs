@@ -177,3 +177,6 @@ pub const REPL_LINE_MAX_BYTES: usize = 4096;
 pub const REPL_STOP_WAIT_MS: u64 = 5000;
 /// In a cluster, core 0 compares whom it replicates with the table this often (ms).
 pub const REPL_VIEW_CHECK_MS: u64 = 10;
+/// A manual CLUSTER FAILOVER: how long (ms) the primary holds its writes and the replica
+/// has to catch up and win, as Redis's `CLUSTER_MF_TIMEOUT`. Also the longest REPLPAUSE.
+pub const REPL_MANUAL_FAILOVER_MS: u64 = 5000;

@@ -986,6 +986,98 @@ fn make_replicas(nodes: &[Node], ids: &[String], pairs: &[(usize, usize)]) {
     }
 }
 
+/// Pipelined SETs (100 a round, each key's value unique) on one connection to a node, on
+/// a thread, until stopped or the connection fails: the log of acknowledged writes.
+struct WriteLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<Vec<(String, String)>>,
+}
+
+impl WriteLoad {
+    fn start(node: &Node, keys: Vec<String>) -> WriteLoad {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (ip, port) = (node.ip.clone(), node.port);
+        let (stopped, counter) = (stop.clone(), count.clone());
+        let thread = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let Ok(mut s) = std::net::TcpStream::connect((ip.as_str(), port)) else {
+                return acked;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut round = 0usize;
+            let mut pending = Vec::new();
+            'load: while !stopped.load(Relaxed) {
+                let batch: Vec<(String, String)> = (0..100)
+                    .map(|i| {
+                        let k = &keys[(round * 100 + i) % keys.len()];
+                        (k.clone(), format!("r{round}-{i}"))
+                    })
+                    .collect();
+                let wire: Vec<u8> = batch
+                    .iter()
+                    .flat_map(|(k, v)| encode_cmd(&[b"SET", k.as_bytes(), v.as_bytes()]))
+                    .collect();
+                if s.write_all(&wire).is_err() {
+                    break;
+                }
+                // Every reply is one line: +OK, or an error (not acknowledged).
+                let mut got = 0;
+                let mut buf = [0u8; 4096];
+                while got < batch.len() {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break 'load,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
+                        if &pending[..end] == b"+OK" {
+                            acked.push(batch[got].clone());
+                        }
+                        pending.drain(..end + 2);
+                        got += 1;
+                    }
+                }
+                counter.store(acked.len(), Relaxed);
+                round += 1;
+            }
+            acked
+        });
+        WriteLoad {
+            stop,
+            count,
+            thread,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn wait_for_acks(&self, n: usize) {
+        wait_for("the write load runs", CONVERGE, || self.acked() >= n);
+    }
+
+    fn stop(self) -> Vec<(String, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the write load thread")
+    }
+}
+
+/// Keys whose last acknowledged value (in `acked`, oldest first) `node` does not hold.
+fn lost_writes(node: &Node, acked: &[(String, String)]) -> usize {
+    let mut last: HashMap<&str, &str> = HashMap::new();
+    for (k, v) in acked {
+        last.insert(k, v);
+    }
+    let mut c = node.raw();
+    last.iter()
+        .filter(|(k, v)| c.cmd(&["GET", k]) != Resp::bulk(v))
+        .count()
+}
+
 #[test]
 fn replicas_take_over_killed_primaries_and_the_old_primary_follows() {
     let _serial = serial();
@@ -1108,39 +1200,72 @@ fn replicas_take_over_killed_primaries_and_the_old_primary_follows() {
     assert_eq!(r1.cmd(&["GET", mine1[0]]), Resp::bulk("after"));
     assert_eq!(r1.cmd(&["DBSIZE"]), nodes[4].cmd(&["DBSIZE"]));
 
-    // Planned switchovers: FORCE on node 0's replica (the primaries vote while node 0
-    // lives), then TAKEOVER back (no vote).
+    // Planned switchovers. The plain form under a write load: node 0 holds its writes,
+    // node 3 catches up and wins; the held writes then go to node 3 (node 0 forwards them),
+    // and none acknowledged is lost.
     assert_eq!(
-        nodes[0].cmd(&["CLUSTER", "FAILOVER", "FORCE"]),
+        nodes[0].cmd(&["CLUSTER", "FAILOVER"]),
         Resp::err("ERR You should send CLUSTER FAILOVER to a replica")
     );
-    assert!(
-        matches!(nodes[3].cmd(&["CLUSTER", "FAILOVER"]), Resp::Error(e) if e.contains("not supported"))
+    let load0: Vec<String> = (0..16384)
+        .filter(|s| slots0[*s] && keys[*s] != key0)
+        .map(|s| keys[s].clone())
+        .collect();
+    let load = WriteLoad::start(&nodes[0], load0);
+    load.wait_for_acks(5_000);
+    let asked = Instant::now();
+    assert_eq!(nodes[3].cmd(&["CLUSTER", "FAILOVER"]), Resp::ok());
+    let answered = asked.elapsed();
+    let acked_before = load.acked();
+    load.wait_for_acks(acked_before + 5_000);
+    let acked = load.stop();
+    eprintln!(
+        "manual failover: answered in {answered:?}; {} writes acknowledged, {acked_before} before the switch",
+        acked.len()
     );
-    assert_eq!(nodes[3].cmd(&["CLUSTER", "FAILOVER", "FORCE"]), Resp::ok());
+    assert_eq!(my_role(&nodes[3]).0, "myself,master");
     wait_or_show(
-        "FORCE: node 3 takes over node 0",
+        "the old primary follows node 3",
         CONVERGE,
         &[&nodes[0], &nodes[3]],
         || {
-            my_role(&nodes[3]).0 == "myself,master"
-                && my_role(&nodes[0]) == ("myself,slave".to_string(), ids[3].clone())
+            my_role(&nodes[0]) == ("myself,slave".to_string(), ids[3].clone())
                 && replication_field(&nodes[0], "master_link_status") == "up"
         },
     );
-    let mut r3 = nodes[3].raw();
-    assert_eq!(r3.cmd(&["GET", &key0]), Resp::bulk("on-zero"));
+    let lost = lost_writes(&nodes[3], &acked);
+    assert_eq!(lost, 0, "a manual failover lost acknowledged writes");
+
+    // FORCE (the primaries vote while the primary lives) back to node 0, then TAKEOVER
+    // (no vote) to node 3.
     assert_eq!(
-        nodes[0].cmd(&["CLUSTER", "FAILOVER", "TAKEOVER"]),
-        Resp::ok()
+        nodes[3].cmd(&["CLUSTER", "FAILOVER", "FORCE"]),
+        Resp::err("ERR You should send CLUSTER FAILOVER to a replica")
     );
+    assert_eq!(nodes[0].cmd(&["CLUSTER", "FAILOVER", "FORCE"]), Resp::ok());
     wait_or_show(
-        "TAKEOVER: node 0 is back",
+        "FORCE: node 0 takes over node 3",
         CONVERGE,
         &[&nodes[0], &nodes[3]],
         || {
             my_role(&nodes[0]).0 == "myself,master"
                 && my_role(&nodes[3]) == ("myself,slave".to_string(), ids[0].clone())
+                && replication_field(&nodes[3], "master_link_status") == "up"
+        },
+    );
+    let mut r0 = nodes[0].raw();
+    assert_eq!(r0.cmd(&["GET", &key0]), Resp::bulk("on-zero"));
+    assert_eq!(
+        nodes[3].cmd(&["CLUSTER", "FAILOVER", "TAKEOVER"]),
+        Resp::ok()
+    );
+    wait_or_show(
+        "TAKEOVER: node 3 is back",
+        CONVERGE,
+        &[&nodes[0], &nodes[3]],
+        || {
+            my_role(&nodes[3]).0 == "myself,master"
+                && my_role(&nodes[0]) == ("myself,slave".to_string(), ids[3].clone())
         },
     );
 
@@ -1151,76 +1276,21 @@ fn replicas_take_over_killed_primaries_and_the_old_primary_follows() {
         .filter(|s| slots2[*s])
         .map(|s| keys[s].clone())
         .collect();
-    let (ip, port) = (nodes[2].ip.clone(), nodes[2].port);
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = count.clone();
-    let writer = std::thread::spawn(move || {
-        let mut acked = Vec::new();
-        let Ok(mut s) = std::net::TcpStream::connect((ip.as_str(), port)) else {
-            return acked;
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut round = 0usize;
-        'load: loop {
-            let batch: Vec<(String, String)> = (0..100)
-                .map(|i| {
-                    let k = &mine2[(round * 100 + i) % mine2.len()];
-                    (k.clone(), format!("r{round}-{i}"))
-                })
-                .collect();
-            let wire: Vec<u8> = batch
-                .iter()
-                .flat_map(|(k, v)| encode_cmd(&[b"SET", k.as_bytes(), v.as_bytes()]))
-                .collect();
-            use std::io::{Read, Write};
-            if s.write_all(&wire).is_err() {
-                break;
-            }
-            let mut got = 0;
-            let mut buf = [0u8; 4096];
-            while got < batch.len() {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break 'load,
-                    Ok(n) => {
-                        // Each reply is "+OK\r\n" (5 bytes).
-                        for _ in 0..n / 5 {
-                            acked.push(batch[got].clone());
-                            got += 1;
-                        }
-                    }
-                }
-            }
-            counter.store(acked.len(), std::sync::atomic::Ordering::Relaxed);
-            round += 1;
-        }
-        acked
-    });
-    wait_for("the write load runs", CONVERGE, || {
-        count.load(std::sync::atomic::Ordering::Relaxed) >= 20_000
-    });
+    let load = WriteLoad::start(&nodes[2], mine2);
+    load.wait_for_acks(20_000);
     let lag_at_kill = replication_field(&nodes[2], "slave0");
     nodes[2].kill9();
-    let acked = writer.join().unwrap();
+    let acked = load.stop();
     wait_or_show(
         "node 5 takes over node 2's slots",
         CONVERGE,
         &[&nodes[0], &nodes[5]],
         || my_role(&nodes[5]).0 == "myself,master",
     );
-    // The last value acknowledged per key is what the new primary should hold.
-    let mut last: HashMap<String, String> = HashMap::new();
-    for (k, v) in &acked {
-        last.insert(k.clone(), v.clone());
-    }
-    let mut r5 = nodes[5].raw();
-    let lost = last
-        .iter()
-        .filter(|(k, v)| r5.cmd(&["GET", k]) != Resp::bulk(v))
-        .count();
+    let lost = lost_writes(&nodes[5], &acked);
     eprintln!(
-        "async failover: {} writes acknowledged, {} keys, {lost} keys without their last acknowledged value on the new primary; replica before the kill: {lag_at_kill}",
+        "async failover: {} writes acknowledged, {lost} keys without their last acknowledged value on the new primary; replica before the kill: {lag_at_kill}",
         acked.len(),
-        last.len()
     );
     // The loss is bounded by what the replica had not acknowledged at the last look.
     let offset: usize = lag_at_kill
@@ -1271,4 +1341,82 @@ fn a_primary_left_without_a_replica_gets_one_donated() {
     );
     assert_eq!(w.cmd(&["WAIT", "1", "20000"]), Resp::Int(1));
     assert_eq!(nodes[moved].cmd(&["DBSIZE"]), nodes[1].cmd(&["DBSIZE"]));
+}
+
+#[test]
+fn readonly_reads_on_a_replica_never_go_back_in_time() {
+    let _serial = serial();
+    let nodes = cluster(2, 28, "monotonic");
+    let ids: Vec<String> = nodes.iter().map(|n| n.text(&["CLUSTER", "MYID"])).collect();
+    make_replicas(&nodes, &ids, &[(1, 0)]);
+    // Next to no lag allowed: under the load below the replica drops out of the in-sync set
+    // (and back in) all the time, so READONLY reads would switch between it and the primary.
+    for (name, value) in [("repl-max-lag-entries", "0"), ("repl-max-lag-ms", "1")] {
+        assert_eq!(nodes[1].cmd(&["CONFIG", "SET", name, value]), Resp::ok());
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ip, port, stopped) = (nodes[0].ip.clone(), nodes[0].port, stop.clone());
+    let writer = std::thread::spawn(move || {
+        let mut w = Raw::connect_addr((ip.as_str(), port));
+        let batch: Vec<u8> = (0..50)
+            .flat_map(|_| encode_cmd(&[b"INCR", b"counter"]))
+            .collect();
+        let mut last = 0;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            w.send(&batch);
+            w.read_each(50, |_, r| match r {
+                Resp::Int(n) => last = n,
+                other => panic!("INCR answered {other:?}"),
+            });
+        }
+        last
+    });
+    let mut r = nodes[1].raw();
+    assert_eq!(r.cmd(&["READONLY"]), Resp::ok());
+    let (mut seen, mut reads) = (0i64, 0);
+    let started = Instant::now();
+    while reads < 5_000 && started.elapsed() < CONVERGE {
+        let now = match r.cmd(&["GET", "counter"]) {
+            Resp::Nil => 0,
+            Resp::Bulk(b) => String::from_utf8_lossy(&b).parse().expect("a number"),
+            other => panic!("GET answered {other:?}"),
+        };
+        assert!(
+            now >= seen,
+            "read {reads}: the counter went back from {seen} to {now}"
+        );
+        seen = now;
+        reads += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last = writer.join().expect("the writer");
+    let moved: u64 = replication_field(&nodes[1], "tessera_readonly_clients_moved")
+        .parse()
+        .expect("a count");
+    eprintln!("monotonic reads: {reads} reads up to {seen} of {last}; connections moved to the primary: {moved}");
+    assert!(
+        moved >= 1,
+        "the replica never fell out of sync: the test proved nothing"
+    );
+    // Caught up, a new READONLY connection reads the replica again.
+    assert_eq!(
+        nodes[1].cmd(&["CONFIG", "SET", "repl-max-lag-ms", "10000"]),
+        Resp::ok()
+    );
+    wait_for("the replica catches up", CONVERGE, || {
+        replication_field(&nodes[1], "tessera_lag_entries") == "0"
+            && replication_field(&nodes[1], "slave_repl_offset")
+                == replication_field(&nodes[0], "master_repl_offset")
+    });
+    let mut again = nodes[1].raw();
+    assert_eq!(again.cmd(&["READONLY"]), Resp::ok());
+    assert_eq!(
+        again.cmd(&["GET", "counter"]),
+        Resp::bulk(&last.to_string())
+    );
+    assert_eq!(
+        replication_field(&nodes[1], "tessera_readonly_clients_moved"),
+        moved.to_string(),
+        "an in-sync replica sent a new connection to its primary"
+    );
 }

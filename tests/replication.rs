@@ -355,3 +355,51 @@ fn repl_ack_replicas_holds_replies_until_a_replica_has_the_write() {
     assert_eq!(raw.cmd(&["EXEC"]), arr(vec![int(1)]));
     assert_eq!(rraw.cmd(&["GET", "n"]), b("1"));
 }
+
+#[test]
+fn replpause_holds_writes_until_let_go_and_answers_the_heads() {
+    let primary = Server::with_cores(2);
+    let mut raw = primary.raw();
+    assert_eq!(raw.cmd(&["SET", "before", "1"]), ok());
+    // Bad input is refused; the connection lives on.
+    for bad in [&["REPLPAUSE", "-1"][..], &["REPLPAUSE", "soon"][..]] {
+        assert_eq!(
+            raw.cmd(bad),
+            err("ERR REPLPAUSE wants a pause in milliseconds, 0 or more")
+        );
+    }
+    assert!(error_text(&raw.cmd(&["REPLPAUSE"])).contains("wrong number of arguments"));
+    // The answer carries each shard's ring head; they sum to the writes made.
+    let heads = match raw.cmd(&["REPLPAUSE", "20000"]) {
+        Resp::Simple(line) => line,
+        other => panic!("REPLPAUSE answered {other:?}"),
+    };
+    let sum: u64 = heads
+        .strip_prefix("PAUSED ")
+        .expect("PAUSED <heads>")
+        .split(',')
+        .map(|h| h.parse::<u64>().expect("a head"))
+        .sum();
+    assert_eq!(sum, 1);
+    // A write waits; reads go on.
+    let mut writer = primary.raw();
+    writer.send_cmd(&[b"SET", b"held", b"1"]);
+    let mut reader = primary.raw();
+    assert_eq!(reader.cmd(&["GET", "before"]), b("1"));
+    assert_eq!(reader.cmd(&["GET", "held"]), nil());
+    assert_eq!(raw.cmd(&["REPLPAUSE", "0"]), ok());
+    assert_eq!(writer.read(), ok());
+    assert_eq!(reader.cmd(&["GET", "held"]), b("1"));
+    // A replica is not paused.
+    let replica = replica_of(&primary, 1, &[]);
+    wait_link_up(&replica);
+    assert_eq!(
+        replica.raw().cmd(&["REPLPAUSE", "100"]),
+        err("ERR REPLPAUSE is sent to a primary")
+    );
+    // Plain CLUSTER FAILOVER needs cluster mode.
+    assert_eq!(
+        replica.raw().cmd(&["CLUSTER", "FAILOVER"]),
+        err("ERR This instance has cluster support disabled")
+    );
+}

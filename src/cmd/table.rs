@@ -46,6 +46,7 @@ pub enum NodeCmd {
     Role,
     Wait,
     Replsync,
+    Replpause,
 }
 
 /// How a multi-key command runs when its keys live on more than one core.
@@ -259,6 +260,7 @@ pub static TABLE: &[CommandSpec] = &[
     cmd!("role", 1, &["noscript", "loading", "stale", "fast"], (0, 0, 0), Node(N::Role), "server", "2.8.12", "Returns the replication role.", ""),
     cmd!("wait", 3, &[], (0, 0, 0), Node(N::Wait), "generic", "3.0.0", "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.", "numreplicas:integer timeout:integer"),
     cmd!("replsync", -4, &["admin", "noscript", "no_multi", "stale"], (0, 0, 0), Node(N::Replsync), "server", "0.1.0", "Turns the connection into a replication stream to a tessera replica (sent by replicas).", "replid:string offsets:string listening-port:integer [announce-ip:string]"),
+    cmd!("replpause", 2, &["admin", "noscript", "no_multi", "stale"], (0, 0, 0), Node(N::Replpause), "server", "0.1.0", "Holds a primary's writes while a replica catches up for a manual CLUSTER FAILOVER (sent by replicas).", "milliseconds:integer"),
     // cluster
     cmd!("cluster", -2, &[], (0, 0, 0), Node(N::Cluster), "cluster", "3.0.0", "A container for Redis Cluster commands.", ""),
     cmd!("readonly", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Readonly), "cluster", "3.0.0", "Enables read-only queries for a connection to a Redis Cluster replica node.", ""),

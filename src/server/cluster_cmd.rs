@@ -8,15 +8,18 @@
 use super::control::{ClusterHandle, Request};
 use super::core::Core;
 use super::session::Session;
+use super::{replica, replication};
 use crate::cluster::membership::{Health, NodeId};
 use crate::cluster::view::{View, ViewNode};
 use crate::cmd::parse::{eq, int};
 use crate::cmd::{errors, unknown_subcommand_error, Args};
+use crate::limits;
 use crate::resp::Out;
 use crate::slot::{key_slot, slot_core, SLOTS};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub const CLUSTER_DISABLED: &str = "ERR This instance has cluster support disabled";
 
@@ -142,11 +145,7 @@ pub async fn cluster(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
         let takeover = match args.len() {
             3 if eq(args.get(2), "FORCE") => false,
             3 if eq(args.get(2), "TAKEOVER") => true,
-            2 => {
-                return o.error(
-                    "ERR CLUSTER FAILOVER without FORCE or TAKEOVER (a switchover that waits for the replica to catch up) is not supported yet",
-                )
-            }
+            2 => return manual_failover(core, h, o).await,
             _ => return o.error("ERR syntax error"),
         };
         let (tx, rx) = futures_channel::oneshot::channel();
@@ -188,6 +187,52 @@ fn node_id(arg: &[u8]) -> Result<NodeId, String> {
 }
 
 /// Waits for the control core's answer to a request it accepted.
+/// Plain CLUSTER FAILOVER, on a replica: its primary holds writes, this replica catches
+/// up, then stands in a planned election; answers once the table makes it the primary (the
+/// held writes then go to it). Anything failing or late lets the primary's writes go.
+async fn manual_failover(core: &Rc<Core>, h: &ClusterHandle, o: &mut Out<'_>) {
+    let deadline = Instant::now() + Duration::from_millis(limits::REPL_MANUAL_FAILOVER_MS);
+    let (host, port) = match replication::catch_up_held(core, deadline).await {
+        Ok(primary) => primary,
+        Err(e) => return o.error(&e),
+    };
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let stood = match h.request(Request::Failover {
+        takeover: false,
+        reply: tx,
+    }) {
+        Ok(()) => rx
+            .await
+            .unwrap_or_else(|_| Err("ERR the cluster control core has stopped".into())),
+        Err(e) => Err(e),
+    };
+    let outcome = match stood {
+        Err(e) => Err(e),
+        Ok(()) => loop {
+            if h.view.load().my_primary().is_none() {
+                break Ok(());
+            }
+            if Instant::now() >= deadline {
+                break Err("ERR manual failover timed out: the election was not won in time");
+            }
+            glommio::timer::sleep(Duration::from_millis(limits::REPL_POLL_INTERVAL_MS)).await;
+        }
+        .map_err(String::from),
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!("manual failover: this replica is the primary now");
+            o.ok()
+        }
+        Err(e) => {
+            if let Err(why) = replica::unpause_primary(core, &host, port).await {
+                tracing::warn!(%host, port, "manual failover: could not let the primary's writes go: {why}");
+            }
+            o.error(&e)
+        }
+    }
+}
+
 async fn reply_from<T>(
     sent: Result<(), String>,
     rx: futures_channel::oneshot::Receiver<Result<T, String>>,

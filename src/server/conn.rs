@@ -78,6 +78,14 @@ pub async fn run_command(
         }
         s.wrote = true;
     }
+    let writes_now = if s.in_multi() {
+        matches!(spec.exec, Exec::Node(NodeCmd::Exec)) && s.wrote
+    } else {
+        spec.is_write()
+    };
+    if writes_now && !s.write_open {
+        admit_write(core, s, pipe, out).await;
+    }
     if s.in_multi() && !runs_inside_multi(spec) {
         // In a cluster a transaction runs on one node: a key elsewhere is refused when it
         // is queued (with MOVED, whatever the routing mode) and EXEC aborts.
@@ -105,6 +113,34 @@ pub async fn run_command(
         }
     }
     dispatch(core, s, pipe, spec, args, out).await
+}
+
+/// Admits a write that runs now (see [`super::replication::Replication::open_write`]).
+/// While a manual failover holds writes, the commands before it are finished first (so the
+/// pause does not wait for this connection), then it waits; afterwards routing decides
+/// again, so once this node is a replica the write goes to the new primary.
+async fn admit_write(core: &Rc<Core>, s: &mut Session, pipe: &mut Pipeline, out: &mut Vec<u8>) {
+    let r = &core.node.repl;
+    if r.open_write(core.now_ms()) {
+        s.write_open = true;
+        return;
+    }
+    pipe.flush(core, s, out).await;
+    while !r.open_write(core.now_ms()) {
+        glommio::timer::sleep(std::time::Duration::from_millis(
+            limits::REPL_POLL_INTERVAL_MS,
+        ))
+        .await;
+    }
+    s.write_open = true;
+    s.batch_now_ms = None;
+}
+
+/// The writes admitted for this batch are applied: a pause need not wait for them.
+fn settle_writes(core: &Core, s: &mut Session) {
+    if std::mem::take(&mut s.write_open) {
+        core.node.repl.close_write();
+    }
 }
 
 /// For a container command (CLIENT, CONFIG, COMMAND, OBJECT): the error for an
@@ -174,7 +210,7 @@ pub async fn dispatch(
                 };
                 let view = h.view.load();
                 let reads_for = if s.readonly && !spec.is_write() {
-                    replica_reads_for(core, &view)
+                    replica_reads_for(core, s, &view)
                 } else {
                     None
                 };
@@ -273,17 +309,27 @@ pub async fn dispatch(
 }
 
 /// On a replica that is in sync, the index of its primary in the view: its slots may be
-/// read here by READONLY clients. A replica out of sync sends them to the primary.
-fn replica_reads_for(core: &Core, view: &View) -> Option<u16> {
+/// read here by READONLY clients. A replica out of sync sends them to the primary, and
+/// keeps sending that connection there: it has read the primary's newer data and must not
+/// read this replica's older data after it (one client's reads never go back in time).
+fn replica_reads_for(core: &Core, s: &mut Session, view: &View) -> Option<u16> {
     let primary = view.nodes[0].primary?;
+    if s.reads_from_primary {
+        return None;
+    }
     let (entries, ms) = {
         let c = core.config.borrow();
         (c.repl_max_lag_entries, c.repl_max_lag_ms)
     };
+    if core.node.repl.in_sync(core.now_ms(), entries, ms) {
+        return Some(primary);
+    }
+    s.reads_from_primary = true;
     core.node
         .repl
-        .in_sync(core.now_ms(), entries, ms)
-        .then_some(primary)
+        .readonly_moved
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    None
 }
 
 /// Where a keyed command runs in a cluster.
@@ -605,6 +651,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let needs_auth = core.config.borrow().requirepass.is_some();
     let mut s = Session::new(id, record.clone(), needs_auth);
     serve_loop(&core, &mut stream, &mut s, &kill, &mut kill_rx).await;
+    settle_writes(&core, &mut s);
     if let Some(req) = s.replica_stream.take() {
         if !kill.get() {
             record.borrow_mut().replica = true;
@@ -700,6 +747,7 @@ async fn serve_loop(
             }
         }
         pipe.flush(core, s, &mut out).await;
+        settle_writes(core, s);
         let errors = pipe.take_errors();
         core.bump(|st| st.total_error_replies += errors);
         await_durable(core, head_before).await;

@@ -160,6 +160,7 @@ pub async fn run(
                 Err(e) => o.error(&e),
             }
         }
+        NodeCmd::Replpause => replication::replpause(core, &args, &mut o).await,
         NodeCmd::Readonly => cluster_cmd::readonly(core, s, true, &mut o),
         NodeCmd::Readwrite => cluster_cmd::readonly(core, s, false, &mut o),
         NodeCmd::Asking => cluster_cmd::asking(core, &mut o),

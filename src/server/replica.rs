@@ -145,11 +145,18 @@ struct Follow {
     imaged: Option<Vec<bool>>,
 }
 
-/// One connection to the primary: handshake, then frames until it fails or is stopped.
-async fn follow(core: &Rc<Core>, generation: u64, host: &str, port: u16) -> Result<(), String> {
-    let r = &core.node.repl;
+/// Connects to the primary, authenticates with `masterauth`, sends `words` and reads its
+/// one-line answer, within `timeout_ms`; `Ok(None)` if `stopped()` says so first.
+async fn ask(
+    core: &Rc<Core>,
+    host: &str,
+    port: u16,
+    words: &[Vec<u8>],
+    timeout_ms: u64,
+    stopped: impl Fn() -> bool,
+) -> Result<Option<(TcpStream, Reader, String)>, String> {
     let addr = resolve(host, port).await?;
-    let limit = Duration::from_millis(limits::REPL_CONNECT_TIMEOUT_MS);
+    let limit = Duration::from_millis(limits::REPL_CONNECT_TIMEOUT_MS.min(timeout_ms));
     let mut stream = TcpStream::connect_timeout(addr, limit)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {}", std::io::Error::from(e)))?;
@@ -159,8 +166,78 @@ async fn follow(core: &Rc<Core>, generation: u64, host: &str, port: u16) -> Resu
         start: 0,
         filled: 0,
     };
+    let auth = core.config.borrow().masterauth.clone();
+    let mut request = Vec::new();
+    if let Some(pass) = &auth {
+        crate::resp::request::encode_into(
+            [b"AUTH".as_slice(), pass.as_bytes()].into_iter(),
+            &mut request,
+        );
+    }
+    crate::resp::request::encode_into(words.iter().map(Vec::as_slice), &mut request);
+    stream
+        .write_all(&request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let mut lines = Vec::new();
+    let want_lines = if auth.is_some() { 2 } else { 1 };
+    let command = String::from_utf8_lossy(&words[0]).into_owned();
+    while lines.len() < want_lines {
+        match reader.line()? {
+            Some(l) => lines.push(l),
+            None => {
+                if stopped() {
+                    return Ok(None);
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("no answer to {command} in time"));
+                }
+                reader.fill(&mut stream).await?;
+            }
+        }
+    }
+    if want_lines == 2 && lines[0] != "+OK" {
+        return Err(format!("the primary refused masterauth: {}", lines[0]));
+    }
+    let answer = lines.pop().expect("a line");
+    Ok(Some((stream, reader, answer)))
+}
+
+/// A manual failover's first step: asks the primary to hold its writes for `ms` and
+/// returns its ring heads once the writes already admitted are applied (REPLPAUSE).
+pub async fn pause_primary(
+    core: &Rc<Core>,
+    host: &str,
+    port: u16,
+    ms: u64,
+) -> Result<Vec<u64>, String> {
+    let words = [b"REPLPAUSE".to_vec(), ms.to_string().into_bytes()];
+    let (_, _, answer) = ask(core, host, port, &words, ms, || false)
+        .await?
+        .ok_or("stopped")?;
+    answer
+        .strip_prefix("+PAUSED ")
+        .and_then(|heads| heads.split(',').map(|h| h.parse().ok()).collect())
+        .ok_or_else(|| format!("the primary answered REPLPAUSE with {answer}"))
+}
+
+/// Lets the primary's held writes go (REPLPAUSE 0), when a manual failover gives up.
+pub async fn unpause_primary(core: &Rc<Core>, host: &str, port: u16) -> Result<(), String> {
+    let words = [b"REPLPAUSE".to_vec(), b"0".to_vec()];
+    let timeout = limits::REPL_CONNECT_TIMEOUT_MS;
+    match ask(core, host, port, &words, timeout, || false).await? {
+        Some((_, _, answer)) if answer == "+OK" => Ok(()),
+        Some((_, _, answer)) => Err(format!("the primary answered REPLPAUSE 0 with {answer}")),
+        None => Err("stopped".into()),
+    }
+}
+
+/// One connection to the primary: handshake, then frames until it fails or is stopped.
+async fn follow(core: &Rc<Core>, generation: u64, host: &str, port: u16) -> Result<(), String> {
+    let r = &core.node.repl;
     let timeout_ms = core.config.borrow().repl_timeout * 1000;
-    let (auth, announce_ip, listening_port) = {
+    let (announce_ip, listening_port) = {
         let c = core.config.borrow();
         // In a cluster the replica announces the address it has there.
         let cluster_ip = if c.cluster_enabled {
@@ -171,58 +248,23 @@ async fn follow(core: &Rc<Core>, generation: u64, host: &str, port: u16) -> Resu
         } else {
             None
         };
-        (
-            c.masterauth.clone(),
-            c.replica_announce_ip.clone().or(cluster_ip),
-            c.port,
-        )
+        (c.replica_announce_ip.clone().or(cluster_ip), c.port)
     };
-    let mut request = Vec::new();
-    if let Some(pass) = auth {
-        crate::resp::request::encode_into(
-            [b"AUTH".as_slice(), pass.as_bytes()].into_iter(),
-            &mut request,
-        );
-    }
     let followed = r.followed.load_full();
-    let ask = SyncRequest {
+    let ask_for = SyncRequest {
         replid: followed.as_ref().map(|f| f.0.clone()),
         offsets: followed.as_ref().map(|f| f.1.clone()).unwrap_or_default(),
         listening_port,
         announce_ip,
     };
     let mut words: Vec<Vec<u8>> = vec![b"REPLSYNC".to_vec()];
-    words.extend(ask.to_args().into_iter().map(String::into_bytes));
-    crate::resp::request::encode_into(words.iter().map(Vec::as_slice), &mut request);
-    stream
-        .write_all(&request)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    let mut lines = Vec::new();
-    let want_lines = if core.config.borrow().masterauth.is_some() {
-        2
-    } else {
-        1
+    words.extend(ask_for.to_args().into_iter().map(String::into_bytes));
+    let stopped = || r.generation.load(Ordering::Acquire) != generation;
+    let Some((mut stream, mut reader, answer)) =
+        ask(core, host, port, &words, timeout_ms, stopped).await?
+    else {
+        return Ok(());
     };
-    while lines.len() < want_lines {
-        match reader.line()? {
-            Some(l) => lines.push(l),
-            None => {
-                if r.generation.load(Ordering::Acquire) != generation {
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    return Err("no answer to REPLSYNC within repl-timeout".into());
-                }
-                reader.fill(&mut stream).await?;
-            }
-        }
-    }
-    if want_lines == 2 && lines[0] != "+OK" {
-        return Err(format!("the primary refused masterauth: {}", lines[0]));
-    }
-    let answer = lines.last().expect("a line");
     let reply = answer
         .strip_prefix('+')
         .and_then(SyncReply::parse)

@@ -101,6 +101,12 @@ pub struct Replication {
     pub partial_refused: AtomicU64,
     /// Connections closed because `repl-ack-replicas` replicas did not acknowledge in time.
     pub ack_timeouts: AtomicU64,
+    /// Replica side: READONLY connections sent to the primary for good (out of sync once).
+    pub readonly_moved: AtomicU64,
+    /// Primary side, a manual failover: writes wait until this node time (ms).
+    pause_until_ms: AtomicU64,
+    /// Writes admitted and not yet applied (see [`Replication::open_write`]).
+    writes_open: AtomicU64,
 }
 
 impl Replication {
@@ -128,7 +134,38 @@ impl Replication {
             partial_syncs: AtomicU64::new(0),
             partial_refused: AtomicU64::new(0),
             ack_timeouts: AtomicU64::new(0),
+            readonly_moved: AtomicU64::new(0),
+            pause_until_ms: AtomicU64::new(0),
+            writes_open: AtomicU64::new(0),
         }
+    }
+
+    /// Admits a write that runs now, unless a manual failover holds writes (then the caller
+    /// waits and asks again). An admitted write counts until [`Replication::close_write`],
+    /// so a pause can wait for those already past this gate. (Both sides use `SeqCst`: a
+    /// write either sees the pause or is seen by it.)
+    pub fn open_write(&self, now_ms: u64) -> bool {
+        self.writes_open.fetch_add(1, Ordering::SeqCst);
+        if now_ms < self.pause_until_ms.load(Ordering::SeqCst) {
+            self.writes_open.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// An admitted write has been applied (or its connection is gone).
+    pub fn close_write(&self) {
+        self.writes_open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether writes are held now.
+    pub fn writes_paused(&self, now_ms: u64) -> bool {
+        now_ms < self.pause_until_ms.load(Ordering::SeqCst)
+    }
+
+    /// Holds writes until `until_ms` (node time); 0 lets them go.
+    fn pause_writes(&self, until_ms: u64) {
+        self.pause_until_ms.store(until_ms, Ordering::SeqCst);
     }
 
     pub fn replid(&self) -> Arc<String> {
@@ -144,6 +181,10 @@ impl Replication {
     }
 
     fn set_primary(&self, primary: Option<(String, u16)>) {
+        if primary.is_some() {
+            // A primary that became a replica lets its held writes go: routing sends them on.
+            self.pause_writes(0);
+        }
         self.following.store(primary.is_some(), Ordering::Release);
         self.primary.store(primary.map(Arc::new));
     }
@@ -664,6 +705,87 @@ pub async fn await_acks(core: &Rc<Core>) -> bool {
     }
 }
 
+/// `REPLPAUSE ms`, sent by a replica starting a manual CLUSTER FAILOVER: holds this
+/// primary's writes for `ms` (at most [`limits::REPL_MANUAL_FAILOVER_MS`]), waits until the
+/// writes already admitted are applied, and answers `+PAUSED <head>,...` — every shard's
+/// ring head, which the replica reaches before it stands. `REPLPAUSE 0` lets writes go.
+pub async fn replpause(core: &Rc<Core>, args: &Args<'_>, o: &mut Out<'_>) {
+    let Some(ms) = crate::cmd::parse::int(args.get(1)).filter(|ms| *ms >= 0) else {
+        return o.error("ERR REPLPAUSE wants a pause in milliseconds, 0 or more");
+    };
+    let r = &core.node.repl;
+    if r.is_replica() {
+        return o.error("ERR REPLPAUSE is sent to a primary");
+    }
+    if ms == 0 {
+        r.pause_writes(0);
+        tracing::info!("manual failover: writes let go");
+        return o.ok();
+    }
+    let ms = (ms as u64).min(limits::REPL_MANUAL_FAILOVER_MS);
+    let until = core.now_ms() + ms;
+    r.pause_writes(until);
+    tracing::info!(
+        ms,
+        "manual failover: writes held while a replica catches up"
+    );
+    while r.writes_open.load(Ordering::SeqCst) > 0 {
+        if core.now_ms() >= until {
+            r.pause_writes(0);
+            return o.error("ERR the writes under way did not finish within the pause");
+        }
+        glommio::timer::sleep(Duration::from_millis(limits::REPL_POLL_INTERVAL_MS)).await;
+    }
+    let heads: Vec<String> = ring_bounds(core)
+        .await
+        .iter()
+        .map(|(h, _)| h.to_string())
+        .collect();
+    o.simple(&format!("PAUSED {}", heads.join(",")));
+}
+
+/// A manual CLUSTER FAILOVER's first half, on a replica: asks the primary to hold its
+/// writes (REPLPAUSE) and waits until this node has applied everything the primary had by
+/// then. Returns the primary's address, to let its writes go if the failover gives up.
+pub async fn catch_up_held(
+    core: &Rc<Core>,
+    deadline: std::time::Instant,
+) -> Result<(String, u16), String> {
+    let r = &core.node.repl;
+    let Some(p) = r.primary() else {
+        return Err("ERR You should send CLUSTER FAILOVER to a replica".into());
+    };
+    if r.applied().is_none() {
+        return Err("ERR this replica has not completed a full sync".into());
+    }
+    if r.link() != Link::Connected {
+        return Err("ERR Master is down or failed, please use CLUSTER FAILOVER FORCE".into());
+    }
+    let (host, port) = (p.0.clone(), p.1);
+    let hold = limits::REPL_MANUAL_FAILOVER_MS;
+    let heads = super::replica::pause_primary(core, &host, port, hold)
+        .await
+        .map_err(|e| format!("ERR the primary did not hold its writes: {e}"))?;
+    tracing::info!(%host, port, ?heads, "manual failover: the primary holds its writes");
+    loop {
+        let caught_up = r
+            .applied()
+            .is_some_and(|a| a.len() == heads.len() && a.iter().zip(&heads).all(|(a, h)| a >= h));
+        if caught_up {
+            return Ok((host, port));
+        }
+        let same_primary = r.primary().is_some_and(|q| *q == *p);
+        if std::time::Instant::now() >= deadline || !same_primary {
+            let _ = super::replica::unpause_primary(core, &host, port).await;
+            return Err(
+                "ERR manual failover timed out: this replica did not catch up with its primary"
+                    .into(),
+            );
+        }
+        glommio::timer::sleep(Duration::from_millis(limits::REPL_POLL_INTERVAL_MS)).await;
+    }
+}
+
 /// `ROLE`, as Redis answers it.
 pub async fn role(core: &Rc<Core>, o: &mut Out<'_>) {
     let r = &core.node.repl;
@@ -730,9 +852,10 @@ pub fn info_section(core: &Core, rings: &[(u64, u64, usize, usize)]) -> String {
                 .sum();
             let _ = write!(
                 t,
-                "tessera_primary_shards:{}\r\ntessera_shard_offsets:{}\r\ntessera_lag_entries:{lag}\r\n",
+                "tessera_primary_shards:{}\r\ntessera_shard_offsets:{}\r\ntessera_lag_entries:{lag}\r\ntessera_readonly_clients_moved:{}\r\n",
                 offsets.len(),
                 shard_offsets.join(","),
+                r.readonly_moved.load(Ordering::Relaxed),
             );
         }
         None => {

@@ -66,6 +66,12 @@ pub struct Session {
     /// A write ran (or was queued) since the replies were last written: under
     /// `repl-ack-replicas` they wait for the replicas.
     pub wrote: bool,
+    /// A write admitted by [`super::replication::Replication::open_write`] whose batch has
+    /// not finished: a manual failover's pause waits for it.
+    pub write_open: bool,
+    /// READONLY on a replica that was out of sync once: this connection read its primary's
+    /// newer data, so its reads stay with the primary (never back in time).
+    pub reads_from_primary: bool,
 }
 
 impl Session {
@@ -86,6 +92,8 @@ impl Session {
             forwarded: false,
             replica_stream: None,
             wrote: false,
+            write_open: false,
+            reads_from_primary: false,
         }
     }
 
