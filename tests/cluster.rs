@@ -62,7 +62,8 @@ impl Node {
             std::env::temp_dir().join(format!("tessera-cluster-{tag}-{ip}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.with_extension("log");
+        // (Not `with_extension`: the address's dots would make every node's log one file.)
+        let log = PathBuf::from(format!("{}.log", dir.display()));
         let mut node = Node {
             ip: ip.to_string(),
             port,
@@ -204,8 +205,13 @@ impl Drop for Node {
 
 /// `n` nodes on 127.0.`net`.1..=n, formed into a cluster by tessera-ctl's `create`.
 fn cluster(n: usize, net: u8, tag: &str) -> Vec<Node> {
+    cluster_with(n, net, tag, &[])
+}
+
+/// [`cluster`], every node started with `extra` arguments.
+fn cluster_with(n: usize, net: u8, tag: &str, extra: &[&str]) -> Vec<Node> {
     let nodes: Vec<Node> = (1..=n)
-        .map(|i| Node::start(&format!("127.0.{net}.{i}"), tag))
+        .map(|i| Node::start_with(&format!("127.0.{net}.{i}"), tag, extra))
         .collect();
     let addrs: Vec<tessera_ctl::cmd::NodeAddr> =
         nodes.iter().map(|n| n.addr().parse().unwrap()).collect();
@@ -673,9 +679,11 @@ fn nodes_join_through_seeds_and_a_newcomer_takes_its_share() {
     assert_eq!((kept, gone), (keys.len() - share, share));
 }
 
-/// iptables rules that cut addresses apart, removed when dropped.
+/// iptables rules that cut addresses (or one TCP port between two) apart, removed when
+/// dropped.
 struct Cut {
-    rules: Vec<[String; 2]>,
+    /// Each rule's match arguments.
+    rules: Vec<Vec<String>>,
 }
 
 impl Cut {
@@ -694,13 +702,34 @@ impl Cut {
         let mut rules = Vec::new();
         for x in a {
             for y in b {
-                rules.push([x.to_string(), y.to_string()]);
-                rules.push([y.to_string(), x.to_string()]);
+                rules.push(vec!["-s".into(), x.to_string(), "-d".into(), y.to_string()]);
+                rules.push(vec!["-s".into(), y.to_string(), "-d".into(), x.to_string()]);
             }
         }
-        for [s, d] in &rules {
+        Cut::install(rules)
+    }
+
+    /// Only TCP between `client` and `server`'s `port`, both ways (other ports still pass).
+    fn port(client: &str, server: &str, port: u16) -> Cut {
+        let p = port.to_string();
+        let rule = |from: &str, to: &str, dir: &str| -> Vec<String> {
+            ["-s", from, "-d", to, "-p", "tcp", dir, &p]
+                .iter()
+                .map(|a| a.to_string())
+                .collect()
+        };
+        Cut::install(vec![
+            rule(client, server, "--dport"),
+            rule(server, client, "--sport"),
+        ])
+    }
+
+    fn install(rules: Vec<Vec<String>>) -> Cut {
+        for r in &rules {
             let ok = Command::new("iptables")
-                .args(["-w", "-I", "INPUT", "-s", s, "-d", d, "-j", "DROP"])
+                .args(["-w", "-I", "INPUT"])
+                .args(r)
+                .args(["-j", "DROP"])
                 .status()
                 .is_ok_and(|st| st.success());
             assert!(ok, "iptables refused a rule");
@@ -711,9 +740,11 @@ impl Cut {
 
 impl Drop for Cut {
     fn drop(&mut self) {
-        for [s, d] in &self.rules {
+        for r in &self.rules {
             let _ = Command::new("iptables")
-                .args(["-w", "-D", "INPUT", "-s", s, "-d", d, "-j", "DROP"])
+                .args(["-w", "-D", "INPUT"])
+                .args(r)
+                .args(["-j", "DROP"])
                 .status();
         }
     }
@@ -984,6 +1015,17 @@ fn make_replicas(nodes: &[Node], ids: &[String], pairs: &[(usize, usize)]) {
             },
         );
     }
+    // Every node has the table that says so (until then a primary may still send a replica
+    // writes for slots it had).
+    wait_for("every node sees the replicas", CONVERGE, || {
+        nodes.iter().all(|n| {
+            let view = n.nodes();
+            pairs.iter().all(|&(r, _)| {
+                view.get(&nodes[r].addr())
+                    .is_some_and(|(f, slots)| f.contains("slave") && *slots == 0)
+            })
+        })
+    });
 }
 
 /// Pipelined SETs (100 a round, each key's value unique) on one connection to a node, on
@@ -1419,4 +1461,108 @@ fn readonly_reads_on_a_replica_never_go_back_in_time() {
         moved.to_string(),
         "an in-sync replica sent a new connection to its primary"
     );
+}
+
+#[test]
+fn a_lagging_replica_is_not_promoted() {
+    let _serial = serial();
+    if !Cut::available() {
+        eprintln!("SKIPPED a_lagging_replica_is_not_promoted: needs root and iptables");
+        return;
+    }
+    // Out of sync 5 s after the primary's last word (longer than detection, 2.5 s, plus the
+    // idle ping interval, 1 s, or no replica could stand); no replica migration (node 0's
+    // two replicas stay with it).
+    let conf = std::env::temp_dir().join(format!("tessera-lagging-{}.conf", std::process::id()));
+    std::fs::write(
+        &conf,
+        "repl-max-lag-ms 5000\ncluster-allow-replica-migration no\n",
+    )
+    .unwrap();
+    let mut nodes = cluster_with(5, 29, "lagging", &[&conf.display().to_string()]);
+    let ids: Vec<String> = nodes.iter().map(|n| n.text(&["CLUSTER", "MYID"])).collect();
+    make_replicas(&nodes, &ids, &[(3, 0), (4, 0)]);
+    let keys = key_per_slot();
+    let slots0 = nodes[0].my_slots();
+    let mine0: Vec<String> = (0..16384)
+        .filter(|s| slots0[*s])
+        .map(|s| keys[s].clone())
+        .collect();
+    let mut w = nodes[0].raw();
+    for k in mine0.iter().take(100) {
+        assert_eq!(w.cmd(&["SET", k, "early"]), Resp::ok());
+    }
+    assert_eq!(w.cmd(&["WAIT", "2", "20000"]), Resp::Int(2));
+
+    // Node 4's stream from node 0 is cut (its cluster bus is not): node 3 gets what follows,
+    // node 4 does not, and drops out of sync.
+    let cut = Cut::port(&nodes[4].ip, &nodes[0].ip, nodes[0].port);
+    for k in mine0.iter().take(1000) {
+        assert_eq!(w.cmd(&["SET", k, "late"]), Resp::ok());
+    }
+    assert_eq!(w.cmd(&["WAIT", "1", "20000"]), Resp::Int(1));
+    wait_for("node 4 goes stale", CONVERGE, || {
+        replication_field(&nodes[4], "master_last_io_seconds_ago")
+            .parse::<i64>()
+            .is_ok_and(|s| s >= 6)
+    });
+    nodes[0].kill9();
+    wait_or_show(
+        "the in-sync replica takes over and the lagging one follows it",
+        CONVERGE,
+        &[&nodes[3], &nodes[4]],
+        || {
+            my_role(&nodes[3]).0 == "myself,master"
+                && my_role(&nodes[4]) == ("myself,slave".to_string(), ids[3].clone())
+        },
+    );
+    assert!(!nodes[4].log_text().contains("won the election"));
+    assert_eq!(lost_writes(&nodes[3], &late_log(&mine0[..1000])), 0);
+    drop(cut);
+
+    // Now node 4 is node 3's only replica. Cut it off again: when node 3 dies, the stale
+    // replica does not stand, and after the grace the other primaries take the slots.
+    wait_for("node 4 syncs from node 3", CONVERGE, || {
+        replication_field(&nodes[4], "master_link_status") == "up"
+    });
+    let cut = Cut::port(&nodes[4].ip, &nodes[3].ip, nodes[3].port);
+    let mut w = nodes[3].raw();
+    for k in mine0.iter().take(1000) {
+        assert_eq!(w.cmd(&["SET", k, "later"]), Resp::ok());
+    }
+    wait_for("node 4 goes stale again", CONVERGE, || {
+        replication_field(&nodes[4], "master_last_io_seconds_ago")
+            .parse::<i64>()
+            .is_ok_and(|s| s >= 6)
+    });
+    nodes[3].kill9();
+    wait_or_show(
+        "the surviving primaries take the dead primary's slots",
+        CONVERGE,
+        &[&nodes[1], &nodes[4]],
+        || {
+            let view = nodes[1].nodes();
+            view.get(&nodes[3].addr()).is_some_and(|(_, s)| *s == 0)
+                && [&nodes[1], &nodes[2]]
+                    .iter()
+                    .map(|n| view.get(&n.addr()).map_or(0, |(_, s)| *s))
+                    .sum::<usize>()
+                    == 16384
+        },
+    );
+    // (Left without a primary, node 4 may then become a primary with no slots, its stale
+    // keys dropped: it never takes the dead primary's slots.)
+    assert!(
+        !nodes[4].log_text().contains("won the election"),
+        "a stale replica was promoted"
+    );
+    drop(cut);
+    let _ = std::fs::remove_file(&conf);
+}
+
+/// The write log of one `SET k late` per key.
+fn late_log(keys: &[String]) -> Vec<(String, String)> {
+    keys.iter()
+        .map(|k| (k.clone(), "late".to_string()))
+        .collect()
 }

@@ -145,6 +145,38 @@ struct Follow {
     imaged: Option<Vec<bool>>,
 }
 
+/// Connects to `addr` from this node's first bind address when that is a specific one, as
+/// Redis binds its replication link: on a host with several addresses the primary (and any
+/// firewall between) sees the replica's own address, not whichever the route picks.
+async fn connect_from_bind(
+    core: &Rc<Core>,
+    addr: std::net::SocketAddr,
+    limit: Duration,
+) -> std::io::Result<TcpStream> {
+    let source = core
+        .config
+        .borrow()
+        .bind
+        .first()
+        .and_then(|b| b.parse::<std::net::IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4());
+    let Some(source) = source else {
+        return Ok(TcpStream::connect_timeout(addr, limit).await?);
+    };
+    let fd = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<std::os::fd::OwnedFd> {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            s.bind(&std::net::SocketAddr::new(source, 0).into())?;
+            s.connect_timeout(&addr.into(), limit)?;
+            Ok(s.into())
+        })
+        .await?;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is a connected TCP socket this function owns and hands over.
+    Ok(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) })
+}
+
 /// Connects to the primary, authenticates with `masterauth`, sends `words` and reads its
 /// one-line answer, within `timeout_ms`; `Ok(None)` if `stopped()` says so first.
 async fn ask(
@@ -157,9 +189,9 @@ async fn ask(
 ) -> Result<Option<(TcpStream, Reader, String)>, String> {
     let addr = resolve(host, port).await?;
     let limit = Duration::from_millis(limits::REPL_CONNECT_TIMEOUT_MS.min(timeout_ms));
-    let mut stream = TcpStream::connect_timeout(addr, limit)
+    let mut stream = connect_from_bind(core, addr, limit)
         .await
-        .map_err(|e| format!("cannot connect to {addr}: {}", std::io::Error::from(e)))?;
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let mut reader = Reader {
         buf: vec![0u8; limits::READ_CHUNK_BYTES],
