@@ -91,6 +91,8 @@ pub struct CommandSpec {
     /// The arguments as `COMMAND DOCS` reports them, in the syntax of [`super::docs`]
     /// (`""`: none; a container's are under its [`SubcommandDoc`]s).
     pub args: &'static str,
+    /// `flags` holds "write", worked out when the table is built (read on every command).
+    pub write: bool,
 }
 
 /// A subcommand's documentation for `COMMAND DOCS` (`client|list`): its group is its
@@ -131,7 +133,7 @@ impl CommandSpec {
     }
 
     pub fn is_write(&self) -> bool {
-        self.has_flag("write")
+        self.write
     }
 
     /// Indexes of the key arguments in a call with `argc` arguments.
@@ -172,8 +174,29 @@ macro_rules! cmd {
             since: $since,
             summary: $summary,
             args: $args,
+            write: holds($flags, "write"),
         }
     };
+}
+
+/// Whether `flags` holds `flag`; a const fn, so the table's booleans cost nothing at run time.
+const fn holds(flags: &[&str], flag: &str) -> bool {
+    let want = flag.as_bytes();
+    let mut i = 0;
+    while i < flags.len() {
+        let have = flags[i].as_bytes();
+        if have.len() == want.len() {
+            let mut j = 0;
+            while j < have.len() && have[j] == want[j] {
+                j += 1;
+            }
+            if j == have.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
 }
 
 use CrossCore::*;
@@ -359,6 +382,16 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), TABLE.len());
         assert!(TABLE.iter().all(|c| c.name == c.name.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn the_write_boolean_matches_the_flags() {
+        for c in TABLE {
+            assert_eq!(c.write, c.flags.contains(&"write"), "{}", c.name);
+        }
+        assert!(lookup(b"set").unwrap().is_write());
+        assert!(!lookup(b"get").unwrap().is_write());
+        assert!(!holds(&["writes", "writ"], "write"));
     }
 
     #[test]
