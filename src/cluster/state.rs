@@ -410,6 +410,12 @@ impl ClusterState {
         self.after_step(now_ms);
     }
 
+    /// Whether this node's primary is alive as membership sees it; `None` on a primary.
+    pub fn primary_alive(&self) -> Option<bool> {
+        let primary = self.map.as_ref()?.primary_of(self.me)?;
+        Some(self.members.health(primary) == Some(Health::Alive))
+    }
+
     fn dead_members(&self) -> Vec<NodeId> {
         self.members
             .members()

@@ -355,6 +355,8 @@ async fn run(
     driver.flush();
     let node = setup.node;
     let mut next_seed_try = 0;
+    // Node time at which membership first suspected this replica's primary (see below).
+    let mut primary_quiet_since: Option<u64> = None;
     while !node.shutting_down() {
         let now = driver.now_ms();
         if now >= next_seed_try && !setup.seeds.is_empty() {
@@ -371,7 +373,19 @@ async fn run(
         }
         {
             let r = &node.repl;
-            let in_sync = r.in_sync(node.now_ms(), setup.max_lag.0, setup.max_lag.1);
+            // Whether this replica may stand is judged as of when its primary fell silent:
+            // once membership suspects the primary, the time since its last word is the
+            // primary's death, not this replica's lag (else a `repl-max-lag-ms` shorter
+            // than detection would leave no replica able to stand).
+            let wall = node.now_ms();
+            match driver.state.borrow().primary_alive() {
+                Some(false) => {
+                    primary_quiet_since.get_or_insert(wall);
+                }
+                _ => primary_quiet_since = None,
+            }
+            let as_of = primary_quiet_since.map_or(wall, |q| q.min(wall));
+            let in_sync = r.in_sync(as_of, setup.max_lag.0, setup.max_lag.1);
             let mut st = driver.state.borrow_mut();
             st.set_replication(r.applied(), in_sync);
             st.tick(now);
