@@ -692,6 +692,24 @@ impl Membership {
         }
     }
 
+    /// Another path to `id` failed outright (its client port refused a connection): the
+    /// member becomes a suspect now instead of when its turn to be probed comes. As any
+    /// suspicion it is gossiped, and a member that is in fact alive refutes it.
+    pub fn suspect(&mut self, id: NodeId, now_ms: u64) {
+        let Some(m) = self.members.get(&id) else {
+            return;
+        };
+        if m.health == Health::Alive {
+            let u = Update {
+                id,
+                incarnation: m.incarnation,
+                health: Health::Pdead,
+                addr: m.addr,
+            };
+            self.learn(u, now_ms);
+        }
+    }
+
     /// The end of a probe's slot: no answer at all makes the target a suspect.
     fn conclude_probe(&mut self, now_ms: u64) {
         let Some(p) = self.probe.take() else {
@@ -947,6 +965,38 @@ mod tests {
         know(&mut a, ib, 2);
         know(&mut b, ia, 1);
         (a, b)
+    }
+
+    /// A refused connection makes a suspect at once; the suspect, alive, refutes it, and the
+    /// refutation wins everywhere.
+    #[test]
+    fn a_hint_makes_a_suspect_that_an_alive_member_refutes() {
+        let (mut a, mut b) = pair();
+        let ib = b.me();
+        a.suspect(ib, 5);
+        assert_eq!(a.health(ib), Some(Health::Pdead));
+        assert!(a
+            .take_events()
+            .iter()
+            .any(|e| e.id == ib && e.health == Health::Pdead));
+        // `a` tells `b` (its pings carry the suspicion); `b` answers alive, incarnation 1.
+        let mut now = 5;
+        while a.health(ib) != Some(Health::Alive) && now < 2_000 {
+            now += 10;
+            a.tick(now);
+            b.tick(now);
+            for o in a.take_outgoing() {
+                b.receive(a.me(), o.msg, now);
+            }
+            for o in b.take_outgoing() {
+                a.receive(ib, o.msg, now);
+            }
+        }
+        assert_eq!(a.health(ib), Some(Health::Alive), "the suspect refuted");
+        assert_eq!(b.incarnation(), 1);
+        // A hint about an unknown node or one already suspected changes nothing.
+        a.suspect(NodeId::random(&mut Rng::new(9)), now);
+        assert_eq!(a.members().count(), 1);
     }
 
     /// A node that was not running (its CPU taken) does not blame the silence of that time

@@ -410,6 +410,19 @@ impl ClusterState {
         self.after_step(now_ms);
     }
 
+    /// A connection to the member whose client address is `client` was refused: suspect it
+    /// now (see [`crate::cluster::membership::Membership::suspect`]).
+    pub fn link_refused(&mut self, client: std::net::SocketAddr, now_ms: u64) {
+        let id = self
+            .members
+            .members()
+            .find(|u| u.addr.client() == client)
+            .map(|u| u.id);
+        if let Some(id) = id {
+            self.members.suspect(id, now_ms);
+        }
+    }
+
     /// Whether this node's primary is alive as membership sees it; `None` on a primary.
     pub fn primary_alive(&self) -> Option<bool> {
         let primary = self.map.as_ref()?.primary_of(self.me)?;

@@ -61,6 +61,8 @@ pub enum Request {
         primary: NodeId,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A data core's connection to this client address was refused: a hint for membership.
+    LinkRefused { client: SocketAddr },
 }
 
 /// What data cores hold of the control core.
@@ -437,6 +439,10 @@ async fn serve_requests(driver: Rc<Driver>, mut requests: mpsc::Receiver<Request
             Request::Replicate { primary, reply } => {
                 let r = driver.state.borrow_mut().replicate(primary);
                 let _ = reply.send(r);
+            }
+            Request::LinkRefused { client } => {
+                let now = driver.now_ms();
+                driver.state.borrow_mut().link_refused(client, now);
             }
         }
         driver.flush();

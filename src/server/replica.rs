@@ -38,9 +38,14 @@ pub async fn run(core: Rc<Core>, generation: u64, host: String, port: u16) {
         if !current() {
             break;
         }
+        // A link that was streaming (100 ms at least: no spinning on one that breaks at once)
+        // is tried again at once — a dead primary's refusal is then news for membership
+        // within milliseconds; failed attempts back off.
+        let was_up = r.link() == Link::Connected && started.elapsed() >= Duration::from_millis(100);
         r.set_link(Link::Connect);
-        if started.elapsed() > Duration::from_secs(5) {
+        if was_up {
             retry = limits::REPL_RETRY_MIN_MS;
+            continue;
         }
         let until = Instant::now() + Duration::from_millis(retry);
         while current() && Instant::now() < until && !core.node.shutting_down() {
@@ -189,9 +194,18 @@ async fn ask(
 ) -> Result<Option<(TcpStream, Reader, String)>, String> {
     let addr = resolve(host, port).await?;
     let limit = Duration::from_millis(limits::REPL_CONNECT_TIMEOUT_MS.min(timeout_ms));
-    let mut stream = connect_from_bind(core, addr, limit)
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let mut stream = match connect_from_bind(core, addr, limit).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                // Nothing listens there: in a cluster, membership suspects the node now.
+                if let Some(h) = core.node.cluster.get() {
+                    let _ = h.request(super::control::Request::LinkRefused { client: addr });
+                }
+            }
+            return Err(format!("cannot connect to {addr}: {e}"));
+        }
+    };
     let _ = stream.set_nodelay(true);
     let mut reader = Reader {
         buf: vec![0u8; limits::READ_CHUNK_BYTES],
