@@ -80,6 +80,9 @@ pub struct Config {
     /// gives one to a primary left with none.
     pub cluster_allow_replica_migration: bool,
     pub cluster_migration_barrier: usize,
+    /// Redis's `cluster-require-full-coverage`: with `no`, a node keeps serving the slots of
+    /// live primaries while some primary is dead (its slots answer CLUSTERDOWN).
+    pub cluster_require_full_coverage: bool,
     /// tessera's own: the most of a busy core's time a background save or rewrite may take
     /// (percent; on an idle core it takes what it needs).
     pub save_cpu_percent: usize,
@@ -256,6 +259,7 @@ impl Default for Config {
             repl_max_lag_ms: 10_000,
             cluster_failover_delay_ms: 100,
             cluster_allow_replica_migration: true,
+            cluster_require_full_coverage: true,
             cluster_migration_barrier: 1,
             save_cpu_percent: limits::SAVE_CPU_PERCENT_DEFAULT,
             appendonly: false,
@@ -954,6 +958,22 @@ pub static PARAMS: &[Param] = &[
         },
         set: |c, v| {
             c.cluster_allow_replica_migration = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "cluster-require-full-coverage",
+        get: |c| {
+            if c.cluster_require_full_coverage {
+                "yes"
+            } else {
+                "no"
+            }
+            .into()
+        },
+        set: |c, v| {
+            c.cluster_require_full_coverage = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
             Ok(())
         },
         mutable: false,

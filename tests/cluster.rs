@@ -1476,7 +1476,7 @@ fn a_lagging_replica_is_not_promoted() {
     let conf = std::env::temp_dir().join(format!("tessera-lagging-{}.conf", std::process::id()));
     std::fs::write(
         &conf,
-        "repl-max-lag-ms 2500\ncluster-allow-replica-migration no\n",
+        "repl-max-lag-ms 2500\ncluster-allow-replica-migration no\ncluster-require-full-coverage no\n",
     )
     .unwrap();
     let mut nodes = cluster_with(5, 29, "lagging", &[&conf.display().to_string()]);
@@ -1535,7 +1535,26 @@ fn a_lagging_replica_is_not_promoted() {
             .parse::<i64>()
             .is_ok_and(|s| s >= 4)
     });
+    let slots1 = nodes[1].my_slots();
+    let key1 = (0..16384)
+        .find(|s| slots1[*s])
+        .map(|s| keys[s].clone())
+        .unwrap();
+    assert_eq!(nodes[1].cmd(&["SET", &key1, "one"]), Resp::ok());
     nodes[3].kill9();
+    // Without full coverage, while node 3 is dead and still owns its slots (the 5 s grace
+    // for a replica that cannot stand), the others serve theirs and refuse only its.
+    wait_for("node 1 sees node 3 dead", CONVERGE, || {
+        nodes[1]
+            .nodes()
+            .get(&nodes[3].addr())
+            .is_some_and(|(f, s)| f.split(',').any(|x| x == "fail") && *s > 0)
+    });
+    assert_eq!(nodes[1].cmd(&["GET", &key1]), Resp::bulk("one"));
+    assert_eq!(
+        nodes[1].cmd(&["GET", &mine0[0]]),
+        Resp::err("CLUSTERDOWN Hash slot not served")
+    );
     wait_or_show(
         "the surviving primaries take the dead primary's slots",
         CONVERGE,

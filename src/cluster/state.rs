@@ -72,6 +72,8 @@ pub struct ClusterState {
     /// replicas give one to a primary with none (cluster-allow-replica-migration,
     /// cluster-migration-barrier); `None` turns it off.
     migration_barrier: Option<usize>,
+    /// Whether a dead primary's slots put the whole view down (Redis's default, yes).
+    require_full_coverage: bool,
 }
 
 /// A node asks the coordinator again this often (ms) until CLUSTER REPLICATE is in the table.
@@ -105,12 +107,19 @@ impl ClusterState {
             want_primary: None,
             next_replicate_ask_ms: 0,
             migration_barrier: Some(1),
+            require_full_coverage: true,
         }
     }
 
     /// Sets the election timing (cluster-election-* settings).
     pub fn set_election_config(&mut self, cfg: ElectionConfig, seed: u64) {
         self.candidate = Candidate::new(self.me, cfg, seed ^ 0xe1ec);
+    }
+
+    /// `cluster-require-full-coverage`: with `false` the view stays ok while a primary is
+    /// dead (its slots alone are refused).
+    pub fn set_require_full_coverage(&mut self, require: bool) {
+        self.require_full_coverage = require;
     }
 
     /// Replica migration's setting (see `migration_barrier`).
@@ -727,14 +736,17 @@ impl ClusterState {
                         .is_some_and(|&i| nodes[i as usize].health != Health::Dead)
                 })
                 .count();
-            // Every slot is served by a node not dead here, this node sees a majority of
-            // the primaries (Redis's cluster_state:ok, with full coverage required), and
-            // it has heard from the cluster since it started.
-            state_ok = owners.iter().all(|&o| {
+            // Every slot is served by a node not dead here (unless full coverage is not
+            // required: then dead owners' slots alone are refused), this node sees a
+            // majority of the primaries (Redis's cluster_state:ok), and it has heard from
+            // the cluster since it started.
+            let covered = owners.iter().all(|&o| {
                 o != NO_OWNER
                     && nodes[o as usize].health != Health::Dead
                     && nodes[o as usize].addr.is_known()
-            }) && reachable * 2 > counts.len()
+            });
+            state_ok = (covered || !self.require_full_coverage)
+                && reachable * 2 > counts.len()
                 && (self.heard || nodes.len() == 1);
         }
         View {
@@ -1025,6 +1037,47 @@ mod tests {
         let majority = net.nodes[1].view();
         assert_eq!(majority.epoch, 2);
         assert!(majority.state_ok);
+    }
+
+    /// A dead primary whose replica cannot stand keeps its slots for the grace: with full
+    /// coverage required the whole view is down meanwhile; without, only those slots are.
+    #[test]
+    fn without_full_coverage_a_dead_primary_downs_only_its_slots() {
+        for require in [true, false] {
+            let mut net = Net::new(4, 21);
+            for n in &mut net.nodes {
+                n.set_require_full_coverage(require);
+            }
+            for i in 1..4 {
+                net.nodes[i].meet(addr(0).bus());
+            }
+            net.run_ms(2_000);
+            net.nodes[0].create(net.now).unwrap();
+            net.run_ms(1_000);
+            // Node 3 follows node 0 but never synced (no offsets): it cannot stand.
+            let dead = net.nodes[0].me();
+            net.nodes[3].replicate(dead).unwrap();
+            net.run_ms(3_000);
+            net.down[0] = true;
+            let health = |net: &Net| {
+                let v = net.nodes[1].view();
+                v.nodes
+                    .iter()
+                    .find(|n| n.id == dead)
+                    .map(|n| (n.health, n.slots))
+            };
+            let give_up = net.now + 20_000;
+            while health(&net).map(|h| h.0) != Some(Health::Dead) {
+                assert!(net.now < give_up, "node 0 never declared dead");
+                net.run_ms(10);
+            }
+            assert!(health(&net).unwrap().1 > 0, "the dead primary's slots wait");
+            assert_eq!(net.nodes[1].view().state_ok, !require, "require: {require}");
+            net.run_ms(FAILOVER_GRACE_MS + 2_000);
+            let v = net.nodes[1].view();
+            assert!(v.state_ok);
+            assert_eq!(health(&net).unwrap().1, 0, "the others took the slots");
+        }
     }
 
     #[test]

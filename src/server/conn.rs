@@ -7,6 +7,7 @@ use super::node_cmds;
 use super::pipeline::{is_error_reply, Pipeline};
 use super::session::{Queued, Session};
 use super::tx;
+use crate::cluster::membership::Health;
 use crate::cluster::view::View;
 use crate::cmd::table::{CrossCore, Exec, NodeCmd};
 use crate::cmd::{self, errors, Args, CommandSpec, ShardCtx};
@@ -389,6 +390,8 @@ fn route_reads(
     let mut first = None;
     let mut cross_slot = false;
     let mut owners = (false, None::<SocketAddr>, false);
+    // A key whose owner is dead (seen only with cluster-require-full-coverage no).
+    let mut dead_owner = false;
     for i in spec.key_positions(args.len()) {
         let slot = key_slot(args.get(i));
         match first {
@@ -399,6 +402,7 @@ fn route_reads(
         // (any key here, the one other owner, keys on several other owners)
         match view.owner(slot) {
             Some(_) if local(slot) => owners.0 = true,
+            Some(n) if n.health == Health::Dead => dead_owner = true,
             Some(n) => match owners.1 {
                 None => owners.1 = Some(n.addr.client()),
                 Some(a) if a != n.addr.client() => owners.2 = true,
@@ -412,6 +416,9 @@ fn route_reads(
     }
     if !view.state_ok {
         return Route::Refuse("CLUSTERDOWN The cluster is down".into());
+    }
+    if dead_owner {
+        return Route::Refuse("CLUSTERDOWN Hash slot not served".into());
     }
     let crossslot =
         || Route::Refuse("CROSSSLOT Keys in request don't hash to the same slot".into());

@@ -129,6 +129,7 @@ pub fn start(
             .cluster_allow_replica_migration
             .then_some(config.cluster_migration_barrier),
     );
+    state.set_require_full_coverage(config.cluster_require_full_coverage);
     if let Some(s) = &saved {
         state.restore(s, now_ms);
     }
