@@ -7,6 +7,9 @@
 //!
 //! ```text
 //! +CONTINUE <replid> <shards>   the replica's offsets are still in every ring: records follow
+//! +CONTINUE <replid> <shards> <offsets>
+//!                               the replica had all of the stream this primary followed before
+//!                               its promotion: it goes on from these positions in this one's
 //! +FULLSYNC <replid> <shards>   Header, then per shard Snapshot... SnapshotEnd, then records
 //!
 //! frame    kind (u8), shard (u32 LE), length (u32 LE), crc32 of the payload (u32 LE), payload
@@ -254,14 +257,35 @@ impl SyncRequest {
 /// The primary's answer line, parsed by the replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncReply {
-    Continue { replid: String, shards: usize },
-    FullSync { replid: String, shards: usize },
+    /// Records follow from the replica's offsets — or, with `from`, from those positions in
+    /// this primary's rings (the replica continues a stream under a new replication id).
+    Continue {
+        replid: String,
+        shards: usize,
+        from: Option<Vec<u64>>,
+    },
+    FullSync {
+        replid: String,
+        shards: usize,
+    },
 }
 
 impl SyncReply {
     pub fn line(&self) -> String {
         match self {
-            SyncReply::Continue { replid, shards } => format!("+CONTINUE {replid} {shards}\r\n"),
+            SyncReply::Continue {
+                replid,
+                shards,
+                from: None,
+            } => format!("+CONTINUE {replid} {shards}\r\n"),
+            SyncReply::Continue {
+                replid,
+                shards,
+                from: Some(from),
+            } => {
+                let from: Vec<String> = from.iter().map(u64::to_string).collect();
+                format!("+CONTINUE {replid} {shards} {}\r\n", from.join(","))
+            }
             SyncReply::FullSync { replid, shards } => format!("+FULLSYNC {replid} {shards}\r\n"),
         }
     }
@@ -272,12 +296,29 @@ impl SyncReply {
         let kind = words.next()?;
         let replid = words.next()?.to_string();
         let shards: usize = words.next()?.parse().ok()?;
+        let from = match words.next() {
+            None => None,
+            Some(list) => {
+                let from: Vec<u64> = list
+                    .split(',')
+                    .map(|o| o.parse().ok())
+                    .collect::<Option<_>>()?;
+                if from.len() != shards {
+                    return None;
+                }
+                Some(from)
+            }
+        };
         if words.next().is_some() || shards == 0 || shards > MAX_SHARDS {
             return None;
         }
         match kind {
-            "CONTINUE" => Some(SyncReply::Continue { replid, shards }),
-            "FULLSYNC" => Some(SyncReply::FullSync { replid, shards }),
+            "CONTINUE" => Some(SyncReply::Continue {
+                replid,
+                shards,
+                from,
+            }),
+            "FULLSYNC" if from.is_none() => Some(SyncReply::FullSync { replid, shards }),
             _ => None,
         }
     }
@@ -404,6 +445,12 @@ mod tests {
             SyncReply::Continue {
                 replid: "r".into(),
                 shards: 2,
+                from: None,
+            },
+            SyncReply::Continue {
+                replid: "s".into(),
+                shards: 2,
+                from: Some(vec![7, 0]),
             },
             SyncReply::FullSync {
                 replid: "q".into(),
@@ -415,6 +462,13 @@ mod tests {
             assert_eq!(SyncReply::parse(inner), Some(reply));
         }
         assert_eq!(SyncReply::parse("FULLSYNC r 0"), None);
+        assert_eq!(
+            SyncReply::parse("CONTINUE r 2 1"),
+            None,
+            "one offset per shard"
+        );
+        assert_eq!(SyncReply::parse("CONTINUE r 1 x"), None);
+        assert_eq!(SyncReply::parse("FULLSYNC r 1 3"), None);
         assert_eq!(SyncReply::parse("OK"), None);
         assert_eq!(new_replid(7).len(), 40);
         assert_ne!(new_replid(7), new_replid(8));

@@ -1277,6 +1277,10 @@ fn replicas_take_over_killed_primaries_and_the_old_primary_follows() {
     );
     let lost = lost_writes(&nodes[3], &acked);
     assert_eq!(lost, 0, "a manual failover lost acknowledged writes");
+    // The old primary had exactly what node 3 had: it continues, no full sync.
+    assert_eq!(replication_field(&nodes[3], "tessera_partial_syncs"), "1");
+    assert_eq!(replication_field(&nodes[3], "tessera_full_syncs"), "0");
+    assert_eq!(nodes[0].cmd(&["DBSIZE"]), nodes[3].cmd(&["DBSIZE"]));
 
     // FORCE (the primaries vote while the primary lives) back to node 0, then TAKEOVER
     // (no vote) to node 3.

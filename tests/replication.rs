@@ -403,3 +403,59 @@ fn replpause_holds_writes_until_let_go_and_answers_the_heads() {
         err("ERR This instance has cluster support disabled")
     );
 }
+
+#[test]
+fn after_a_promotion_a_sibling_and_the_old_primary_continue_without_a_full_sync() {
+    let primary = Server::with_cores(2);
+    fill(&primary, "k", 500);
+    let a = replica_of(&primary, 1, &[]);
+    let sibling = replica_of(&primary, 2, &[]);
+    wait_link_up(&a);
+    wait_link_up(&sibling);
+    wait_replicas(&primary, 2);
+    let mut ra = a.raw();
+    assert_eq!(ra.cmd(&["REPLICAOF", "NO", "ONE"]), ok());
+    // The sibling had all of the old stream, and so had the old primary (nothing written
+    // since): both go on from `a`'s rings.
+    let here = a.port.to_string();
+    for s in [&sibling, &primary] {
+        assert_eq!(s.raw().cmd(&["REPLICAOF", "127.0.0.1", &here]), ok());
+        wait_link_up(s);
+    }
+    assert_eq!(ra.info("tessera_partial_syncs"), "2");
+    assert_eq!(ra.info("tessera_full_syncs"), "0");
+    // And they follow it from there.
+    assert_eq!(ra.cmd(&["SET", "k7", "after"]), ok());
+    assert_eq!(ra.cmd(&["DEL", "k8"]), int(1));
+    assert_eq!(ra.cmd(&["WAIT", "2", "20000"]), int(2));
+    for s in [&sibling, &primary] {
+        let mut r = s.raw();
+        assert_eq!(r.cmd(&["GET", "k7"]), b("after"));
+        assert_eq!(r.cmd(&["GET", "k8"]), nil());
+        assert_eq!(r.cmd(&["GET", "k9"]), b("v9"));
+        assert_eq!(r.cmd(&["DBSIZE"]), int(499));
+    }
+    // An old primary with a write the promoted replica never had: it is discarded (and
+    // counted) by a full sync.
+    assert_eq!(primary.raw().cmd(&["REPLICAOF", "NO", "ONE"]), ok());
+    let mut rs = sibling.raw();
+    assert_eq!(rs.cmd(&["REPLICAOF", "NO", "ONE"]), ok());
+    assert_eq!(ra.cmd(&["SET", "lost", "1"]), ok());
+    let there = sibling.port.to_string();
+    assert_eq!(ra.cmd(&["REPLICAOF", "127.0.0.1", &there]), ok());
+    wait_link_up(&a);
+    assert_eq!(rs.info("tessera_full_syncs"), "1");
+    assert_eq!(rs.info("tessera_replica_records_discarded"), "1");
+    assert_eq!(ra.cmd(&["GET", "lost"]), nil());
+    assert_eq!(ra.cmd(&["DBSIZE"]), int(499));
+    // A replica that is behind, or follows another stream, syncs in full.
+    let stranger = Server::with_cores(1);
+    fill(&stranger, "s", 3);
+    assert_eq!(
+        stranger.raw().cmd(&["REPLICAOF", "127.0.0.1", &there]),
+        ok()
+    );
+    wait_link_up(&stranger);
+    assert_eq!(rs.info("tessera_full_syncs"), "2");
+    assert_eq!(stranger.raw().cmd(&["DBSIZE"]), int(499));
+}

@@ -122,12 +122,13 @@ pub async fn run_command(
 /// again, so once this node is a replica the write goes to the new primary.
 async fn admit_write(core: &Rc<Core>, s: &mut Session, pipe: &mut Pipeline, out: &mut Vec<u8>) {
     let r = &core.node.repl;
-    if r.open_write(core.now_ms()) {
+    if !promoting(core) && r.open_write(core.now_ms()) {
         s.write_open = true;
         return;
     }
     pipe.flush(core, s, out).await;
-    while !r.open_write(core.now_ms()) {
+    let give_up = Instant::now() + std::time::Duration::from_millis(limits::REPL_STOP_WAIT_MS);
+    while (promoting(core) && Instant::now() < give_up) || !r.open_write(core.now_ms()) {
         glommio::timer::sleep(std::time::Duration::from_millis(
             limits::REPL_POLL_INTERVAL_MS,
         ))
@@ -135,6 +136,18 @@ async fn admit_write(core: &Rc<Core>, s: &mut Session, pipe: &mut Pipeline, out:
     }
     s.write_open = true;
     s.batch_now_ms = None;
+}
+
+/// The table has made this replica a primary and its replica task is still stopping: a
+/// write now could land between the records it applies, and the point where its old
+/// stream ends (which its siblings continue from) would not be clean.
+fn promoting(core: &Core) -> bool {
+    core.node.repl.is_replica()
+        && core
+            .node
+            .cluster
+            .get()
+            .is_some_and(|h| h.view.load().my_primary().is_none())
 }
 
 /// The writes admitted for this batch are applied: a pause need not wait for them.

@@ -296,10 +296,11 @@ async fn follow(core: &Rc<Core>, generation: u64, host: &str, port: u16) -> Resu
         };
         (c.replica_announce_ip.clone().or(cluster_ip), c.port)
     };
-    let followed = r.followed.load_full();
+    // What this node follows, or had when it started following (to continue it here).
+    let had = r.stream_had();
     let ask_for = SyncRequest {
-        replid: followed.as_ref().map(|f| f.0.clone()),
-        offsets: followed.as_ref().map(|f| f.1.clone()).unwrap_or_default(),
+        replid: had.as_ref().map(|f| f.0.clone()),
+        offsets: had.as_ref().map(|f| f.1.clone()).unwrap_or_default(),
         listening_port,
         announce_ip,
     };
@@ -316,26 +317,43 @@ async fn follow(core: &Rc<Core>, generation: u64, host: &str, port: u16) -> Resu
         .and_then(SyncReply::parse)
         .ok_or_else(|| format!("the primary answered REPLSYNC with {answer}"))?;
     let mut state = match reply {
-        SyncReply::Continue { replid, shards } => {
-            let Some(f) = followed
-                .as_ref()
-                .filter(|f| f.0 == replid && f.1.len() == shards)
-            else {
-                return Err(
-                    "the primary offered to continue a stream this node did not follow".into(),
-                );
+        SyncReply::Continue {
+            replid,
+            shards,
+            from,
+        } => {
+            let offsets = match (from, &had) {
+                // The primary followed the stream this node had and goes on from its own
+                // positions of the moment it was promoted.
+                (Some(from), Some(_)) => {
+                    tracing::info!(%host, port, "replication continues the stream this node had under a new primary");
+                    from
+                }
+                (None, Some(f)) if f.0 == replid && f.1.len() == shards => {
+                    tracing::info!(%host, port, "replication resumed where it stopped");
+                    f.1.clone()
+                }
+                _ => {
+                    return Err(
+                        "the primary offered to continue a stream this node did not follow".into(),
+                    )
+                }
             };
-            tracing::info!(%host, port, "replication resumed where it stopped");
+            r.followed
+                .store(Some(Arc::new((replid.clone(), offsets.clone()))));
+            r.forget_resume();
             r.set_link(Link::Connected);
             Follow {
                 replid,
-                offsets: f.1.clone(),
+                offsets,
                 imaged: None,
             }
         }
         SyncReply::FullSync { replid, shards } => {
             tracing::info!(%host, port, shards, "full sync from the primary");
             r.followed.store(None);
+            // The data is about to go: there is nothing left to continue.
+            r.forget_resume();
             r.set_link(Link::Sync);
             Follow {
                 replid,

@@ -101,6 +101,16 @@ pub struct Replication {
     pub partial_refused: AtomicU64,
     /// Connections closed because `repl-ack-replicas` replicas did not acknowledge in time.
     pub ack_timeouts: AtomicU64,
+    /// Primary side, after a promotion: the stream this node followed (replication id and
+    /// offsets applied) and its own ring heads then. A replica that had exactly that much of
+    /// the old stream goes on from those heads instead of syncing in full.
+    continuation: ArcSwapOption<(String, Vec<u64>, Vec<u64>)>,
+    /// Replica side, set when this node starts following: the stream it had (a replica's
+    /// followed one, or a primary's own), to ask the new primary to continue.
+    resume_from: ArcSwapOption<(String, Vec<u64>)>,
+    /// Primary side: records that replicas returning from the old stream had and this node
+    /// did not (lost to the failover, discarded by their full sync).
+    pub discarded_records: AtomicU64,
     /// Replica side: READONLY connections sent to the primary for good (out of sync once).
     pub readonly_moved: AtomicU64,
     /// Primary side, a manual failover: writes wait until this node time (ms).
@@ -134,6 +144,9 @@ impl Replication {
             partial_syncs: AtomicU64::new(0),
             partial_refused: AtomicU64::new(0),
             ack_timeouts: AtomicU64::new(0),
+            continuation: ArcSwapOption::empty(),
+            resume_from: ArcSwapOption::empty(),
+            discarded_records: AtomicU64::new(0),
             readonly_moved: AtomicU64::new(0),
             pause_until_ms: AtomicU64::new(0),
             writes_open: AtomicU64::new(0),
@@ -211,6 +224,23 @@ impl Replication {
             .sum();
         behind <= max_entries
             && now_ms.saturating_sub(self.last_io_ms.load(Ordering::Relaxed)) <= max_ms
+    }
+
+    /// The stream to ask a new primary to continue: what this node follows, or had when
+    /// it started following (see `resume_from`).
+    pub fn stream_had(&self) -> Option<(String, Vec<u64>)> {
+        match self.followed.load_full() {
+            Some(f) => Some((f.0.clone(), f.1.clone())),
+            None => self
+                .resume_from
+                .load_full()
+                .map(|r| (r.0.clone(), r.1.clone())),
+        }
+    }
+
+    /// A new primary continued the stream: what it had is no longer needed.
+    pub fn forget_resume(&self) {
+        self.resume_from.store(None);
     }
 
     /// What this replica has applied, once fully synced.
@@ -365,8 +395,46 @@ async fn stream_to(
             .iter()
             .zip(&bounds)
             .all(|(off, (head, tail))| *off + 1 >= *tail && *off <= *head);
+    // A replica with exactly the stream this node followed before its promotion goes on
+    // from this node's ring heads of that moment.
+    let continued = node.repl.continuation.load_full().and_then(|c| {
+        let (old, had, heads) = &*c;
+        (req.replid.as_deref() == Some(old.as_str())
+            && req.offsets == *had
+            && heads.len() == shards
+            && heads
+                .iter()
+                .zip(&bounds)
+                .all(|(off, (head, tail))| *off + 1 >= *tail && *off <= *head))
+        .then(|| heads.clone())
+    });
+    let resumable = resumable || continued.is_some();
     if req.replid.is_some() && !resumable {
         node.repl.partial_refused.fetch_add(1, Ordering::Relaxed);
+        // A node of the stream this one took over (its old primary, most likely) with
+        // records this node never had: they go with its data in the full sync.
+        if let Some(c) = node.repl.continuation.load_full() {
+            let discarded: u64 = if req.replid.as_deref() == Some(c.0.as_str()) {
+                req.offsets
+                    .iter()
+                    .zip(c.1.iter())
+                    .map(|(theirs, ours)| theirs.saturating_sub(*ours))
+                    .sum()
+            } else {
+                0
+            };
+            if discarded > 0 {
+                node.repl
+                    .discarded_records
+                    .fetch_add(discarded, Ordering::Relaxed);
+                tracing::warn!(
+                    replica = %req.announce_ip.as_deref().unwrap_or("?"),
+                    port = req.listening_port,
+                    discarded,
+                    "a replica returns with writes of the old stream this node never had: they are discarded (it syncs in full)"
+                );
+            }
+        }
     }
     let io = |e: std::io::Error| format!("write: {e}");
     let mut next: Vec<u64>;
@@ -375,11 +443,13 @@ async fn stream_to(
         let line = SyncReply::Continue {
             replid: replid.to_string(),
             shards,
+            from: continued.clone(),
         }
         .line();
         stream.write_all(line.as_bytes()).await.map_err(io)?;
-        next = req.offsets.iter().map(|o| o + 1).collect();
-        for (i, off) in req.offsets.iter().enumerate() {
+        let from = continued.unwrap_or_else(|| req.offsets.clone());
+        next = from.iter().map(|o| o + 1).collect();
+        for (i, off) in from.iter().enumerate() {
             node.repl.slots[slot].acked[i].store(*off, Ordering::Relaxed);
         }
     } else {
@@ -888,12 +958,13 @@ pub fn info_section(core: &Core, rings: &[(u64, u64, usize, usize)]) -> String {
             let heads: Vec<String> = rings.iter().map(|w| w.0.to_string()).collect();
             let _ = write!(
                 t,
-                "tessera_shard_offsets:{}\r\ntessera_full_syncs:{}\r\ntessera_partial_syncs:{}\r\ntessera_partial_syncs_refused:{}\r\ntessera_repl_ack_timeouts:{}\r\n",
+                "tessera_shard_offsets:{}\r\ntessera_full_syncs:{}\r\ntessera_partial_syncs:{}\r\ntessera_partial_syncs_refused:{}\r\ntessera_repl_ack_timeouts:{}\r\ntessera_replica_records_discarded:{}\r\n",
                 heads.join(","),
                 r.full_syncs.load(Ordering::Relaxed),
                 r.partial_syncs.load(Ordering::Relaxed),
                 r.partial_refused.load(Ordering::Relaxed),
                 r.ack_timeouts.load(Ordering::Relaxed),
+                r.discarded_records.load(Ordering::Relaxed),
             );
         }
     }
@@ -910,12 +981,7 @@ pub async fn replicaof(core: &Rc<Core>, args: &Args<'_>, o: &mut Out<'_>) {
     let r = &core.node.repl;
     if eq(args.get(1), "no") && eq(args.get(2), "one") {
         if r.is_replica() {
-            stop_replica(core).await;
-            r.set_primary(None);
-            r.followed.store(None);
-            r.replid.store(Arc::new(repl::new_replid(core.random())));
-            r.set_link(Link::Connect);
-            tracing::info!("replication stopped: this node is a primary now");
+            become_primary(core).await;
         }
         return o.ok();
     }
@@ -935,10 +1001,59 @@ pub async fn replicaof(core: &Rc<Core>, args: &Args<'_>, o: &mut Out<'_>) {
     o.ok()
 }
 
+/// A replica becomes a primary: its replica task stops after its last batch, and what it
+/// followed is kept as the point its siblings (and its old primary) may continue from.
+async fn become_primary(core: &Rc<Core>) {
+    let r = &core.node.repl;
+    stop_replica(core).await;
+    let continuation = match r.followed.load_full() {
+        Some(f) => {
+            // Replicas that attach should find the rings from here on.
+            core.invoke_all(Some(super::mesh::BYPASS_LOCKS), |c| {
+                c.shard.borrow().wal_mut().set_keep_always(true)
+            })
+            .await;
+            let heads = ring_bounds(core).await.iter().map(|(h, _)| *h).collect();
+            Some(Arc::new((f.0.clone(), f.1.clone(), heads)))
+        }
+        None => None,
+    };
+    r.continuation.store(continuation);
+    r.set_primary(None);
+    r.followed.store(None);
+    r.resume_from.store(None);
+    r.replid.store(Arc::new(repl::new_replid(core.random())));
+    r.set_link(Link::Connect);
+    tracing::info!("this node is a primary now");
+}
+
+/// Where this node's data stands in a stream, for the primary it is about to follow: the
+/// stream it follows, or — a primary now — its own replication id and ring heads once the
+/// writes under way are applied (new ones are held meanwhile; following lets them go).
+async fn stream_position(core: &Rc<Core>) -> Option<(String, Vec<u64>)> {
+    let r = &core.node.repl;
+    if r.is_replica() {
+        return r.stream_had();
+    }
+    let until = core.now_ms() + limits::REPL_STOP_WAIT_MS;
+    r.pause_writes(until);
+    while r.writes_open.load(Ordering::SeqCst) > 0 {
+        if core.now_ms() >= until {
+            return None;
+        }
+        glommio::timer::sleep(Duration::from_millis(limits::REPL_POLL_INTERVAL_MS)).await;
+    }
+    let heads = ring_bounds(core).await.iter().map(|(h, _)| *h).collect();
+    Some((r.replid().to_string(), heads))
+}
+
 /// Makes this node a replica of `host:port`: the replica task starts on core 0, and this
 /// node's own replica streams end at their next pass.
 pub async fn follow(core: &Rc<Core>, host: String, port: u16) {
     let r = &core.node.repl;
+    let had = stream_position(core).await;
+    r.resume_from.store(had.map(Arc::new));
+    r.continuation.store(None);
     r.set_primary(Some((host.clone(), port)));
     r.followed.store(None);
     r.set_link(Link::Connect);
@@ -975,17 +1090,12 @@ pub async fn follow_view(core: &Rc<Core>) {
     if want == have {
         return;
     }
-    stop_replica(core).await;
     match want {
-        Some((host, port)) => follow(core, host, port).await,
-        None => {
-            let r = &core.node.repl;
-            r.set_primary(None);
-            r.followed.store(None);
-            r.replid.store(Arc::new(repl::new_replid(core.random())));
-            r.set_link(Link::Connect);
-            tracing::info!("this node is a primary now");
+        Some((host, port)) => {
+            stop_replica(core).await;
+            follow(core, host, port).await
         }
+        None => become_primary(core).await,
     }
 }
 
