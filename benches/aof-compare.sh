@@ -12,6 +12,8 @@
 #
 # The table goes to benches/results/aof-compare-<UTC stamp>.md.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 SERVER_CPU=${SERVER_CPU:-1}
@@ -23,28 +25,17 @@ POLICIES=${POLICIES:-"everysec always no"}
 PORT_TESSERA=${PORT_TESSERA:-7641}
 PORT_REDIS=${PORT_REDIS:-7642}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-cargo build --release --bin tessera >/dev/null 2>&1 || cargo build --release --bin tessera
+need_redis redis-server redis-benchmark
+build_release --bin tessera
 
 work=$(mktemp -d)
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-wait_up() {
-  for _ in $(seq 1 200); do
-    redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "server on port $1 did not start" >&2
-  exit 1
-}
 
 # One redis-benchmark run: prints requests per second and p50 (ms).
 bench() {
@@ -65,8 +56,8 @@ run_server() {
 }
 
 mkdir -p "$work/tessera" "$work/redis"
-taskset -c "$SERVER_CPU" target/release/tessera --port "$PORT_TESSERA" --cores 1 --cpus "$SERVER_CPU" \
-  --dir "$work/tessera" --save "" --appendonly yes --loglevel warning >/dev/null 2>&1 &
+start_tessera target/release/tessera "$SERVER_CPU" "$PORT_TESSERA" /dev/null \
+  --dir "$work/tessera" --save "" --appendonly yes --loglevel warning
 pid=$!
 wait_up "$PORT_TESSERA"
 run_server tessera "$PORT_TESSERA"

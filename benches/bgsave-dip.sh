@@ -38,6 +38,8 @@
 #
 # The table goes to benches/results/bgsave-dip-<UTC stamp>.md.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 KEYS=${KEYS:-2000000}
@@ -55,52 +57,31 @@ LOAD_DEADLINE_S=${LOAD_DEADLINE_S:-900}
 SAVE_DEADLINE_S=${SAVE_DEADLINE_S:-600}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 # The command as run, with the settings that were given, for the results file.
-command_line=""
-for v in KEYS VALUE_BYTES DURATION CONNECTIONS SERVER_CPU CLIENT_CPU PORT_TESSERA PORT_REDIS POLL_S; do
-  if printenv "$v" >/dev/null; then command_line+="$v=${!v} "; fi
-done
-command_line+="benches/bgsave-dip.sh"
+command_line=$(command_line_of benches/bgsave-dip.sh KEYS VALUE_BYTES DURATION CONNECTIONS SERVER_CPU \
+  CLIENT_CPU PORT_TESSERA PORT_REDIS POLL_S)
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-build() { cargo build --release "$@" >/dev/null 2>&1 || cargo build --release "$@"; }
-build --bin tessera
-build -p tessera-bench --bin tessera-bench
+need_redis redis-server redis-cli
+build_release --bin tessera
+build_release -p tessera-bench --bin tessera-bench
 TESSERA=$TARGET_DIR/release/tessera
 # Which source the binaries were built from, for the results file.
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git status --porcelain -- src shards tools Cargo.toml Cargo.lock 2>/dev/null)" ]; then
-  commit+=" with uncommitted changes"
-fi
+commit=$(source_commit)
 BENCH=$TARGET_DIR/release/tessera-bench
 
 # From here on every helper (redis-cli, the sampler) inherits the client CPU; the servers
 # are started under their own taskset.
-taskset -cp "$CLIENT_CPU" $$ >/dev/null
+pin_script "$CLIENT_CPU"
 
 pids=()
 work=$(mktemp -d)
 # Stops every process this script started: SIGTERM, up to 5 s, then SIGKILL.
 cleanup() {
-  local p
   touch "$work/stop" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+  cleanup_pids_and_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-die() { echo "bgsave-dip.sh: $*" >&2; exit 1; }
 
-rcli() { local port=$1; shift; timeout 10 redis-cli -p "$port" "$@"; }
 # INFO persistence as "in_progress status last_time_sec saves last_cow_size", or nothing
 # when the server did not answer. One redis-cli per call: the poll runs on the client CPU.
 persistence() {
@@ -110,18 +91,6 @@ persistence() {
     if [[ $out =~ $f:([^[:space:]]*) ]]; then vals+="${BASH_REMATCH[1]} "; else vals+="n/a "; fi
   done
   echo "${vals% }"
-}
-
-# Waits for PING on $1 from process $2 (named $3, log $4), up to START_DEADLINE_S.
-wait_ping() {
-  local port=$1 pid=$2 name=$3 log=$4 deadline=$((SECONDS + START_DEADLINE_S))
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "$name exited during start-up (log above)"; }
-    [ "$(rcli "$port" ping 2>/dev/null)" = PONG ] && return 0
-    sleep 0.05
-  done
-  cat "$log" >&2
-  die "$name did not answer PING on port $port within ${START_DEADLINE_S}s"
 }
 
 # The memory sampler: one line per 50 ms, "unix_time vmrss_kb children_private_kb children".
@@ -223,25 +192,17 @@ run() {
   persistence "$port" >"$work/$server-$phase.info"
 }
 
-stop_server() { # pid
-  kill "$1" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
 for server in tessera redis; do
-  if [ "$server" = tessera ]; then port=$PORT_TESSERA; else port=$PORT_REDIS; fi
+  port=$(port_of "$server")
   [ "$(rcli "$port" ping 2>/dev/null)" = PONG ] && die "something already answers on port $port"
   dir="$work/$server-dir"
   mkdir -p "$dir"
   log="$work/$server.log"
   if [ "$server" = tessera ]; then
-    taskset -c "$SERVER_CPU" "$TESSERA" --port "$port" --cores 1 --cpus "$SERVER_CPU" \
-      --save "" --appendonly no --dir "$dir" --loglevel notice >"$log" 2>&1 &
+    start_tessera "$TESSERA" "$SERVER_CPU" "$port" "$log" \
+      --save "" --appendonly no --dir "$dir" --loglevel notice
   else
-    taskset -c "$SERVER_CPU" redis-server --port "$port" --bind 127.0.0.1 --save '' \
-      --appendonly no --dir "$dir" --loglevel notice >"$log" 2>&1 &
+    start_redis "$SERVER_CPU" "$port" "$log" --dir "$dir" --loglevel notice
   fi
   pid=$!
   pids+=("$pid")
@@ -250,12 +211,7 @@ for server in tessera redis; do
   [ "$(rcli "$port" dbsize)" = 0 ] || die "$server on port $port is not empty"
 
   echo "$server: loading $KEYS keys" >&2
-  # --populate SETs every key once, in order; -n 1 is one GET after it.
-  timeout "$LOAD_DEADLINE_S" taskset -c "$CLIENT_CPU" "$BENCH" -p "$port" --cpus "$CLIENT_CPU" -q \
-    -c "$CONNECTIONS" --keys "$KEYS" --value-size "$VALUE_BYTES" --populate -n 1 --ratio 0:1 \
-    >"$work/$server-load.txt" 2>&1 || { cat "$work/$server-load.txt" >&2; die "loading $server failed"; }
-  got=$(rcli "$port" dbsize)
-  [ "$got" = "$KEYS" ] || die "$server holds $got keys after loading, not $KEYS"
+  populate "$server" "$port" "$work/$server-load.txt"
 
   for phase in baseline bgsave; do
     echo "$server: $phase run, ${DURATION}s" >&2

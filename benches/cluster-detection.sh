@@ -51,6 +51,8 @@
 #   redis-benchmark (part 2) and taskset. Every process and temp dir is removed on exit.
 set -euo pipefail
 export LC_ALL=C
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 REPEATS=${REPEATS:-5}
@@ -77,21 +79,16 @@ FAST_FLAGS=(--cluster-probe-interval-ms 100 --cluster-suspect-timeout-ms 1000)
 
 # ---------------------------------------------------------------------------- setup
 
-for tool in redis-cli taskset; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y redis-tools util-linux)" >&2; exit 1; }
-done
+need_tools "apt-get install -y redis-tools util-linux" redis-cli taskset
 BUILT=no
 if [[ -z ${TESSERA_BIN:-} || -z ${TESSERA_CTL:-} ]]; then
   BUILT=yes
   target=${CARGO_TARGET_DIR:-target}
-  echo "building: cargo build --release -p tessera -p tessera-ctl (target dir $target)" >&2
-  cargo build --release -p tessera -p tessera-ctl >&2
+  build_cluster_binaries "$target"
   TESSERA_BIN=${TESSERA_BIN:-$target/release/tessera}
   TESSERA_CTL=${TESSERA_CTL:-$target/release/tessera-ctl}
 fi
-for b in "$TESSERA_BIN" "$TESSERA_CTL"; do
-  [[ -x $b ]] || { echo "not executable: $b" >&2; exit 1; }
-done
+need_executables "$TESSERA_BIN" "$TESSERA_CTL"
 
 TMP=$(mktemp -d /tmp/tessera-cluster-detection.XXXXXX)
 declare -A NODE_PID=() # node key -> pid of a running tessera
@@ -99,62 +96,13 @@ declare -A FD=()       # node key -> fd of an open connection
 declare -A IP=()       # node key -> ip
 
 cleanup() {
-  local k pid
-  for k in "${!FD[@]}"; do disconnect "$k"; done
-  for k in "${!NODE_PID[@]}"; do
-    pid=${NODE_PID[$k]}
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  NODE_PID=()
+  kill_all_nodes
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 trap '' PIPE # a write to a closed socket fails instead of killing the script
 
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-
-# What else used the machine: CPU time (utime+stime+cutime+cstime, /proc/PID/stat) of
-# every process but this script (whose children's time lands in its own cutime) and its
-# nodes, and the time the hypervisor stole (/proc/stat). Another test run on the same CPUs
-# skews every figure here; a window's numbers say how much it did.
-TICK_MS=$((1000 / $(getconf CLK_TCK)))
-CPU_OTHERS=0 CPU_STEAL=0
-cpu_sample() { # -> CPU_OTHERS, CPU_STEAL (ms since boot)
-  local ours=" $$ ${NODE_PID[*]} " f pid line ticks=0 steal
-  local -a fl
-  for f in /proc/[0-9]*/stat; do
-    pid=${f#/proc/}
-    pid=${pid%/stat}
-    [[ $ours == *" $pid "* ]] && continue
-    { read -r line <"$f"; } 2>/dev/null || continue
-    read -r -a fl <<<"${line##*) }"
-    ticks=$((ticks + fl[11] + fl[12] + fl[13] + fl[14]))
-  done
-  CPU_OTHERS=$((ticks * TICK_MS))
-  read -r _ _ _ _ _ _ _ _ steal _ </proc/stat
-  CPU_STEAL=$((steal * TICK_MS))
-}
-# A window is busy when others' CPU plus steal exceed BUSY_PCT % of its length; a busy
-# repeat or benchmark run is done again (after RETRY_PAUSE_S) up to RETRIES times.
-OTHERS_TEXT=''
-cpu_window() { # start|end -> at end OTHERS_TEXT, CPU_OD, CPU_SD, CPU_BUSY
-  if [[ $1 == start ]]; then
-    cpu_sample
-    CPU_O0=$CPU_OTHERS CPU_S0=$CPU_STEAL CPU_T0=${EPOCHREALTIME/./}
-  else
-    cpu_sample
-    local o=$((CPU_OTHERS - CPU_O0)) st=$((CPU_STEAL - CPU_S0))
-    local wall=$(((${EPOCHREALTIME/./} - CPU_T0) / 1000))
-    ((o < 0)) && o=0
-    CPU_OD=$o CPU_SD=$st CPU_BUSY=0
-    (((o + st) * 100 > BUSY_PCT * wall)) && CPU_BUSY=1
-    OTHERS_TEXT="others ${o} ms CPU, steal ${st} ms in ${wall} ms"
-  fi
-  return 0
-}
-CPU_O0=0 CPU_S0=0 CPU_T0=0 CPU_OD=0 CPU_SD=0 CPU_BUSY=0
 now_ms() { date +%s%3N; }
 
 # ---------------------------------------------------------------------------- RESP over /dev/tcp
@@ -162,51 +110,8 @@ now_ms() { date +%s%3N; }
 Q_NODES=$'*2\r\n$7\r\nCLUSTER\r\n$5\r\nNODES\r\n'
 Q_INFO=$'*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n'
 Q_MYID=$'*2\r\n$7\r\nCLUSTER\r\n$4\r\nMYID\r\n'
-R=
-
-connect() { # key
-  local fd
-  if { exec {fd}<>"/dev/tcp/${IP[$1]}/$PORT"; } 2>/dev/null; then
-    FD[$1]=$fd
-    return 0
-  fi
-  return 1
-}
-
-disconnect() { # key
-  local fd=${FD[$1]:-}
-  if [[ -n $fd ]]; then exec {fd}>&-; fi
-  unset "FD[$1]"
-}
-
-# Sends a prepared command on the node's connection (opened if needed); the reply text is
-# left in R. Returns 1 on an I/O error (the connection is then closed), 2 on an error reply.
-query() { # key payload
-  local fd head len
-  if [[ -z ${FD[$1]:-} ]]; then connect "$1" || return 1; fi
-  fd=${FD[$1]}
-  if ! printf '%s' "$2" 1>&"$fd" 2>/dev/null; then disconnect "$1"; return 1; fi
-  if ! IFS= read -r -t 2 -u "$fd" head; then disconnect "$1"; return 1; fi
-  head=${head%$'\r'}
-  case $head in
-    \$*)
-      len=${head#\$}
-      # No -t here: with a timeout bash reads a byte per syscall (7 ms for 10 KB); the
-      # header above, read with one, shows the node is answering.
-      if ! IFS= read -r -N "$((len + 2))" -u "$fd" R; then disconnect "$1"; return 1; fi
-      R=${R%$'\r\n'}
-      ;;
-    +*) R=${head#+} ;;
-    -*) R=${head#-}; return 2 ;;
-    *) disconnect "$1"; return 1 ;;
-  esac
-}
-
-F='' # info_field's result (no subshell: the poll loop forks as little as it can)
-info_field() { # text field -> F
-  F=${1#*"$2":}
-  if [[ $F == "$1" ]]; then F=''; else F=${F%%$'\r'*}; fi
-}
+R=''  # query's reply
+F=''  # info_field's result
 
 # ---------------------------------------------------------------------------- processes
 
@@ -256,22 +161,6 @@ check_free() { # ip
   fi
 }
 
-# ---------------------------------------------------------------------------- stats
-
-stats() { # values... -> "min median max" over the numeric ones ("-" if none)
-  local sorted n
-  mapfile -t sorted < <(printf '%s\n' "$@" | grep -E '^[0-9]+$' | sort -n)
-  n=${#sorted[@]}
-  if ((n == 0)); then echo "- - -"; return; fi
-  local med
-  if ((n % 2)); then
-    med=${sorted[n / 2]}
-  else
-    med=$(((sorted[n / 2 - 1] + sorted[n / 2]) / 2))
-  fi
-  echo "${sorted[0]} $med ${sorted[n - 1]}"
-}
-
 # ---------------------------------------------------------------------------- part 1
 
 # Results of one repeat (globals, read by the caller).
@@ -306,13 +195,7 @@ failing_in_R() { # addr...
 # with bash's $EPOCHREALTIME, which needs no fork; the times recorded come from now_ms).
 ROUND_US=0
 round_start() { ROUND_US=${EPOCHREALTIME/./}; }
-pause_rest() {
-  local left=$((POLL_MS * 1000 - (${EPOCHREALTIME/./} - ROUND_US))) p
-  if ((left > 1000)); then
-    printf -v p '%d.%06d' $((left / 1000000)) $((left % 1000000))
-    sleep "$p"
-  fi
-}
+pause_rest() { sleep_rest "$POLL_MS" "$ROUND_US"; }
 
 # One repeat: n nodes on 127.0.net.x with the setting's flags; victim node index.
 detection_repeat() { # n net setting victim tag
@@ -334,12 +217,7 @@ detection_repeat() { # n net setting victim tag
 
   local t0 t tprev
   t0=$(now_ms)
-  if ! "$TESSERA_CTL" create "${addrs[@]}" >"$dir/create.out" 2>&1 \
-    || ! grep -q "All 16384 slots covered." "$dir/create.out"; then
-    echo "tessera-ctl create failed:" >&2
-    cat "$dir/create.out" >&2
-    exit 1
-  fi
+  create_cluster "$TESSERA_CTL" "$dir/create.out" "${addrs[@]}"
   T_FORM=$(($(now_ms) - t0))
 
   # Before the kill: the epoch, the ids, the coordinator (the live primary with the lowest id).
@@ -519,12 +397,7 @@ detection_repeat() { # n net setting victim tag
   echo "# result: suspect $suspect dead $dead placed $placed down $down | up $up ok $vok rejoin $rejoin stable $streak survivors-down $rdown | $NOTES" >>"$trace"
 
   for k in "${all[@]}"; do stop_node "$k"; done
-  if [[ -n $LOG_DIR ]]; then
-    mkdir -p "$LOG_DIR/$tag"
-    cp "$dir"/*.log "$dir/create.out" "$trace" "$LOG_DIR/$tag/"
-  fi
-  [[ $VERBOSE == 1 ]] && cat "$trace" >&2
-  rm -rf "$dir" "$trace"
+  keep_round_logs "$dir" "$trace" "$tag"
 }
 
 # Restarts a node without waiting for it to listen (the poll loop sees when it does).
@@ -556,15 +429,7 @@ detection() {
       for ((rep = 1; rep <= REPEATS; rep++)); do
         local victim=$(((rep - 1) % n + 1))
         log "n=$n $setting repeat $rep/$REPEATS: kill -9 127.0.$net.$victim"
-        local try=0
-        while true; do
-          detection_repeat "$n" "$net" "$setting" "$victim" "n$n-$setting-r$rep"
-          ((CPU_BUSY && try < RETRIES)) || break
-          try=$((try + 1))
-          log "  busy ($OTHERS_TEXT): again in $RETRY_PAUSE_S s (retry $try/$RETRIES)"
-          sleep "$RETRY_PAUSE_S"
-        done
-        ((try)) && NOTES+="; run $((try + 1)) times (busy)"
+        run_unless_busy detection_repeat "$n" "$net" "$setting" "$victim" "n$n-$setting-r$rep"
         ((CPU_BUSY)) && NOTES+="; BUSY MACHINE"
         form+=("$T_FORM") susp+=("$T_SUSPECT") dead+=("$T_DEAD") placed+=("$T_PLACED")
         down+=("$T_DOWN") up+=("$T_UP") vok+=("$T_VOK") rejoin+=("$T_REJOIN") stable+=("$T_STABLE")
@@ -664,7 +529,7 @@ ratio() { # b a -> b/a with 2 decimals, or -
 }
 
 forwarding() {
-  command -v redis-benchmark >/dev/null || { echo "needs redis-benchmark (apt-get install -y redis-tools)" >&2; exit 1; }
+  need_tools "apt-get install -y redis-tools" redis-benchmark
   local dir=$TMP/fwd k rep p
   mkdir -p "$dir"
   echo
@@ -772,13 +637,7 @@ forwarding() {
 # ---------------------------------------------------------------------------- main
 
 echo "cluster-detection: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, kernel $(uname -r)"
-tree=$(git describe --always --dirty 2>/dev/null || echo unknown)
-if [[ $BUILT == yes ]]; then
-  echo "binaries built by this script from $tree: $TESSERA_BIN, $TESSERA_CTL"
-else
-  echo "binaries given: $TESSERA_BIN ($(date -u -r "$TESSERA_BIN" +%Y-%m-%dT%H:%MZ)), $TESSERA_CTL;"
-  echo "the source tree is at $tree now (the binaries may be older)"
-fi
+print_binaries ""
 echo "REPEATS=$REPEATS SIZES=\"$SIZES\" SETTINGS=\"$SETTINGS\""
 for part in $PARTS; do
   case $part in

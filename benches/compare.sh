@@ -19,6 +19,8 @@
 #   DURATION=30 REPEATS=5 benches/compare.sh
 #   CLIENT_CHECK=0 benches/compare.sh           # skip the redis-benchmark comparison
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 SERVER_CPU=${SERVER_CPU:-1}
@@ -35,12 +37,9 @@ CHECK_REQUESTS=${CHECK_REQUESTS:-1000000}
 PORT_TESSERA=${PORT_TESSERA:-7621}
 PORT_REDIS=${PORT_REDIS:-7622}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-build() { cargo build --release "$@" >/dev/null 2>&1 || cargo build --release "$@"; }
-build --bin tessera
-build -p tessera-bench --bin tessera-bench
+need_redis redis-server redis-benchmark
+build_release --bin tessera
+build_release -p tessera-bench --bin tessera-bench
 BENCH=target/release/tessera-bench
 
 pids=()
@@ -52,23 +51,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-taskset -c "$SERVER_CPU" target/release/tessera --port "$PORT_TESSERA" --cores 1 --cpus "$SERVER_CPU" \
-  --loglevel warning >/dev/null 2>&1 &
+start_tessera target/release/tessera "$SERVER_CPU" "$PORT_TESSERA" /dev/null --loglevel warning
 pid_tessera=$!
 pids+=("$pid_tessera")
-taskset -c "$SERVER_CPU" redis-server --port "$PORT_REDIS" --save '' --appendonly no \
-  --bind 127.0.0.1 --loglevel warning >/dev/null 2>&1 &
+start_redis "$SERVER_CPU" "$PORT_REDIS" /dev/null --loglevel warning
 pid_redis=$!
 pids+=("$pid_redis")
-for port in "$PORT_TESSERA" "$PORT_REDIS"; do
-  for _ in $(seq 1 200); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
-    sleep 0.05
-  done
-  redis-cli -p "$port" ping >/dev/null
-done
+wait_up "$PORT_TESSERA"
+wait_up "$PORT_REDIS"
 
-port_of() { if [ "$1" = tessera ]; then echo "$PORT_TESSERA"; else echo "$PORT_REDIS"; fi; }
 pid_of() { if [ "$1" = tessera ]; then echo "$pid_tessera"; else echo "$pid_redis"; fi; }
 # CPU ticks the process has used, user then system: fields 14 and 15 of /proc/PID/stat,
 # counted after the command name, which may hold spaces.

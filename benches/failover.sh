@@ -75,6 +75,8 @@
 # process and temp dir is removed on exit. Prints the report on stdout, progress on stderr.
 set -euo pipefail
 export LC_ALL=C
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-5}
@@ -97,9 +99,7 @@ TIGHT_CONF='cluster-failover-delay-ms 20'
 
 # ---------------------------------------------------------------------------- setup
 
-for tool in redis-cli timeout date pkill; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y redis-tools coreutils)" >&2; exit 1; }
-done
+need_tools "apt-get install -y redis-tools coreutils" redis-cli timeout date pkill
 ((BASH_VERSINFO[0] >= 5)) || { echo "needs bash >= 5.0" >&2; exit 1; }
 target=${CARGO_TARGET_DIR:-target}
 TESSERA_BIN=${TESSERA_BIN:-$target/release/tessera}
@@ -107,12 +107,9 @@ TESSERA_CTL=${TESSERA_CTL:-$target/release/tessera-ctl}
 BUILT=no
 if [[ ! -x $TESSERA_BIN || ! -x $TESSERA_CTL ]]; then
   BUILT=yes
-  echo "building: cargo build --release -p tessera -p tessera-ctl (target dir $target)" >&2
-  cargo build --release -p tessera -p tessera-ctl >&2
+  build_cluster_binaries "$target"
 fi
-for b in "$TESSERA_BIN" "$TESSERA_CTL"; do
-  [[ -x $b ]] || { echo "not executable: $b" >&2; exit 1; }
-done
+need_executables "$TESSERA_BIN" "$TESSERA_CTL"
 
 TMP=$(mktemp -d /tmp/tessera-failover.XXXXXX)
 declare -A NODE_PID=() # node key -> pid of a running tessera
@@ -120,109 +117,25 @@ declare -A FD=()       # node key -> fd of an open connection
 declare -A IP=()       # node key -> ip
 
 cleanup() {
-  local k pid
   stop_writer
-  for k in "${!FD[@]}"; do disconnect "$k"; done
-  for k in "${!NODE_PID[@]}"; do
-    pid=${NODE_PID[$k]}
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  NODE_PID=()
+  kill_all_nodes
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 trap '' PIPE # a write to a closed socket fails instead of killing the script
 
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+# Unlike lib.sh's die, without the script's name in front.
 die() { echo "$*" >&2; exit 1; }
 now_us() { echo "${EPOCHREALTIME/./}"; }
-
-# What else used the machine (as in cluster-detection.sh): CPU time of every process but
-# this script and its nodes, and the time the hypervisor stole.
-TICK_MS=$((1000 / $(getconf CLK_TCK)))
-CPU_OTHERS=0 CPU_STEAL=0
-cpu_sample() { # -> CPU_OTHERS, CPU_STEAL (ms since boot)
-  local ours=" $$ ${NODE_PID[*]} " f pid line ticks=0 steal
-  local -a fl
-  for f in /proc/[0-9]*/stat; do
-    pid=${f#/proc/}
-    pid=${pid%/stat}
-    [[ $ours == *" $pid "* ]] && continue
-    { read -r line <"$f"; } 2>/dev/null || continue
-    read -r -a fl <<<"${line##*) }"
-    ticks=$((ticks + fl[11] + fl[12] + fl[13] + fl[14]))
-  done
-  CPU_OTHERS=$((ticks * TICK_MS))
-  read -r _ _ _ _ _ _ _ _ steal _ </proc/stat
-  CPU_STEAL=$((steal * TICK_MS))
-}
-OTHERS_TEXT=''
-CPU_O0=0 CPU_S0=0 CPU_T0=0 CPU_BUSY=0
-cpu_window() { # start|end -> at end OTHERS_TEXT, CPU_BUSY
-  cpu_sample
-  if [[ $1 == start ]]; then
-    CPU_O0=$CPU_OTHERS CPU_S0=$CPU_STEAL CPU_T0=$(now_us)
-  else
-    local o=$((CPU_OTHERS - CPU_O0)) st=$((CPU_STEAL - CPU_S0))
-    local wall=$((($(now_us) - CPU_T0) / 1000))
-    ((o < 0)) && o=0
-    CPU_BUSY=0
-    (((o + st) * 100 > BUSY_PCT * wall)) && CPU_BUSY=1
-    OTHERS_TEXT="others ${o} ms CPU, steal ${st} ms in ${wall} ms"
-  fi
-  return 0
-}
 
 # ---------------------------------------------------------------------------- RESP over /dev/tcp
 
 Q_NODES=$'*2\r\n$7\r\nCLUSTER\r\n$5\r\nNODES\r\n'
 Q_INFO=$'*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n'
 Q_REPL=$'*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n'
-R=
-
-connect() { # key
-  local fd
-  if { exec {fd}<>"/dev/tcp/${IP[$1]}/$PORT"; } 2>/dev/null; then
-    FD[$1]=$fd
-    return 0
-  fi
-  return 1
-}
-
-disconnect() { # key
-  local fd=${FD[$1]:-}
-  if [[ -n $fd ]]; then exec {fd}>&-; fi
-  unset "FD[$1]"
-}
-
-# Sends a prepared command on the node's connection (opened if needed); the reply text is
-# left in R. Returns 1 on an I/O error (the connection is then closed), 2 on an error reply.
-query() { # key payload
-  local fd head len
-  if [[ -z ${FD[$1]:-} ]]; then connect "$1" || return 1; fi
-  fd=${FD[$1]}
-  if ! printf '%s' "$2" 1>&"$fd" 2>/dev/null; then disconnect "$1"; return 1; fi
-  if ! IFS= read -r -t 2 -u "$fd" head; then disconnect "$1"; return 1; fi
-  head=${head%$'\r'}
-  case $head in
-    \$*)
-      len=${head#\$}
-      if ! IFS= read -r -N "$((len + 2))" -u "$fd" R; then disconnect "$1"; return 1; fi
-      R=${R%$'\r\n'}
-      ;;
-    +*) R=${head#+} ;;
-    -*) R=${head#-}; return 2 ;;
-    *) disconnect "$1"; return 1 ;;
-  esac
-}
-
-F='' # info_field's result
-info_field() { # text field -> F
-  F=${1#*"$2":}
-  if [[ $F == "$1" ]]; then F=''; else F=${F%%$'\r'*}; fi
-}
+R=''  # query's reply
+F=''  # info_field's result
 
 # Whether the CLUSTER NODES text in R lists addr as a master with at least one slot range.
 master_with_slots() { # addr
@@ -298,19 +211,6 @@ wait_free() { # ip
 
 # ---------------------------------------------------------------------------- stats
 
-stats() { # values... -> "min median max" over the numeric ones ("- - -" if none)
-  local sorted n med
-  mapfile -t sorted < <(printf '%s\n' "$@" | grep -E '^-?[0-9]+$' | sort -n)
-  n=${#sorted[@]}
-  if ((n == 0)); then echo "- - -"; return; fi
-  if ((n % 2)); then
-    med=${sorted[n / 2]}
-  else
-    med=$(((sorted[n / 2 - 1] + sorted[n / 2]) / 2))
-  fi
-  echo "${sorted[0]} $med ${sorted[n - 1]}"
-}
-
 diff_or_dash() { # a b -> a - b, or - if either is not a number
   if [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]]; then echo $(($1 - $2)); else echo -; fi
 }
@@ -326,7 +226,7 @@ diff_or_dash() { # a b -> a - b, or - if either is not a number
 # redis-cli left waiting at the deadline, and the node times forwarded calls out by itself.)
 WRITER_PID=''
 writer() { # host key value kill_us file
-  local host=$1 key=$2 value=$3 kill_us=$4 file=$5 start t left p reply
+  local host=$1 key=$2 value=$3 kill_us=$4 file=$5 start t reply
   local end=$((kill_us + FAILOVER_DEADLINE_MS * 1000)) out=$file.reply
   : >"$file"
   while (($(now_us) < end)); do
@@ -337,11 +237,7 @@ writer() { # host key value kill_us file
     reply=${reply//$'\n'/ }
     printf '%s\t%s\n' "$t" "$reply" >>"$file"
     [[ $reply == OK ]] && return 0
-    left=$((POLL_MS * 1000 - ($(now_us) - start)))
-    if ((left > 1000)); then
-      printf -v p '%d.%06d' $((left / 1000000)) $((left % 1000000))
-      sleep "$p"
-    fi
+    sleep_rest "$POLL_MS" "$start"
   done
 }
 
@@ -417,12 +313,7 @@ failover_round() { # setup net round tag
   # Form: create over all six, then 4, 5, 6 follow 1, 2, 3.
   local t0
   t0=$(now_us)
-  if ! "$TESSERA_CTL" create --timeout-secs "$READY_DEADLINE_S" "${addrs[@]}" >"$dir/create.out" 2>&1 \
-    || ! grep -q "All 16384 slots covered." "$dir/create.out"; then
-    echo "tessera-ctl create failed:" >&2
-    cat "$dir/create.out" >&2
-    exit 1
-  fi
+  create_cluster "$TESSERA_CTL" "$dir/create.out" --timeout-secs "$READY_DEADLINE_S" "${addrs[@]}"
   declare -A id=()
   for k in "${all[@]}"; do id[$k]=$(cli "$k" cluster myid); done
   for i in 1 2 3; do
@@ -536,11 +427,7 @@ failover_round() { # setup net round tag
       echo "# deadline $FAILOVER_DEADLINE_MS ms: write $write role $role table $table all-ok $allok" >>"$trace"
       break
     fi
-    local left=$((POLL_MS * 1000 - ($(now_us) - start))) p
-    if ((left > 1000)); then
-      printf -v p '%d.%06d' $((left / 1000000)) $((left % 1000000))
-      sleep "$p"
-    fi
+    sleep_rest "$POLL_MS" "$start"
   done
   local loop_ms=$((($(now_us) - kill_us) / 1000))
   cpu_window end
@@ -635,24 +522,13 @@ failover_round() { # setup net round tag
   NOTES="victim ${RES[victim]} (replica ${RES[replica]}, entry ${RES[entry]}, key ${RES[key]}), epoch ${RES[epoch]}, ${RES[attempts]} SETs ($errs failed); $OTHERS_TEXT${NOTES:+;$NOTES}"
   echo "# result: write $write role $role table $table all-ok $allok | $NOTES" >>"$trace"
 
-  if [[ -n $LOG_DIR ]]; then
-    mkdir -p "$LOG_DIR/$tag"
-    cp "$dir"/*.log "$dir/create.out" "$trace" "$LOG_DIR/$tag/"
-  fi
-  [[ $VERBOSE == 1 ]] && cat "$trace" >&2
-  rm -rf "$dir" "$trace"
+  keep_round_logs "$dir" "$trace" "$tag"
 }
 
 # ---------------------------------------------------------------------------- main
 
 echo "failover: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
-tree=$(git describe --always --dirty 2>/dev/null || echo unknown)
-if [[ $BUILT == yes ]]; then
-  echo "binaries built by this script from $tree: $TESSERA_BIN, $TESSERA_CTL"
-else
-  echo "binaries given: $TESSERA_BIN (built $(date -u -r "$TESSERA_BIN" +%Y-%m-%dT%H:%MZ)), $TESSERA_CTL;"
-  echo "the source tree is at $tree now (the binaries may be older)"
-fi
+print_binaries "built "
 echo "ROUNDS=$ROUNDS SETUPS=\"$SETUPS\" KEYS=$KEYS POLL_MS=$POLL_MS; $(redis-cli --version)"
 echo "Nodes unpinned (--cores 1, no --cpus): six nodes, this script and redis-cli share $(nproc) CPUs."
 echo "Times in ms from the kill -9; '-' = not reached within $FAILOVER_DEADLINE_MS ms (or no log line)."
@@ -668,15 +544,7 @@ for setup in $SETUPS; do
   notes=()
   for ((round = 1; round <= ROUNDS; round++)); do
     log "$setup round $round/$ROUNDS"
-    try=0
-    while true; do
-      failover_round "$setup" "$net" "$round" "$setup-r$round"
-      ((CPU_BUSY && try < RETRIES)) || break
-      try=$((try + 1))
-      log "  busy ($OTHERS_TEXT): again in $RETRY_PAUSE_S s (retry $try/$RETRIES)"
-      sleep "$RETRY_PAUSE_S"
-    done
-    ((try)) && NOTES+="; run $((try + 1)) times (busy)"
+    run_unless_busy failover_round "$setup" "$net" "$round" "$setup-r$round"
     for m in write role table allok linklost suspect deadrepl deadall won primlog deadfirst excess detect elect after spread forward form iter wgap; do
       COL[$m]+=" ${RES[$m]}"
     done

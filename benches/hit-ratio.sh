@@ -20,6 +20,8 @@
 #
 # The table goes to benches/results/hit-ratio-<UTC stamp>.md (…-dry-run.md for a dry run).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 SERVER_CPU=${SERVER_CPU:-1}
@@ -44,86 +46,28 @@ for v in SERVER_CPU CLIENT_CPU MAXMEMORY POLICIES KEYS VALUE_BYTES DISTRIBUTION 
 done
 command_line+="benches/hit-ratio.sh"
 
-die() { echo "hit-ratio.sh: $*" >&2; exit 1; }
 case "$DRY_RUN" in
   "" | redis) ;;
   *) echo "hit-ratio.sh: DRY_RUN must be empty or 'redis', not '$DRY_RUN'" >&2; exit 2 ;;
 esac
 [ -n "$POLICIES" ] || die "POLICIES is empty"
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-build() { cargo build --release "$@" >/dev/null 2>&1 || cargo build --release "$@"; }
-build --bin tessera
-build -p tessera-bench --bin tessera-bench
+need_redis redis-server redis-cli
+build_release --bin tessera
+build_release -p tessera-bench --bin tessera-bench
 TESSERA=$TARGET_DIR/release/tessera
 BENCH=$TARGET_DIR/release/tessera-bench
 
 pids=()
 work=$(mktemp -d)
-# Stops every server this script started: SIGTERM, up to 5 s, then SIGKILL.
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# On exit, stops every server this script started (SIGTERM, up to 5 s, then SIGKILL) and
+# removes $work.
+trap cleanup_pids_and_work EXIT
 trap 'exit 130' INT TERM
 
-# Two free ports, bound at once so they differ.
-read -r PORT_TESSERA PORT_REDIS < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*(x.getsockname()[1] for x in s))')
+read -r PORT_TESSERA PORT_REDIS < <(free_ports 2)
+start_tessera_and_redis "$work"
 
-rcli() { local port=$1; shift; timeout 10 redis-cli -p "$port" "$@"; }
-# Waits for PING on $1 from process $2 (named $3, log $4), up to START_DEADLINE_S.
-wait_ping() {
-  local port=$1 pid=$2 name=$3 log=$4 deadline=$((SECONDS + START_DEADLINE_S))
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "$name exited during start-up (log above)"; }
-    [ "$(rcli "$port" ping 2>/dev/null)" = PONG ] && return 0
-    sleep 0.05
-  done
-  cat "$log" >&2
-  die "$name did not answer PING on port $port within ${START_DEADLINE_S}s"
-}
-start_redis() { # port log
-  taskset -c "$SERVER_CPU" redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
-    --loglevel warning >"$2" 2>&1 &
-}
-
-if [ "$DRY_RUN" = redis ]; then
-  start_redis "$PORT_TESSERA" "$work/tessera.log"
-else
-  taskset -c "$SERVER_CPU" "$TESSERA" --port "$PORT_TESSERA" --cores 1 --cpus "$SERVER_CPU" \
-    --loglevel warning >"$work/tessera.log" 2>&1 &
-fi
-pid_tessera=$!
-pids+=("$pid_tessera")
-start_redis "$PORT_REDIS" "$work/redis.log"
-pid_redis=$!
-pids+=("$pid_redis")
-wait_ping "$PORT_TESSERA" "$pid_tessera" tessera "$work/tessera.log"
-wait_ping "$PORT_REDIS" "$pid_redis" redis-server "$work/redis.log"
-
-port_of() { if [ "$1" = tessera ]; then echo "$PORT_TESSERA"; else echo "$PORT_REDIS"; fi; }
 name_of() { if [ "$1" = tessera ] && [ "$DRY_RUN" = redis ]; then echo "tessera (a redis-server, DRY_RUN)"; else echo "$1"; fi; }
-# A field of INFO section $2 on port $1, or n/a when the server does not report it.
-info_field() {
-  local v
-  v=$(rcli "$1" info "$2" | tr -d '\r' | awk -F: -v f="$3" '$1 == f { print $2 }')
-  echo "${v:-n/a}"
-}
 # CONFIG SET $3 $4 on server $1 (port $2); returns 1 when refused, the reply in $work/refusal.
 config_set() {
   local reply
@@ -180,12 +124,12 @@ for policy in $POLICIES; do
     fi
     echo "$policy: $(name_of "$server"): warm-up, $WARMUP_REQUESTS requests" >&2
     bench "$server" 1 "$WARMUP_REQUESTS" "$base-warmup.json"
-    echo "$(info_field "$port" stats evicted_keys)" >"$base.evicted0"
+    info_value "$port" stats evicted_keys >"$base.evicted0"
     rcli "$port" dbsize | tr -d '\r' >"$base.held0"
     echo "$policy: $(name_of "$server"): measuring, $REQUESTS requests" >&2
     bench "$server" 2 "$REQUESTS" "$base.json"
-    echo "$(info_field "$port" stats evicted_keys)" >"$base.evicted1"
-    echo "$(rcli "$port" dbsize | tr -d '\r') $(info_field "$port" memory used_memory)" >"$base.after"
+    info_value "$port" stats evicted_keys >"$base.evicted1"
+    echo "$(rcli "$port" dbsize | tr -d '\r') $(info_value "$port" memory used_memory)" >"$base.after"
   done
 done
 

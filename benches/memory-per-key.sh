@@ -17,6 +17,8 @@
 #
 # The table goes to benches/results/memory-per-key-<UTC stamp>.md (…-dry-run.md for a dry run).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 SERVER_CPU=${SERVER_CPU:-1}
@@ -30,106 +32,41 @@ START_DEADLINE_S=${START_DEADLINE_S:-20}
 LOAD_DEADLINE_S=${LOAD_DEADLINE_S:-600}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 # The command as run, with the settings that were given, for the results file.
-command_line=""
-for v in SERVER_CPU CLIENT_CPU KEYS VALUE_BYTES CONNECTIONS GOAL DRY_RUN; do
-  if printenv "$v" >/dev/null; then command_line+="$v=${!v} "; fi
-done
-command_line+="benches/memory-per-key.sh"
+command_line=$(command_line_of benches/memory-per-key.sh SERVER_CPU CLIENT_CPU KEYS VALUE_BYTES CONNECTIONS \
+  GOAL DRY_RUN)
 
 case "$DRY_RUN" in
   "" | redis) ;;
   *) echo "memory-per-key.sh: DRY_RUN must be empty or 'redis', not '$DRY_RUN'" >&2; exit 2 ;;
 esac
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-build() { cargo build --release "$@" >/dev/null 2>&1 || cargo build --release "$@"; }
-build --bin tessera
-build -p tessera-bench --bin tessera-bench
+need_redis redis-server redis-cli
+build_release --bin tessera
+build_release -p tessera-bench --bin tessera-bench
 TESSERA=$TARGET_DIR/release/tessera
 BENCH=$TARGET_DIR/release/tessera-bench
 
 pids=()
 work=$(mktemp -d)
-# Stops every server this script started: SIGTERM, up to 5 s, then SIGKILL.
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# On exit, stops every server this script started (SIGTERM, up to 5 s, then SIGKILL) and
+# removes $work.
+trap cleanup_pids_and_work EXIT
 trap 'exit 130' INT TERM
-die() { echo "memory-per-key.sh: $*" >&2; exit 1; }
 
-# Two free ports, bound at once so they differ.
-read -r PORT_TESSERA PORT_REDIS < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*(x.getsockname()[1] for x in s))')
+read -r PORT_TESSERA PORT_REDIS < <(free_ports 2)
+start_tessera_and_redis "$work"
 
-rcli() { local port=$1; shift; timeout 10 redis-cli -p "$port" "$@"; }
-# Waits for PING on $1 from process $2 (named $3, log $4), up to START_DEADLINE_S.
-wait_ping() {
-  local port=$1 pid=$2 name=$3 log=$4 deadline=$((SECONDS + START_DEADLINE_S))
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "$name exited during start-up (log above)"; }
-    [ "$(rcli "$port" ping 2>/dev/null)" = PONG ] && return 0
-    sleep 0.05
-  done
-  cat "$log" >&2
-  die "$name did not answer PING on port $port within ${START_DEADLINE_S}s"
-}
-start_redis() { # port log
-  taskset -c "$SERVER_CPU" redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
-    --loglevel warning >"$2" 2>&1 &
-}
-
-if [ "$DRY_RUN" = redis ]; then
-  start_redis "$PORT_TESSERA" "$work/tessera.log"
-else
-  taskset -c "$SERVER_CPU" "$TESSERA" --port "$PORT_TESSERA" --cores 1 --cpus "$SERVER_CPU" \
-    --loglevel warning >"$work/tessera.log" 2>&1 &
-fi
-pid_tessera=$!
-pids+=("$pid_tessera")
-start_redis "$PORT_REDIS" "$work/redis.log"
-pid_redis=$!
-pids+=("$pid_redis")
-wait_ping "$PORT_TESSERA" "$pid_tessera" tessera "$work/tessera.log"
-wait_ping "$PORT_REDIS" "$pid_redis" redis-server "$work/redis.log"
-
-port_of() { if [ "$1" = tessera ]; then echo "$PORT_TESSERA"; else echo "$PORT_REDIS"; fi; }
 pid_of() { if [ "$1" = tessera ]; then echo "$pid_tessera"; else echo "$pid_redis"; fi; }
 rss_bytes() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$1/status"; }
-# INFO memory's used_memory, or n/a when the server does not report it.
-used_memory() {
-  local v
-  v=$(rcli "$1" info memory | tr -d '\r' | awk -F: '$1 == "used_memory" { print $2 }')
-  echo "${v:-n/a}"
-}
 sample() { # server phase: writes $work/<server>-<phase> as "rss used_memory"
-  echo "$(rss_bytes "$(pid_of "$1")") $(used_memory "$(port_of "$1")")" >"$work/$1-$2"
+  echo "$(rss_bytes "$(pid_of "$1")") $(info_value "$(port_of "$1")" memory used_memory)" >"$work/$1-$2"
 }
 
 for server in tessera redis; do
   port=$(port_of "$server")
   [ "$(rcli "$port" dbsize)" = 0 ] || die "$server on port $port is not empty"
   sample "$server" before
-  # --populate SETs key:000000000000 … in order, each once; -n 1 is one GET after it.
-  timeout "$LOAD_DEADLINE_S" taskset -c "$CLIENT_CPU" "$BENCH" -p "$port" --cpus "$CLIENT_CPU" -q \
-    -c "$CONNECTIONS" --keys "$KEYS" --value-size "$VALUE_BYTES" --populate -n 1 --ratio 0:1 \
-    >"$work/$server-load.txt" 2>&1 || { cat "$work/$server-load.txt" >&2; die "loading $server failed"; }
-  got=$(rcli "$port" dbsize)
-  [ "$got" = "$KEYS" ] || die "$server holds $got keys after loading, not $KEYS"
+  # The keys are key:000000000000 … (16 bytes each).
+  populate "$server" "$port" "$work/$server-load.txt"
   sample "$server" after
 done
 

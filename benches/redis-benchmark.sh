@@ -9,6 +9,8 @@
 #   benches/redis-benchmark.sh            # defaults below
 #   REQUESTS=2000000 REPEATS=5 benches/redis-benchmark.sh
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 SERVER_CPU=${SERVER_CPU:-1}
@@ -21,28 +23,19 @@ VALUE_BYTES=${VALUE_BYTES:-32}
 PORT_TESSERA=${PORT_TESSERA:-7611}
 PORT_REDIS=${PORT_REDIS:-7612}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-cargo build --release --bin tessera >/dev/null 2>&1 || cargo build --release --bin tessera
+need_redis redis-server redis-benchmark
+build_release --bin tessera
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-taskset -c "$SERVER_CPU" target/release/tessera --port "$PORT_TESSERA" --cores 1 --cpus "$SERVER_CPU" \
-  --loglevel warning >/dev/null 2>&1 &
+start_tessera target/release/tessera "$SERVER_CPU" "$PORT_TESSERA" /dev/null --loglevel warning
 pids+=($!)
-taskset -c "$SERVER_CPU" redis-server --port "$PORT_REDIS" --save '' --appendonly no \
-  --bind 127.0.0.1 --loglevel warning >/dev/null 2>&1 &
+start_redis "$SERVER_CPU" "$PORT_REDIS" /dev/null --loglevel warning
 pids+=($!)
-for port in "$PORT_TESSERA" "$PORT_REDIS"; do
-  for _ in $(seq 1 200); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
-    sleep 0.05
-  done
-  redis-cli -p "$port" ping >/dev/null
-done
+wait_up "$PORT_TESSERA"
+wait_up "$PORT_REDIS"
 
 run() { # port pipeline -> csv lines "test","rps","avg","min","p50","p95","p99","max"
   taskset -c "$CLIENT_CPU" redis-benchmark -p "$1" -t set,get -n "$REQUESTS" -c "$CLIENTS" \
@@ -53,8 +46,7 @@ raw=$(mktemp)
 for rep in $(seq 1 "$REPEATS"); do
   for p in 1 16; do
     for server in tessera redis; do
-      port=$PORT_TESSERA; [ "$server" = redis ] && port=$PORT_REDIS
-      run "$port" "$p" | sed "s/^/$server,$p,$rep,/" >>"$raw"
+      run "$(port_of "$server")" "$p" | sed "s/^/$server,$p,$rep,/" >>"$raw"
     done
   done
 done

@@ -57,6 +57,8 @@
 # Exits 1 if a replica did not catch up, a DBSIZE differs, the link dropped or a sample got
 # no reply (after writing the results, which say so).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 REQUESTS=${REQUESTS:-2000000}
@@ -75,76 +77,41 @@ LINK_DEADLINE_S=${LINK_DEADLINE_S:-60}
 LOAD_DEADLINE_S=${LOAD_DEADLINE_S:-600}
 CATCHUP_DEADLINE_S=${CATCHUP_DEADLINE_S:-120}
 # The command as run, with the settings that were given, for the results file.
-command_line=""
-for v in TESSERA REQUESTS PIPELINE CONNECTIONS RANDOM_KEYS VALUE_BYTES SERVER_CPU CLIENT_CPU SAMPLE_S \
-  PORT_TESSERA PORT_REDIS OUT START_DEADLINE_S LINK_DEADLINE_S LOAD_DEADLINE_S CATCHUP_DEADLINE_S; do
-  if printenv "$v" >/dev/null; then command_line+="$v=${!v} "; fi
-done
-command_line+="benches/replication-lag.sh"
+command_line=$(command_line_of benches/replication-lag.sh TESSERA REQUESTS PIPELINE CONNECTIONS RANDOM_KEYS \
+  VALUE_BYTES SERVER_CPU CLIENT_CPU SAMPLE_S PORT_TESSERA PORT_REDIS OUT START_DEADLINE_S LINK_DEADLINE_S \
+  LOAD_DEADLINE_S CATCHUP_DEADLINE_S)
 
-die() { echo "replication-lag.sh: $*" >&2; exit 1; }
-
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null \
-  || ! command -v redis-benchmark >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+need_redis redis-server redis-cli redis-benchmark
 if [ ! -x /usr/bin/time ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+  apt_install time
 fi
 if [ -z "${TESSERA:-}" ]; then
   TESSERA=target/release/tessera
   if [ ! -x "$TESSERA" ]; then
-    cargo build --release >/dev/null 2>&1 || cargo build --release
+    # shellcheck disable=SC2119 # no arguments: cargo's default build
+    build_release
   fi
 fi
 [ -x "$TESSERA" ] || die "no tessera binary at $TESSERA"
 # Which source the repository holds, for the results file (the binary may be older).
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git status --porcelain -- src shards tools Cargo.toml Cargo.lock 2>/dev/null)" ]; then
-  commit+=" with uncommitted changes"
-fi
+commit=$(source_commit)
 
 # From here on every helper (redis-cli, the sampler) inherits the client CPU; the servers
 # and redis-benchmark are started under their own taskset.
-taskset -cp "$CLIENT_CPU" $$ >/dev/null
+pin_script "$CLIENT_CPU"
 
 pids=()
 work=$(mktemp -d)
-# Stops every process this script started: SIGTERM, up to 5 s, then SIGKILL.
-cleanup() {
-  local p alive
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 50); do
-    alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# On exit, stops every process this script started (SIGTERM, up to 5 s, then SIGKILL) and
+# removes $work.
+trap cleanup_pids_and_work EXIT
 trap 'exit 130' INT TERM
 
-rcli() { local port=$1; shift; timeout 10 redis-cli -p "$port" "$@"; }
 # One field of INFO replication on port $1, or nothing.
-info_field() {
+replication_field() {
   local out
   out=$(rcli "$1" info replication 2>/dev/null) || return 0
   if [[ $out =~ $2:([^[:space:]]*) ]]; then echo "${BASH_REMATCH[1]}"; fi
-}
-
-# Waits for PING on $1 from process $2 (named $3, log $4), up to START_DEADLINE_S.
-wait_ping() {
-  local port=$1 pid=$2 name=$3 log=$4 deadline=$((SECONDS + START_DEADLINE_S))
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "$name exited during start-up (log above)"; }
-    [ "$(rcli "$port" ping 2>/dev/null)" = PONG ] && return 0
-    sleep 0.05
-  done
-  cat "$log" >&2
-  die "$name did not answer PING on port $port within ${START_DEADLINE_S}s"
 }
 
 # Waits until the replica on $1 (pid $2, named $3, log $4) shows master_link_status:up.
@@ -152,18 +119,11 @@ wait_link() {
   local port=$1 pid=$2 name=$3 log=$4 deadline=$((SECONDS + LINK_DEADLINE_S))
   while [ "$SECONDS" -lt "$deadline" ]; do
     kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "$name exited before its link came up (log above)"; }
-    [ "$(info_field "$port" master_link_status)" = up ] && return 0
+    [ "$(replication_field "$port" master_link_status)" = up ] && return 0
     sleep 0.1
   done
   cat "$log" >&2
   die "$name: master_link_status not up within ${LINK_DEADLINE_S}s"
-}
-
-stop_server() { # pid
-  kill "$1" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
 }
 
 # CPU ticks (user + system, all threads) of process $1: fields 14 and 15 of /proc/PID/stat,
@@ -361,7 +321,7 @@ run_pair() { # server port
   [ "$(rcli "$pport" dbsize)" = 0 ] || die "$server primary on port $pport is not empty"
   [ "$(rcli "$rport" dbsize)" = 0 ] || die "$server replica on port $rport is not empty"
   cut -d' ' -f1-3 /proc/loadavg >"$work/$server.load"
-  info_field "$pport" master_repl_offset >"$work/$server.offset0"
+  replication_field "$pport" master_repl_offset >"$work/$server.offset0"
 
   rm -f "$work/$server.stop"
   mkfifo "$work/$server.stop"
