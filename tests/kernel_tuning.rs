@@ -218,7 +218,9 @@ fn revert_restores_what_was_there_before_apply_even_if_changed_since() {
     fs::write(&dropin, "# mine\nnet.core.somaxconn = 65535\n").unwrap();
     let before = tree(&root);
     assert_eq!(run("apply", &root, &["--yes"]).0, 0);
-    assert!(fs::read_to_string(&dropin).unwrap().contains("kernel-tuning/apply"));
+    assert!(fs::read_to_string(&dropin)
+        .unwrap()
+        .contains("kernel-tuning/apply"));
     // Something else moves a setting after apply: revert still puts back the first value.
     fs::write(root.join("proc/sys/vm/swappiness"), "30\n").unwrap();
     assert_eq!(run("revert", &root, &[]).0, 0);
@@ -232,7 +234,10 @@ fn bad_arguments_are_refused_with_a_reason() {
     for (args, says) in [
         (&["--cpus", "x"][..], "not a CPU list"),
         (&["--cpus", "0-7"][..], "no such online CPU(s): 2-7"),
-        (&["--cpus", "0", "--control-cpu", "a"][..], "a CPU number or 'shared'"),
+        (
+            &["--cpus", "0", "--control-cpu", "a"][..],
+            "a CPU number or 'shared'",
+        ),
         (&["--nic", "eth9"][..], "no such NIC: eth9"),
     ] {
         let out = Command::new("python3")
@@ -249,4 +254,185 @@ fn bad_arguments_are_refused_with_a_reason() {
     let (code, text) = run("check", &root, &["--cpus", "1", "--control-cpu", "0"]);
     assert_eq!(code, 0);
     assert!(text.starts_with("tessera's data cores: CPUs 1, control core 0 (from --cpus)"));
+}
+
+mod common;
+
+/// The server reads the same fake /sys (TESSERA_SYSROOT) and says where it runs: here two
+/// NUMA nodes of one CPU each, the two CPUs SMT siblings, the NIC on node 1, and a layout
+/// that gets every warning.
+#[test]
+fn the_server_logs_its_layout_and_warns_about_a_bad_one() {
+    let root = scratch("server-sysfs");
+    for (rel, text) in [
+        ("sys/devices/system/cpu/online", "0-1\n"),
+        ("sys/devices/system/node/online", "0-1\n"),
+        ("sys/devices/system/node/node0/cpulist", "0\n"),
+        ("sys/devices/system/node/node1/cpulist", "1\n"),
+        (
+            "sys/devices/system/cpu/cpu0/topology/thread_siblings_list",
+            "0-1\n",
+        ),
+        (
+            "sys/devices/system/cpu/cpu1/topology/thread_siblings_list",
+            "0-1\n",
+        ),
+        ("sys/class/net/eth0/device/numa_node", "1\n"),
+    ] {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    let dir = common::scratch_dir("layout");
+    let port = common::free_port();
+    let log = root.join("tessera.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "0.0.0.0",
+            "--save",
+            "",
+        ])
+        .args(["--cores", "2", "--cpus", "0,1", "--control-cpu", "1"])
+        .args(["--cluster-enabled", "yes", "--dir"])
+        .arg(&*dir)
+        .env("TESSERA_SYSROOT", &root)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn tessera");
+    let deadline = std::time::Instant::now() + common::START_DEADLINE;
+    let text = loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Ready to accept connections") {
+            break text;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("tessera exited ({status}):\n{text}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready in time:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for line in [
+        "layout: 2 data core(s) on CPUs 0-1 (node 0,1); control core on CPU 1; NIC eth0 on node 1; 2 NUMA node(s)",
+        "data cores span NUMA nodes 0,1",
+        "data cores on CPUs 0 are not on NIC eth0's node 1",
+        "the control core shares CPU 1 with a data core",
+        "the control core's CPU 1 is an SMT sibling of data core CPU(s) 0",
+        // This machine has one node: node 0 is there, the fake node 1 is not.
+        "core 0: memory from NUMA node 0",
+        "core 1: cannot prefer NUMA node 1's memory",
+    ] {
+        assert!(text.contains(line), "no {line:?} in the log:\n{text}");
+    }
+    fs::remove_dir_all(&root).unwrap();
+}
+
+/// deploy/tessera.conf starts a node with what it says; deploy/tessera.service gives it the
+/// limits kernel-tuning/check asks for and the CPUs the config names; systemd accepts the
+/// unit (when systemd-analyze is installed: Debian's systemd package).
+#[test]
+fn the_example_config_and_unit_agree_and_work() {
+    use common::*;
+    let conf = repo().join("deploy/tessera.conf");
+    let unit_path = repo().join("deploy/tessera.service");
+    let unit = fs::read_to_string(&unit_path).unwrap();
+    let setting = |text: &str, key: &str| -> String {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} line"))
+            .trim_start_matches(['=', ' '])
+            .trim()
+            .to_string()
+    };
+    // The config, with only the port, dir and bind overridden (flags win over the file).
+    let s = Server::start(2, &[conf.to_str().unwrap(), "--bind", "127.0.0.1"]);
+    let mut r = s.raw();
+    let text = fs::read_to_string(&conf).unwrap();
+    // (`save` is the one left out: the test harness passes --save "".)
+    for key in [
+        "cpus",
+        "control-cpu",
+        "maxclients",
+        "appendfsync",
+        "maxmemory-policy",
+    ] {
+        let got = match r.cmd(&["CONFIG", "GET", key]) {
+            Resp::Array(v) => v[1].clone(),
+            other => panic!("CONFIG GET {key}: {other:?}"),
+        };
+        let want = setting(&text, &format!("{key} "));
+        let want = if key == "cpus" {
+            // CONFIG GET lists each CPU.
+            let cpus = tessera::server::topology::parse_cpu_list(&want).unwrap();
+            cpus.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            want
+        };
+        assert_eq!(got, Resp::bulk(&want), "{key}");
+    }
+    // The unit's CPUs are the config's.
+    assert_eq!(setting(&unit, "CPUAffinity"), setting(&text, "cpus "));
+    // check, with the unit installed on a fake host, finds its limits good.
+    let root = scratch("unit");
+    copy_tree(&fixture("vm-2cpu"), &root);
+    fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
+    fs::write(root.join("etc/systemd/system/tessera.service"), &unit).unwrap();
+    let (_, out) = run("check", &root, &[]);
+    for want in [
+        "RLIMIT_MEMLOCK                PASS    unlimited",
+        "RLIMIT_NOFILE                 PASS    65536",
+        "from /etc/systemd/system/tessera.service",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+    fs::remove_dir_all(&root).unwrap();
+    // systemd's own reading of it, with ExecStart on the binary and config under test.
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        eprintln!("systemd-analyze not installed: the unit's syntax was not checked by systemd");
+        return;
+    }
+    let dir = scratch_dir("unit-verify");
+    let local = dir.join("tessera.service");
+    fs::write(
+        &local,
+        unit.replace(
+            "/usr/local/bin/tessera /etc/tessera/tessera.conf",
+            &format!("{} {}", env!("CARGO_BIN_EXE_tessera"), conf.display()),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its sandbox: systemd rates exposure 0 (locked down) to 10; this unit is 1.5.
+    let out = Command::new(analyze)
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(&local)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Overall exposure level for tessera.service: 1.5"),
+        "{text}"
+    );
 }

@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod replica;
 pub mod replication;
 pub mod session;
+pub mod topology;
 pub mod tx;
 
 use self::core::{Core, NodeShared};
@@ -117,6 +118,21 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
     check_memlock(config.cores)?;
     check_io_uring()?;
     let cores = config.cores;
+    let topo = Arc::new(topology::Topology::read(&topology::Topology::root()));
+    let (line, warnings) = topology::describe(
+        &topo,
+        &topology::Layout {
+            cores,
+            data: &config.cpus[..cores.min(config.cpus.len())],
+            control: config.control_cpu,
+            clustered: config.cluster_enabled,
+            nics: topology::bind_interfaces(&config.bind),
+        },
+    );
+    tracing::info!("{line}");
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     let control = if config.cluster_enabled {
         let (handle, thread) = control::start(&config, node.clone())?;
         let _ = node.cluster.set(handle);
@@ -142,10 +158,24 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
             peers.clone(),
             ready_tx.clone(),
         );
+        // On a host with more than one node, a pinned core prefers its node's memory.
+        let node_of_core = config
+            .cpus
+            .get(id)
+            .filter(|_| topo.nodes.len() > 1)
+            .and_then(|cpu| topo.node_of.get(cpu).copied());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("core-{id}"))
             .io_memory(limits::IO_MEMORY_BYTES)
             .spawn(move || async move {
+                if let Some(numa) = node_of_core {
+                    match topology::prefer_node(numa) {
+                        Ok(()) => tracing::info!("core {id}: memory from NUMA node {numa}"),
+                        Err(e) => tracing::warn!(
+                            "core {id}: cannot prefer NUMA node {numa}'s memory: {e} (it comes from wherever the kernel finds it)"
+                        ),
+                    }
+                }
                 let setup = CoreSetup {
                     id,
                     config: cfg,
