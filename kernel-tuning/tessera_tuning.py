@@ -351,7 +351,8 @@ class Plan:
             "irq_cpus": self.irq_cpus,
             "housekeeping_cpus": self.housekeeping,
             "irqs": [
-                {"irq": irq, "name": label, "cpu": cpu, "mask": cpu_mask([cpu])} for irq, label, cpu in self.irq_map
+                {"irq": irq, "name": label, "cpu": cpu, "mask": cpu_mask([cpu])}
+                for irq, label, cpu in self.irq_map
             ],
             "command": self.command(),
             "notes": self.notes,
@@ -384,7 +385,9 @@ def print_plan(plan, out):
     )
     out.write(f"  NIC IRQs:      CPUs {format_cpu_list(plan.irq_cpus)}\n")
     if plan.housekeeping:
-        out.write(f"  housekeeping:  CPUs {format_cpu_list(plan.housekeeping)} (IRQs, control core, the system)\n")
+        out.write(
+            f"  housekeeping:  CPUs {format_cpu_list(plan.housekeeping)} (IRQs, control core, the system)\n"
+        )
     out.write("\nRun\n")
     out.write(f"  {plan.command()}\n")
     if plan.irq_map:
@@ -469,7 +472,12 @@ def service_limits(host):
             root,
         )
     lim = proc_limits(host, "self") or {}
-    return "this shell (no tessera running, no unit installed)", lim.get("memlock"), lim.get("nofile"), proc_uid(host, "self") == 0
+    return (
+        "this shell (no tessera running, no unit installed)",
+        lim.get("memlock"),
+        lim.get("nofile"),
+        proc_uid(host, "self") == 0,
+    )
 
 
 # ----------------------------------------------------------------------------- check
@@ -494,6 +502,11 @@ class Item:
             "status": self.status,
             "note": self.note,
         }
+
+
+def swap_on(host):
+    """Whether any swap is in use (a line under /proc/swaps' header)."""
+    return any(row.strip() for row in (host.read("proc/swaps") or "").splitlines()[1:])
 
 
 def sysctl(host, name):
@@ -570,7 +583,13 @@ def checks(host, topo, plan, data=None, control=None):
     if root and memlock is not None and memlock < need:
         status, note = WARN, "runs as root, which is exempt; a non-root service would fail"
     items.append(
-        Item("RLIMIT_MEMLOCK", fmt_bytes(memlock), f"unlimited (LimitMEMLOCK=infinity), at least {fmt_bytes(want)}", status, (note + "; " if note else "") + f"from {where}")
+        Item(
+            "RLIMIT_MEMLOCK",
+            fmt_bytes(memlock),
+            f"unlimited (LimitMEMLOCK=infinity), at least {fmt_bytes(want)}",
+            status,
+            (note + "; " if note else "") + f"from {where}",
+        )
     )
     if nofile is None:
         status = PASS
@@ -582,7 +601,13 @@ def checks(host, topo, plan, data=None, control=None):
         status = PASS
     note = f"maxclients 10000 needs {NOFILE_MIN}; " if status == FAIL else ""
     items.append(
-        Item("RLIMIT_NOFILE", "unlimited" if nofile is None else str(nofile), f">= {NOFILE_RECOMMENDED}", status, note + f"from {where}")
+        Item(
+            "RLIMIT_NOFILE",
+            "unlimited" if nofile is None else str(nofile),
+            f">= {NOFILE_RECOMMENDED}",
+            status,
+            note + f"from {where}",
+        )
     )
 
     # sockets
@@ -594,7 +619,15 @@ def checks(host, topo, plan, data=None, control=None):
         status = PASS if int(v) >= floor else WARN
         if name == "net.core.somaxconn" and int(v) < 511:
             status = FAIL
-        items.append(Item(name, v, f">= {floor}", status, "accept backlog is capped by it" if name == "net.core.somaxconn" and status != PASS else ""))
+        items.append(
+            Item(
+                name,
+                v,
+                f">= {floor}",
+                status,
+                "accept backlog is capped by it" if name == "net.core.somaxconn" and status != PASS else "",
+            )
+        )
     busy = {n: sysctl(host, n) for n in ("net.core.busy_poll", "net.core.busy_read")}
     isolated = set(parse_cpu_list(kernel_arg(host, "isolcpus")) or [])
     for name, v in busy.items():
@@ -605,7 +638,13 @@ def checks(host, topo, plan, data=None, control=None):
         else:
             status = PASS if data_set <= isolated else WARN
             items.append(
-                Item(name, v, "0 unless data cores are isolated", status, "" if status == PASS else "busy polling spins on CPUs the data cores need")
+                Item(
+                    name,
+                    v,
+                    "0 unless data cores are isolated",
+                    status,
+                    "" if status == PASS else "busy polling spins on CPUs the data cores need",
+                )
             )
     v = sysctl(host, "net.ipv4.ip_local_port_range")
     if v is None:
@@ -614,12 +653,23 @@ def checks(host, topo, plan, data=None, control=None):
         lo, hi = (int(x) for x in v.split()[:2])
         clash = [p for p in TESSERA_PORTS if lo <= p <= hi]
         if clash:
-            status, note = WARN, f"includes tessera's port(s) {', '.join(map(str, clash))}: an outgoing connection may take one before tessera binds it"
+            status, note = (
+                WARN,
+                f"includes tessera's port(s) {', '.join(map(str, clash))}: an outgoing connection may take one before tessera binds it",
+            )
         elif hi - lo + 1 < PORT_RANGE_MIN_WIDTH:
             status, note = WARN, f"{hi - lo + 1} ports: too few for many outgoing connections"
         else:
             status, note = PASS, ""
-        items.append(Item("net.ipv4.ip_local_port_range", f"{lo} {hi}", f">= {PORT_RANGE_MIN_WIDTH} ports, not 6379 or 16379", status, note))
+        items.append(
+            Item(
+                "net.ipv4.ip_local_port_range",
+                f"{lo} {hi}",
+                f">= {PORT_RANGE_MIN_WIDTH} ports, not 6379 or 16379",
+                status,
+                note,
+            )
+        )
 
     # memory
     v = sysctl(host, "vm.overcommit_memory")
@@ -629,24 +679,45 @@ def checks(host, topo, plan, data=None, control=None):
             v or "absent",
             "0 or 1",
             WARN if v == "2" else PASS,
-            "strict accounting can refuse allocations a cache counts on" if v == "2" else "tessera does not fork to save",
+            "strict accounting can refuse allocations a cache counts on"
+            if v == "2"
+            else "tessera does not fork to save",
         )
     )
-    swaps = [l for l in (host.read("proc/swaps") or "").splitlines()[1:] if l.strip()]
+    swaps = swap_on(host)
     v = sysctl(host, "vm.swappiness")
     if not swaps:
         items.append(Item("vm.swappiness", v or "absent", f"<= {SWAPPINESS_MAX}", PASS, "no swap"))
     else:
         ok = v is not None and v.isdigit() and int(v) <= SWAPPINESS_MAX
-        items.append(Item("vm.swappiness", v or "absent", f"<= {SWAPPINESS_MAX}", PASS if ok else WARN, "" if ok else "swapped-out keys cost a disk read"))
-    for name, good in (("enabled", ("madvise", "never")), ("defrag", ("madvise", "defer+madvise", "defer", "never"))):
+        items.append(
+            Item(
+                "vm.swappiness",
+                v or "absent",
+                f"<= {SWAPPINESS_MAX}",
+                PASS if ok else WARN,
+                "" if ok else "swapped-out keys cost a disk read",
+            )
+        )
+    for name, good in (
+        ("enabled", ("madvise", "never")),
+        ("defrag", ("madvise", "defer+madvise", "defer", "never")),
+    ):
         raw = host.read(f"sys/kernel/mm/transparent_hugepage/{name}")
         cur = selected(raw)
         if raw is None:
             items.append(Item(f"THP {name}", "absent", "madvise", SKIP, "no transparent huge pages"))
         else:
             ok = cur in good
-            items.append(Item(f"THP {name}", cur, "madvise", PASS if ok else WARN, "" if ok else "compaction and huge-page faults stall a data core for milliseconds"))
+            items.append(
+                Item(
+                    f"THP {name}",
+                    cur,
+                    "madvise",
+                    PASS if ok else WARN,
+                    "" if ok else "compaction and huge-page faults stall a data core for milliseconds",
+                )
+            )
 
     # CPU frequency and idle
     govs = {}
@@ -655,17 +726,49 @@ def checks(host, topo, plan, data=None, control=None):
         if g is not None:
             govs.setdefault(g, []).append(c)
     if not govs:
-        items.append(Item("CPU governor", "absent", "performance", SKIP, "no cpufreq (a VM, or frequency set by firmware)"))
+        items.append(
+            Item(
+                "CPU governor",
+                "absent",
+                "performance",
+                SKIP,
+                "no cpufreq (a VM, or frequency set by firmware)",
+            )
+        )
     else:
         cur = "; ".join(f"{g} on {format_cpu_list(cs)}" for g, cs in sorted(govs.items()))
         ok = list(govs) == ["performance"]
-        items.append(Item("CPU governor", cur, "performance", PASS if ok else WARN, "" if ok else "frequency ramps add latency"))
+        items.append(
+            Item(
+                "CPU governor",
+                cur,
+                "performance",
+                PASS if ok else WARN,
+                "" if ok else "frequency ramps add latency",
+            )
+        )
     boost = host.read("sys/devices/system/cpu/cpufreq/boost")
     no_turbo = host.read("sys/devices/system/cpu/intel_pstate/no_turbo")
     if boost is not None:
-        items.append(Item("CPU boost", "on" if boost == "1" else "off", "on", PASS if boost == "1" else WARN, "" if boost == "1" else "cores run at base frequency"))
+        items.append(
+            Item(
+                "CPU boost",
+                "on" if boost == "1" else "off",
+                "on",
+                PASS if boost == "1" else WARN,
+                "" if boost == "1" else "cores run at base frequency",
+            )
+        )
     elif no_turbo is not None:
-        items.append(Item("CPU boost", "off" if no_turbo == "1" else "on", "on", WARN if no_turbo == "1" else PASS, "intel_pstate no_turbo"))
+        items.append(
+            Item(
+                "CPU boost",
+                "off" if no_turbo == "1" else "on",
+                "on",
+                WARN if no_turbo == "1" else PASS,
+                "intel_pstate no_turbo",
+            )
+        )
     else:
         items.append(Item("CPU boost", "absent", "on", SKIP, "no boost control"))
     deep = {}
@@ -682,12 +785,35 @@ def checks(host, topo, plan, data=None, control=None):
             if lat and lat.isdigit() and int(lat) > IDLE_EXIT_LATENCY_MAX_US and dis == "0":
                 deep.setdefault(f"{name} ({lat} us)", []).append(c)
     if not seen:
-        items.append(Item("idle states", "absent", f"none over {IDLE_EXIT_LATENCY_MAX_US} us on data cores", SKIP, "no cpuidle"))
+        items.append(
+            Item(
+                "idle states",
+                "absent",
+                f"none over {IDLE_EXIT_LATENCY_MAX_US} us on data cores",
+                SKIP,
+                "no cpuidle",
+            )
+        )
     elif deep:
         cur = "; ".join(f"{k} on {format_cpu_list(v)}" for k, v in sorted(deep.items()))
-        items.append(Item("idle states", cur, f"none over {IDLE_EXIT_LATENCY_MAX_US} us on data cores", WARN, "waking from them adds that to a request"))
+        items.append(
+            Item(
+                "idle states",
+                cur,
+                f"none over {IDLE_EXIT_LATENCY_MAX_US} us on data cores",
+                WARN,
+                "waking from them adds that to a request",
+            )
+        )
     else:
-        items.append(Item("idle states", f"none over {IDLE_EXIT_LATENCY_MAX_US} us enabled", f"none over {IDLE_EXIT_LATENCY_MAX_US} us on data cores", PASS))
+        items.append(
+            Item(
+                "idle states",
+                f"none over {IDLE_EXIT_LATENCY_MAX_US} us enabled",
+                f"none over {IDLE_EXIT_LATENCY_MAX_US} us on data cores",
+                PASS,
+            )
+        )
 
     # IRQs
     balancing = processes(host, "irqbalance")
@@ -731,7 +857,8 @@ def checks(host, topo, plan, data=None, control=None):
 
     # NUMA, SMT, isolation
     nodes = "; ".join(
-        f"node {n}: CPUs {format_cpu_list(v['cpus'])}" + (f", {v['mem_kb'] // 1024} MiB" if v["mem_kb"] else "")
+        f"node {n}: CPUs {format_cpu_list(v['cpus'])}"
+        + (f", {v['mem_kb'] // 1024} MiB" if v["mem_kb"] else "")
         for n, v in sorted(topo.nodes.items())
     )
     nic = plan.nic
@@ -743,7 +870,8 @@ def checks(host, topo, plan, data=None, control=None):
         items.append(
             Item(
                 "NUMA",
-                nodes + f"; NIC {nic.name} on node {nic.node}; data cores on node(s) {','.join(map(str, data_nodes))}",
+                nodes
+                + f"; NIC {nic.name} on node {nic.node}; data cores on node(s) {','.join(map(str, data_nodes))}",
                 "data cores on the NIC's node",
                 PASS if ok else WARN,
                 "" if ok else "packets and memory cross the interconnect",
@@ -777,7 +905,9 @@ def checks(host, topo, plan, data=None, control=None):
                 cur,
                 f"isolcpus=managed_irq,domain,{d} nohz_full={d}",
                 PASS if ok else WARN,
-                "" if ok else "the scheduler and timer ticks still use the data cores (kernel command line; reboot)",
+                ""
+                if ok
+                else "the scheduler and timer ticks still use the data cores (kernel command line; reboot)",
             )
         )
     return items, data, control, source
@@ -813,19 +943,30 @@ def planned_changes(host, topo, plan):
     for name, floor, target in SYSCTL_FLOORS:
         v = sysctl(host, name)
         if v is not None and v.isdigit() and int(v) < floor:
-            changes.append(Change(f"sysctl {name}", "proc/sys/" + name.replace(".", "/"), "value", v, str(target)))
+            changes.append(
+                Change(f"sysctl {name}", "proc/sys/" + name.replace(".", "/"), "value", v, str(target))
+            )
             dropin.append(f"{name} = {target}")
-    swaps = [l for l in (host.read("proc/swaps") or "").splitlines()[1:] if l.strip()]
+    swaps = swap_on(host)
     v = sysctl(host, "vm.swappiness")
     if swaps and v is not None and v.isdigit() and int(v) > SWAPPINESS_MAX:
-        changes.append(Change("sysctl vm.swappiness", "proc/sys/vm/swappiness", "value", v, str(SWAPPINESS_APPLY)))
+        changes.append(
+            Change("sysctl vm.swappiness", "proc/sys/vm/swappiness", "value", v, str(SWAPPINESS_APPLY))
+        )
         dropin.append(f"vm.swappiness = {SWAPPINESS_APPLY}")
     if dropin:
-        text = "# Written by tessera's kernel-tuning/apply; kernel-tuning/revert takes it back.\n" + "\n".join(dropin) + "\n"
+        text = (
+            "# Written by tessera's kernel-tuning/apply; kernel-tuning/revert takes it back.\n"
+            + "\n".join(dropin)
+            + "\n"
+        )
         old = host.read_raw(DROPIN_FILE)
         if old != text:
             changes.append(Change("sysctl drop-in", DROPIN_FILE, "file", old, text))
-    for name, good in (("enabled", ("madvise", "never")), ("defrag", ("madvise", "defer+madvise", "defer", "never"))):
+    for name, good in (
+        ("enabled", ("madvise", "never")),
+        ("defrag", ("madvise", "defer+madvise", "defer", "never")),
+    ):
         rel = f"sys/kernel/mm/transparent_hugepage/{name}"
         cur = selected(host.read(rel))
         if cur is not None and cur not in good:
@@ -833,7 +974,9 @@ def planned_changes(host, topo, plan):
     for c in sorted(set(plan.data) | set(plan.irq_cpus) | ({plan.control} - {None})):
         rel = f"sys/devices/system/cpu/cpu{c}/cpufreq/scaling_governor"
         cur = host.read(rel)
-        avail = (host.read(f"sys/devices/system/cpu/cpu{c}/cpufreq/scaling_available_governors") or "").split()
+        avail = (
+            host.read(f"sys/devices/system/cpu/cpu{c}/cpufreq/scaling_available_governors") or ""
+        ).split()
         if cur is not None and cur != "performance" and "performance" in avail:
             changes.append(Change(f"CPU {c} governor", rel, "value", cur, "performance"))
     for c in sorted(plan.data):
@@ -841,9 +984,17 @@ def planned_changes(host, topo, plan):
         for st in host.listdir(base):
             lat = host.read(f"{base}/{st}/latency")
             dis = host.read(f"{base}/{st}/disable")
-            if st.startswith("state") and lat and lat.isdigit() and int(lat) > IDLE_EXIT_LATENCY_MAX_US and dis == "0":
+            if (
+                st.startswith("state")
+                and lat
+                and lat.isdigit()
+                and int(lat) > IDLE_EXIT_LATENCY_MAX_US
+                and dis == "0"
+            ):
                 name = host.read(f"{base}/{st}/name") or st
-                changes.append(Change(f"CPU {c} idle state {name} ({lat} us)", f"{base}/{st}/disable", "value", "0", "1"))
+                changes.append(
+                    Change(f"CPU {c} idle state {name} ({lat} us)", f"{base}/{st}/disable", "value", "0", "1")
+                )
     for irq, label, cpu in plan.irq_map:
         rel = f"proc/irq/{irq}/smp_affinity_list"
         cur = host.read(rel)
@@ -909,7 +1060,9 @@ def apply(host, plan, yes, out):
         else:
             out.write(f"{verb} {ch.what}: {ch.old} -> {ch.new} (/{ch.path})\n")
     if not yes:
-        out.write(f"dry run: {len(changes)} change(s); run with --yes to make them (kernel-tuning/revert takes them back)\n")
+        out.write(
+            f"dry run: {len(changes)} change(s); run with --yes to make them (kernel-tuning/revert takes them back)\n"
+        )
         return 0
     state = load_state(host)
     created = state.setdefault("dirs_created", [])
@@ -1061,7 +1214,9 @@ def main(command, argv=None):
     parser.add_argument("--nic", help="the NIC tessera serves on (default: the one with the most queues)")
     if command == "check":
         parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
-        parser.add_argument("--cpus", help="tessera's data cores (default: a running tessera's --cpus, else the plan's)")
+        parser.add_argument(
+            "--cpus", help="tessera's data cores (default: a running tessera's --cpus, else the plan's)"
+        )
         parser.add_argument("--control-cpu", help="tessera's control core, a CPU or 'shared'")
     elif command == "plan":
         parser.add_argument("--json", action="store_true")
@@ -1122,7 +1277,9 @@ def main(command, argv=None):
         out.write("\n")
     else:
         ctl = "shared" if control is None else str(control)
-        out.write(f"tessera's data cores: CPUs {format_cpu_list(data)}, control core {ctl} (from {source})\n\n")
+        out.write(
+            f"tessera's data cores: CPUs {format_cpu_list(data)}, control core {ctl} (from {source})\n\n"
+        )
         print_items(items, out)
         counts = {s: sum(1 for i in items if i.status == s) for s in (PASS, WARN, FAIL, SKIP)}
         out.write("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + "\n")

@@ -57,7 +57,11 @@ def interrupts(root, ncpu, rows):
     head = " " * 4 + "".join(f"      CPU{i}" for i in range(ncpu)) + "\n"
     body = ""
     for irq, name in rows:
-        body += f"{irq:>4}:" + "".join(f"{0:>10}" for _ in range(ncpu)) + f"  IR-PCI-MSIX-0000:81:00.0   0-edge      {name}\n"
+        body += (
+            f"{irq:>4}:"
+            + "".join(f"{0:>10}" for _ in range(ncpu))
+            + f"  IR-PCI-MSIX-0000:81:00.0   0-edge      {name}\n"
+        )
     put(root, "proc/interrupts", head + body)
 
 
@@ -77,11 +81,17 @@ def two_socket():
     put(root, "sys/devices/system/node/online", "0-1")
     for node, cpus in ((0, "0-3,8-11"), (1, "4-7,12-15")):
         put(root, f"sys/devices/system/node/node{node}/cpulist", cpus)
-        put(root, f"sys/devices/system/node/node{node}/meminfo", f"Node {node} MemTotal:       65536000 kB\nNode {node} MemFree:        60000000 kB")
+        put(
+            root,
+            f"sys/devices/system/node/node{node}/meminfo",
+            f"Node {node} MemTotal:       65536000 kB\nNode {node} MemFree:        60000000 kB",
+        )
     # A 8-queue NIC on node 1 (mlx5-like: one async IRQ and one per completion queue).
     nic = "sys/class/net/ens1f0"
     put(root, f"{nic}/device/numa_node", "1")
-    rows = [(100, "mlx5_async0@pci:0000:81:00.0")] + [(101 + i, f"mlx5_comp{i}@pci:0000:81:00.0") for i in range(8)]
+    rows = [(100, "mlx5_async0@pci:0000:81:00.0")] + [
+        (101 + i, f"mlx5_comp{i}@pci:0000:81:00.0") for i in range(8)
+    ]
     for irq, _ in rows:
         put(root, f"{nic}/device/msi_irqs/{irq}", "msix")
         put(root, f"proc/irq/{irq}/smp_affinity_list", "0-15")
@@ -103,7 +113,11 @@ def two_socket():
             "vm.swappiness": "60",
         },
     )
-    put(root, "proc/swaps", "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/sda2                               partition\t8388604\t\t0\t\t-2")
+    put(
+        root,
+        "proc/swaps",
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/sda2                               partition\t8388604\t\t0\t\t-2",
+    )
     put(root, "sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never")
     put(root, "sys/kernel/mm/transparent_hugepage/defrag", "[always] defer defer+madvise madvise never")
     put(root, "proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.1.0-18-amd64 root=/dev/sda1 ro quiet")
@@ -126,7 +140,15 @@ def no_numa():
     shutil.rmtree(root, ignore_errors=True)
     # 4 CPUs, 2 cores x 2 threads (0 and 2 share a core, 1 and 3), no NUMA directory.
     for n in range(4):
-        cpu(root, n, n % 2, 0, "0,2" if n % 2 == 0 else "1,3", governor="performance", idle=(("POLL", 0), ("C1", 1)))
+        cpu(
+            root,
+            n,
+            n % 2,
+            0,
+            "0,2" if n % 2 == 0 else "1,3",
+            governor="performance",
+            idle=(("POLL", 0), ("C1", 1)),
+        )
     put(root, "sys/devices/system/cpu/online", "0-3")
     put(root, "sys/devices/system/cpu/intel_pstate/no_turbo", "0")
     # A 4-queue NIC whose IRQs are only in /proc/interrupts (no msi_irqs listing).
@@ -156,7 +178,11 @@ def no_numa():
     put(root, "proc/swaps", "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority")
     put(root, "sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never")
     put(root, "sys/kernel/mm/transparent_hugepage/defrag", "always defer [defer+madvise] madvise never")
-    put(root, "proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/vda1 isolcpus=managed_irq,domain,1,3 nohz_full=1,3")
+    put(
+        root,
+        "proc/cmdline",
+        "BOOT_IMAGE=/vmlinuz root=/dev/vda1 isolcpus=managed_irq,domain,1,3 nohz_full=1,3",
+    )
     put(root, "proc/meminfo", "MemTotal:       16384000 kB")
     # A running tessera on CPUs 0 and 1 with its control core on 3 (1's sibling).
     put(root, "proc/4321/comm", "tessera")
