@@ -1052,14 +1052,16 @@ def apply(host, plan, yes, out):
     if not changes:
         out.write("nothing to change: every setting apply manages is already as recommended\n")
         return 0
-    verb = "set" if yes else "would set"
-    for ch in changes:
+
+    def describe(ch):
         if ch.kind == "file":
             old = "absent" if ch.old is None else "other text"
-            out.write(f"{verb} {ch.what}: /{ch.path} ({old} -> {len(ch.new.splitlines())} line(s))\n")
-        else:
-            out.write(f"{verb} {ch.what}: {ch.old} -> {ch.new} (/{ch.path})\n")
+            return f"{ch.what}: /{ch.path} ({old} -> {len(ch.new.splitlines())} line(s))"
+        return f"{ch.what}: {ch.old} -> {ch.new} (/{ch.path})"
+
     if not yes:
+        for ch in changes:
+            out.write(f"would set {describe(ch)}\n")
         out.write(
             f"dry run: {len(changes)} change(s); run with --yes to make them (kernel-tuning/revert takes them back)\n"
         )
@@ -1084,6 +1086,7 @@ def apply(host, plan, yes, out):
     for ch in changes:
         try:
             write_file(host, ch.path, ch.kind, ch.new)
+            out.write(f"set {describe(ch)}\n")
         except OSError as e:
             # The kernel refused it (a managed IRQ, a governor the driver lacks): nothing
             # changed, so there is nothing to restore.
@@ -1229,6 +1232,16 @@ def main(command, argv=None):
     args = parser.parse_args(argv)
     host = Host(root)
     out = sys.stdout
+    try:
+        return run(command, args, host, out, parser)
+    except OSError as e:
+        # A state file or drop-in that cannot be written (not root, a read-only /etc).
+        where = f": {e.filename}" if e.filename else ""
+        sys.stderr.write(f"kernel-tuning/{command}: {e.strerror or e}{where} (apply and revert need root)\n")
+        return 1
+
+
+def run(command, args, host, out, parser):
     if command == "revert":
         return revert(host, args.dry_run, out)
     topo = Topology(host)
