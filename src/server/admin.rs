@@ -603,6 +603,7 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
         core.invoke_all(Some(BYPASS_LOCKS), |c| {
             c.stats.set(Default::default());
             c.shard.borrow_mut().reset_stats();
+            super::metrics::reset();
         })
         .await;
         o.ok()

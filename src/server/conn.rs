@@ -3,8 +3,9 @@
 
 use super::core::{ClientHandle, ClientRecord, Core};
 use super::forward::Forwarder;
+use super::metrics;
 use super::node_cmds;
-use super::pipeline::{is_error_reply, Pipeline};
+use super::pipeline::{is_error_reply, note_error, Pipeline};
 use super::session::{Queued, Session};
 use super::tx;
 use crate::cluster::membership::Health;
@@ -47,21 +48,26 @@ pub async fn run_command(
             tx::discard_transaction(core, s).await;
             let why = msg.strip_prefix("ERR ").unwrap_or(&msg);
             let text = format!("EXECABORT Transaction discarded because of: {why}");
+            metrics::reject(spec);
             return pipe.reply_here(out, proto, |o| o.error(&text));
         }
         s.multi_failed |= s.in_multi();
+        metrics::reject(spec);
         return pipe.reply_here(out, proto, |o| o.error(&msg));
     }
     if let Some(err) = check_subcommand(s, spec, &args) {
         s.multi_failed |= s.in_multi();
+        metrics::reject(spec);
         return pipe.reply_here(out, proto, |o| o.error_bytes(&err));
     }
     if !s.authenticated && !spec.has_flag("no_auth") {
         s.multi_failed |= s.in_multi();
+        metrics::reject(spec);
         return pipe.reply_here(out, proto, |o| o.error(errors::NOAUTH));
     }
     if s.in_multi() && spec.has_flag("no_multi") {
         s.multi_failed = true;
+        metrics::reject(spec);
         return pipe.reply_here(out, proto, |o| {
             o.error("ERR Command not allowed inside a transaction")
         });
@@ -75,6 +81,7 @@ pub async fn run_command(
         };
         if let Some(err) = refused {
             s.multi_failed |= s.in_multi();
+            metrics::reject(spec);
             return pipe.reply_here(out, proto, |o| o.error(err));
         }
         s.wrote = true;
@@ -93,12 +100,14 @@ pub async fn run_command(
         if let (Exec::Shard(..), Some(h)) = (spec.exec, core.node.cluster.get()) {
             if let Route::Refuse(err) = route(&h.view.load(), spec, &args, multi_routing(core, s)) {
                 s.multi_failed = true;
+                metrics::reject(spec);
                 return pipe.reply_here(out, proto, |o| o.error(&err));
             }
         }
         let queue = s.multi.as_mut().expect("in multi");
         if queue.len() >= limits::MULTI_MAX_QUEUED {
             s.multi_failed = true;
+            metrics::reject(spec);
             return pipe.reply_here(out, proto, |o| {
                 o.error("ERR too many commands queued in MULTI")
             });
@@ -110,6 +119,7 @@ pub async fn run_command(
     if let (Exec::Node(NodeCmd::Watch), Some(h)) = (spec.exec, core.node.cluster.get()) {
         // Watched keys must be on this node, as the transaction's.
         if let Route::Refuse(err) = route(&h.view.load(), spec, &args, multi_routing(core, s)) {
+            metrics::reject(spec);
             return pipe.reply_here(out, proto, |o| o.error(&err));
         }
     }
@@ -231,6 +241,7 @@ pub async fn dispatch(
                 match route_reads(&view, spec, &args, routing, reads_for) {
                     Route::Here => {}
                     Route::Refuse(err) => {
+                        metrics::reject(spec);
                         return pipe.reply_here(out, s.proto, |o| o.error(&err));
                     }
                     Route::Forward(to) => {
@@ -282,8 +293,14 @@ pub async fn dispatch(
             if spans {
                 pipe.flush(core, s, out).await;
                 let kind = cross.expect("only multi-key commands can span cores");
+                let (start, began) = (out.len(), Instant::now());
                 tx::run_cross_core(core, s, spec, kind, args, out).await;
                 s.batch_now_ms = None;
+                let failed = note_error(&out[start..]);
+                if failed {
+                    core.bump(|st| st.total_error_replies += 1);
+                }
+                metrics::record(spec, began.elapsed().as_nanos() as u64, failed);
                 return;
             }
             let owner = owner.unwrap_or(core.id);
@@ -299,7 +316,8 @@ pub async fn dispatch(
                 s.batch_now_ms = None;
             }
             let (db, now_ms, limits) = (s.db, s.now_ms(|| core.now_ms()), core.shard_limits());
-            pipe.reply_here(out, s.proto, |o| {
+            let began = Instant::now();
+            let failed = pipe.write_here(out, s.proto, |o| {
                 let mut shard = core.shard.borrow_mut();
                 let mut ctx = ShardCtx {
                     shard: &mut shard,
@@ -309,15 +327,19 @@ pub async fn dispatch(
                 };
                 cmd::run_on_shard(spec, f, &mut ctx, args, o)
             });
+            metrics::record(spec, began.elapsed().as_nanos() as u64, failed);
         }
         Exec::Node(which) => {
             pipe.flush(core, s, out).await;
             let start = out.len();
+            let began = Instant::now();
             node_cmds::run(core, s, which, args, out).await;
             s.batch_now_ms = None;
-            if is_error_reply(&out[start..]) {
+            let failed = note_error(&out[start..]);
+            if failed {
                 core.bump(|st| st.total_error_replies += 1);
             }
+            metrics::record(spec, began.elapsed().as_nanos() as u64, failed);
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::core::{Core, CoreStats};
 use super::mesh::BYPASS_LOCKS;
+use super::metrics;
 use crate::cmd::Args;
 use crate::resp::Out;
 use std::fmt::Write;
@@ -90,7 +91,13 @@ pub async fn info(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
     }
     if wanted.iter().any(|w| w == "all" || w == "everything") {
         wanted.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
+        wanted.extend(STATS_SECTIONS.iter().map(|s| s.to_string()));
     }
+    let metrics = if wanted.iter().any(|w| STATS_SECTIONS.contains(&w.as_str())) {
+        Some(merged_metrics(core).await)
+    } else {
+        None
+    };
     let reports = core
         .invoke_all(Some(BYPASS_LOCKS), |c| {
             let shard = c.shard.borrow();
@@ -123,8 +130,89 @@ pub async fn info(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
             }
         })
         .await;
-    let text = render(core, &wanted, &reports);
+    let mut text = render(core, &wanted, &reports);
+    if let Some(m) = &metrics {
+        // Redis prints these after CPU and before Cluster.
+        let at = text
+            .find("# Cluster\r\n")
+            .or_else(|| text.find("# Keyspace\r\n"));
+        let mut sections = render_stats(&wanted, m);
+        match at {
+            Some(at) => text.insert_str(at, &sections),
+            None => {
+                if !text.is_empty() {
+                    text.push_str("\r\n");
+                }
+                while sections.ends_with("\r\n\r\n") {
+                    sections.truncate(sections.len() - 2);
+                }
+                text.push_str(&sections);
+            }
+        }
+    }
     o.verbatim(&text);
+}
+
+/// Sections made from the command statistics (not in the default INFO, as in Redis).
+const STATS_SECTIONS: &[&str] = &["commandstats", "errorstats", "latencystats"];
+
+/// Every core's command statistics, merged.
+pub async fn merged_metrics(core: &Rc<Core>) -> metrics::Metrics {
+    let all = core
+        .invoke_all(Some(BYPASS_LOCKS), |_| metrics::snapshot())
+        .await;
+    let mut m = metrics::Metrics::empty();
+    for one in &all {
+        m.merge(one);
+    }
+    m
+}
+
+/// commandstats, errorstats and latencystats as Redis 7 prints them.
+fn render_stats(wanted: &[String], m: &metrics::Metrics) -> String {
+    let want = |s: &str| wanted.iter().any(|w| w == s);
+    let mut t = String::new();
+    if want("commandstats") {
+        t.push_str("# Commandstats\r\n");
+        for (spec, st) in m.used() {
+            let usec = st.nanos / 1000;
+            let per_call = if st.calls > 0 {
+                st.nanos as f64 / 1000.0 / st.calls as f64
+            } else {
+                0.0
+            };
+            let _ = write!(
+                t,
+                "cmdstat_{}:calls={},usec={usec},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}\r\n",
+                spec.name, st.calls, st.rejected, st.failed
+            );
+        }
+        t.push_str("\r\n");
+    }
+    if want("errorstats") {
+        t.push_str("# Errorstats\r\n");
+        for (prefix, n) in &m.errors {
+            let _ = write!(t, "errorstat_{prefix}:count={n}\r\n");
+        }
+        t.push_str("\r\n");
+    }
+    if want("latencystats") {
+        t.push_str("# Latencystats\r\n");
+        for (spec, st) in m.used() {
+            if let Some(h) = &st.hist {
+                let _ = write!(
+                    t,
+                    "latency_percentiles_usec_{}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                    spec.name,
+                    metrics::percentile_us(h, 50.0),
+                    metrics::percentile_us(h, 99.0),
+                    metrics::percentile_us(h, 99.9)
+                );
+            }
+        }
+        t.push_str("\r\n");
+    }
+    t
 }
 
 fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {

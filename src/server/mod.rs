@@ -20,6 +20,7 @@ pub mod forward;
 pub mod info;
 pub mod memory_cmd;
 pub mod mesh;
+pub mod metrics;
 pub mod node_cmds;
 pub mod persist;
 pub mod pipeline;

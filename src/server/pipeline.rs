@@ -5,11 +5,13 @@
 use super::core::Core;
 use super::forward::PendingReply;
 use super::mesh::Pending;
+use super::metrics;
 use super::session::Session;
 use crate::cmd::table::Exec;
 use crate::cmd::{Args, CommandSpec, ShardCtx};
 use crate::resp::{Out, Protocol};
 use std::ops::Range;
+use std::time::Instant;
 
 /// A batch's replies, concatenated, and where each one ends.
 type BatchReply = (Vec<u8>, Vec<usize>);
@@ -49,6 +51,7 @@ impl RemoteBatch {
         for (spec, r) in &self.cmds {
             let start = buf.len();
             if let Exec::Shard(f, _) = spec.exec {
+                let began = Instant::now();
                 crate::cmd::run_on_shard(
                     spec,
                     f,
@@ -56,8 +59,10 @@ impl RemoteBatch {
                     Args::new(&self.data, &self.ranges[r.clone()]),
                     &mut Out::new(&mut buf, proto),
                 );
+                let failed = note_error(&buf[start..]);
+                metrics::record(spec, began.elapsed().as_nanos() as u64, failed);
+                errors += failed as u64;
             }
-            errors += is_error_reply(&buf[start..]) as u64;
             ends.push(buf.len());
         }
         drop(shard);
@@ -69,6 +74,15 @@ impl RemoteBatch {
 /// Whether an encoded reply is an error reply.
 pub fn is_error_reply(reply: &[u8]) -> bool {
     reply.first() == Some(&b'-')
+}
+
+/// Whether a reply is an error; if so it is counted in this core's error statistics.
+pub fn note_error(reply: &[u8]) -> bool {
+    let error = is_error_reply(reply);
+    if error {
+        metrics::error_reply(reply);
+    }
+    error
 }
 
 enum Seg {
@@ -110,6 +124,16 @@ impl Pipeline {
     /// Writes a reply produced on this core, in order: straight into `out` when nothing
     /// is pending elsewhere (the common case), else aside until [`Pipeline::flush`].
     pub fn reply_here(&mut self, out: &mut Vec<u8>, proto: Protocol, f: impl FnOnce(&mut Out)) {
+        self.write_here(out, proto, f);
+    }
+
+    /// [`Pipeline::reply_here`], saying whether the reply is an error.
+    pub fn write_here(
+        &mut self,
+        out: &mut Vec<u8>,
+        proto: Protocol,
+        f: impl FnOnce(&mut Out),
+    ) -> bool {
         let target = if self.has_remote() {
             &mut self.side
         } else {
@@ -117,10 +141,12 @@ impl Pipeline {
         };
         let start = target.len();
         f(&mut Out::new(target, proto));
-        self.errors += is_error_reply(&target[start..]) as u64;
+        let failed = note_error(&target[start..]);
+        self.errors += failed as u64;
         if self.has_remote() {
             self.segs.push(Seg::Side(start..self.side.len()));
         }
+        failed
     }
 
     /// Error replies written here since the last call (for INFO's `total_error_replies`).
@@ -190,7 +216,7 @@ impl Pipeline {
                     b
                 }
             };
-            if is_error_reply(&bytes) {
+            if note_error(&bytes) {
                 core.bump(|st| st.total_error_replies += 1);
             }
             relayed.push(bytes);

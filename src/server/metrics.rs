@@ -1,0 +1,221 @@
+//! Command statistics: per command, calls, time spent, rejected and failed calls and a
+//! latency histogram; error replies by their prefix. Each data core keeps its own in a
+//! thread-local (nothing shared on the data path); INFO and /metrics merge them on demand.
+//!
+//! As in Redis: a call is counted where the command runs (a batch for another core counts
+//! there, a forwarded command on the node that runs it), its time is the time it ran (not
+//! the time it waited in a pipeline or for a lock), `rejected_calls` are refused before they
+//! run (arity, NOAUTH, READONLY, OOM before the shard is touched...) and `failed_calls` ran
+//! and answered an error. Container commands (CLIENT, CONFIG...) are counted as a whole.
+
+use crate::cmd::table::TABLE;
+use crate::cmd::CommandSpec;
+use hdrhistogram::Histogram;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// The histogram's range: 1 ns to 100 s (longer calls count as 100 s), 2 significant
+/// digits, as Redis's latency histograms.
+const HIST_LOW_NS: u64 = 1;
+const HIST_HIGH_NS: u64 = 100_000_000_000;
+const HIST_DIGITS: u8 = 2;
+/// Distinct error prefixes tracked per core; past it, errors count under `ERRORSTATS_FULL`
+/// (Redis stops at 128 too, so a client cannot grow the table with made-up errors).
+pub const ERRORSTATS_MAX_PREFIXES: usize = 128;
+const ERRORSTATS_FULL: &str = "ERRORSTATS_DISABLED";
+
+#[derive(Clone, Default)]
+pub struct CommandStat {
+    pub calls: u64,
+    pub nanos: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// Made on the first call: most commands are never called.
+    pub hist: Option<Box<Histogram<u64>>>,
+}
+
+#[derive(Clone, Default)]
+pub struct Metrics {
+    /// Indexed as the command table.
+    pub commands: Vec<CommandStat>,
+    /// Error replies by prefix ("ERR", "WRONGTYPE", ...).
+    pub errors: BTreeMap<String, u64>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Metrics> = RefCell::new(Metrics::empty());
+}
+
+impl Metrics {
+    pub fn empty() -> Metrics {
+        Metrics {
+            commands: vec![CommandStat::default(); TABLE.len()],
+            errors: BTreeMap::new(),
+        }
+    }
+
+    /// Adds another core's figures to these.
+    pub fn merge(&mut self, other: &Metrics) {
+        for (a, b) in self.commands.iter_mut().zip(&other.commands) {
+            a.calls += b.calls;
+            a.nanos += b.nanos;
+            a.rejected += b.rejected;
+            a.failed += b.failed;
+            if let Some(h) = &b.hist {
+                match &mut a.hist {
+                    Some(mine) => {
+                        let _ = mine.add(&**h);
+                    }
+                    None => a.hist = Some(h.clone()),
+                }
+            }
+        }
+        for (prefix, n) in &other.errors {
+            *self.errors.entry(prefix.clone()).or_default() += n;
+        }
+    }
+
+    /// The commands with any call or rejection, with their table entry.
+    pub fn used(&self) -> impl Iterator<Item = (&'static CommandSpec, &CommandStat)> {
+        TABLE
+            .iter()
+            .zip(&self.commands)
+            .filter(|(_, s)| s.calls > 0 || s.rejected > 0)
+    }
+}
+
+fn index_of(spec: &CommandSpec) -> Option<usize> {
+    let base = TABLE.as_ptr() as usize;
+    let at = spec as *const CommandSpec as usize;
+    let i = at.checked_sub(base)? / std::mem::size_of::<CommandSpec>();
+    (i < TABLE.len()).then_some(i)
+}
+
+/// A command ran for `nanos` and answered an error or not.
+pub fn record(spec: &CommandSpec, nanos: u64, failed: bool) {
+    let Some(i) = index_of(spec) else { return };
+    LOCAL.with(|m| {
+        let mut m = m.borrow_mut();
+        let s = &mut m.commands[i];
+        s.calls += 1;
+        s.nanos += nanos;
+        s.failed += failed as u64;
+        let h = s.hist.get_or_insert_with(|| {
+            Box::new(
+                Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, HIST_DIGITS)
+                    .expect("valid histogram bounds"),
+            )
+        });
+        h.saturating_record(nanos.max(HIST_LOW_NS));
+    });
+}
+
+/// Times `f` as a run of `spec`; `f` says whether it answered an error.
+pub fn timed<T>(spec: &CommandSpec, f: impl FnOnce() -> (T, bool)) -> T {
+    let start = Instant::now();
+    let (value, failed) = f();
+    record(spec, start.elapsed().as_nanos() as u64, failed);
+    value
+}
+
+/// A command refused before it ran.
+pub fn reject(spec: &CommandSpec) {
+    let Some(i) = index_of(spec) else { return };
+    LOCAL.with(|m| m.borrow_mut().commands[i].rejected += 1);
+}
+
+/// Counts an error reply under its prefix (the first word after '-').
+pub fn error_reply(reply: &[u8]) {
+    let body = reply.strip_prefix(b"-").unwrap_or(reply);
+    let end = body
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r')
+        .unwrap_or(body.len());
+    let prefix = &body[..end];
+    LOCAL.with(|m| {
+        let mut m = m.borrow_mut();
+        let known = std::str::from_utf8(prefix)
+            .ok()
+            .filter(|p| m.errors.contains_key(*p));
+        if let Some(p) = known {
+            let p = p.to_string();
+            *m.errors.get_mut(&p).expect("present") += 1;
+            return;
+        }
+        let key = if m.errors.len() >= ERRORSTATS_MAX_PREFIXES {
+            ERRORSTATS_FULL.to_string()
+        } else {
+            String::from_utf8_lossy(prefix).into_owned()
+        };
+        *m.errors.entry(key).or_default() += 1;
+    });
+}
+
+/// This core's figures.
+pub fn snapshot() -> Metrics {
+    LOCAL.with(|m| m.borrow().clone())
+}
+
+/// CONFIG RESETSTAT.
+pub fn reset() {
+    LOCAL.with(|m| *m.borrow_mut() = Metrics::empty());
+}
+
+/// Redis's percentile figure: the histogram's value at `p`, in microseconds.
+pub fn percentile_us(h: &Histogram<u64>, p: f64) -> f64 {
+    h.value_at_percentile(p) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_merge_across_cores_and_errors_count_by_prefix() {
+        reset();
+        let get = crate::cmd::lookup(b"get").unwrap();
+        let set = crate::cmd::lookup(b"set").unwrap();
+        record(get, 1_000, false);
+        record(get, 3_000, true);
+        reject(set);
+        error_reply(b"-WRONGTYPE Operation against a key\r\n");
+        error_reply(b"-ERR syntax error\r\n");
+        error_reply(b"-ERR other\r\n");
+        let one = snapshot();
+        let mut all = Metrics::empty();
+        all.merge(&one);
+        all.merge(&one);
+        let used: Vec<_> = all
+            .used()
+            .map(|(s, st)| (s.name, st.calls, st.failed, st.rejected))
+            .collect();
+        assert_eq!(used, vec![("get", 4, 2, 0), ("set", 0, 0, 2)]);
+        let g = &all.commands[index_of(get).unwrap()];
+        assert_eq!(g.nanos, 8_000);
+        let h = g.hist.as_ref().unwrap();
+        assert_eq!(h.len(), 4);
+        assert!(
+            (percentile_us(h, 50.0) - 1.0).abs() < 0.02,
+            "{}",
+            percentile_us(h, 50.0)
+        );
+        assert!((percentile_us(h, 99.0) - 3.0).abs() < 0.05);
+        assert_eq!(all.errors.get("ERR"), Some(&4));
+        assert_eq!(all.errors.get("WRONGTYPE"), Some(&2));
+        reset();
+        assert_eq!(snapshot().used().count(), 0);
+    }
+
+    #[test]
+    fn made_up_error_prefixes_stop_at_the_limit() {
+        reset();
+        for i in 0..ERRORSTATS_MAX_PREFIXES + 10 {
+            error_reply(format!("-E{i} x\r\n").as_bytes());
+        }
+        let m = snapshot();
+        assert_eq!(m.errors.len(), ERRORSTATS_MAX_PREFIXES + 1);
+        assert_eq!(m.errors.get(ERRORSTATS_FULL), Some(&10));
+        reset();
+    }
+}
