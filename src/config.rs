@@ -41,6 +41,10 @@ pub struct Config {
     pub lfu_decay_time: u32,
     /// Background tasks (active expiry) run this many times a second.
     pub hz: usize,
+    /// Commands that run longer than this many microseconds go to the slow log (0: every
+    /// command, negative: none), which keeps the newest `slowlog_max_len`.
+    pub slowlog_log_slower_than: i64,
+    pub slowlog_max_len: usize,
     /// Each core's write-ahead ring keeps at most this many records and bytes.
     pub wal_ring_entries: usize,
     pub wal_ring_bytes: usize,
@@ -242,6 +246,8 @@ impl Default for Config {
             lfu_log_factor: 10,
             lfu_decay_time: 1,
             hz: limits::HZ_DEFAULT,
+            slowlog_log_slower_than: limits::SLOWLOG_SLOWER_THAN_US_DEFAULT,
+            slowlog_max_len: limits::SLOWLOG_MAX_LEN_DEFAULT,
             wal_ring_entries: tessera_shards::wal::WAL_MAX_ENTRIES_DEFAULT,
             wal_ring_bytes: tessera_shards::wal::WAL_MAX_BYTES_DEFAULT,
             wal_ring_keep: false,
@@ -992,6 +998,26 @@ pub static PARAMS: &[Param] = &[
         get: |c| if c.wal_ring_keep { "yes" } else { "no" }.into(),
         set: |c, v| {
             c.wal_ring_keep = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "slowlog-log-slower-than",
+        get: |c| c.slowlog_log_slower_than.to_string(),
+        set: |c, v| {
+            c.slowlog_log_slower_than = v
+                .parse::<i64>()
+                .map_err(|_| "argument couldn't be parsed into an integer".to_string())?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "slowlog-max-len",
+        get: |c| c.slowlog_max_len.to_string(),
+        set: |c, v| {
+            c.slowlog_max_len = set_int(v, 0, limits::SLOWLOG_MAX_LEN_MAX as u64)?;
             Ok(())
         },
         mutable: true,

@@ -42,6 +42,14 @@ pub const SHUTDOWN_DRAIN_MS: u64 = 2_000;
 /// `hz`: background work (active expiry) runs this many times a second, at most
 /// `HZ_MAX`.
 pub const HZ_DEFAULT: usize = 10;
+/// The slow log: the threshold in microseconds (Redis's default), entries kept per node by
+/// default and at most, and how much of a command an entry keeps: arguments, and bytes of
+/// each (the rest is summarised, as Redis does).
+pub const SLOWLOG_SLOWER_THAN_US_DEFAULT: i64 = 10_000;
+pub const SLOWLOG_MAX_LEN_DEFAULT: usize = 128;
+pub const SLOWLOG_MAX_LEN_MAX: usize = 10_000;
+pub const SLOWLOG_ENTRY_MAX_ARGS: usize = 32;
+pub const SLOWLOG_ENTRY_MAX_ARG_BYTES: usize = 128;
 pub const HZ_MAX: usize = 500;
 /// Most keys `maxmemory-samples` may ask for per database per eviction (Redis: 64).
 pub const MAXMEMORY_SAMPLES_MAX: usize = 64;

@@ -145,3 +145,130 @@ fn commandstats_errorstats_and_latencystats_count_every_core() {
         None
     );
 }
+
+/// One SLOWLOG GET entry: (id, duration µs, arguments, client address, client name).
+fn entries(r: &mut Raw, count: &str) -> Vec<(i64, i64, Vec<String>, String, String)> {
+    let Resp::Array(list) = r.cmd(&["SLOWLOG", "GET", count]) else {
+        panic!("SLOWLOG GET");
+    };
+    list.into_iter()
+        .map(|e| {
+            let Resp::Array(f) = e else {
+                panic!("entry {e:?}")
+            };
+            assert_eq!(f.len(), 6, "{f:?}");
+            let int = |v: &Resp| match v {
+                Resp::Int(n) => *n,
+                other => panic!("{other:?}"),
+            };
+            let text = |v: &Resp| match v {
+                Resp::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+                other => panic!("{other:?}"),
+            };
+            let Resp::Array(args) = &f[3] else {
+                panic!("args {f:?}")
+            };
+            assert!(int(&f[1]) > 1_700_000_000, "a Unix time: {f:?}");
+            (
+                int(&f[0]),
+                int(&f[2]),
+                args.iter().map(text).collect(),
+                text(&f[4]),
+                text(&f[5]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn slowlog_keeps_slow_calls_from_every_core_newest_first() {
+    let s = Server::with_cores(2);
+    let mut r = s.raw();
+    // Nothing is slow at the default threshold (10 ms) here.
+    assert_eq!(r.cmd(&["SET", "k", "v"]), Resp::ok());
+    assert_eq!(r.cmd(&["SLOWLOG", "LEN"]), Resp::Int(0));
+    // A threshold of 0 µs makes every command slow.
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        Resp::ok()
+    );
+    assert_eq!(r.cmd(&["CLIENT", "SETNAME", "checker"]), Resp::ok());
+    let here = key_on_core(0, 2, "a");
+    let there = key_on_core(1, 2, "b");
+    assert_eq!(r.cmd(&["SET", &here, "1"]), Resp::ok());
+    // Pipelined to the other core: logged there, with this client's address and name.
+    let mut pipelined = encode_cmd(&[b"GET", there.as_bytes()]);
+    pipelined.extend(encode_cmd(&[b"ECHO", b"hi"]));
+    r.send(&pipelined);
+    r.read_each(2, |_, _| {});
+    // Long arguments are cut at 128 bytes, more than 32 arguments summarised.
+    let long = "x".repeat(200);
+    assert_eq!(r.cmd(&["SET", &here, &long]), Resp::ok());
+    let many: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let mut del = vec!["DEL"];
+    del.extend(many.iter().map(String::as_str));
+    assert_eq!(r.cmd(&del), Resp::Int(0));
+    // Secrets are redacted.
+    assert!(matches!(
+        r.cmd(&["AUTH", "nobody", "secret"]),
+        Resp::Error(_)
+    ));
+
+    let got = entries(&mut r, "-1");
+    let names: Vec<&str> = got.iter().map(|e| e.2[0].as_str()).collect();
+    assert_eq!(
+        names,
+        ["AUTH", "DEL", "SET", "ECHO", "GET", "SET", "CLIENT", "CONFIG"],
+        "newest first: {got:?}"
+    );
+    let ids: Vec<i64> = got.iter().map(|e| e.0).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    for e in &got[..got.len() - 2] {
+        assert_eq!(e.4, "checker", "{e:?}");
+        assert!(e.3.starts_with("127.0.0.1:"), "{e:?}");
+        assert!(e.1 >= 0);
+    }
+    assert_eq!(got[0].2, ["AUTH", "(redacted)", "(redacted)"]);
+    assert_eq!(got[1].2.len(), 32);
+    assert_eq!(got[1].2[31], "... (10 more arguments)");
+    assert_eq!(
+        got[2].2[2],
+        format!("{}... (72 more bytes)", "x".repeat(128))
+    );
+    assert_eq!(got[4].2, ["GET", there.as_str()]);
+    assert_eq!(entries(&mut r, "2").len(), 2);
+    assert_eq!(entries(&mut r, "0").len(), 0);
+    // Each SLOWLOG GET was logged too (they are slow at 0 µs).
+    assert_eq!(r.cmd(&["SLOWLOG", "LEN"]), Resp::Int(11));
+    // slowlog-max-len bounds it; RESET empties it.
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "slowlog-max-len", "3"]),
+        Resp::ok()
+    );
+    assert_eq!(entries(&mut r, "-1").len(), 3);
+    assert_eq!(r.cmd(&["SLOWLOG", "LEN"]), Resp::Int(3));
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "-1"]),
+        Resp::ok()
+    );
+    assert_eq!(r.cmd(&["SLOWLOG", "RESET"]), Resp::ok());
+    assert_eq!(r.cmd(&["SET", "k", "v"]), Resp::ok());
+    assert_eq!(r.cmd(&["SLOWLOG", "LEN"]), Resp::Int(0));
+    // Errors as Redis's.
+    let count_err = Resp::Error("ERR count should be greater than or equal to -1".into());
+    assert_eq!(r.cmd(&["SLOWLOG", "GET", "-2"]), count_err);
+    assert_eq!(r.cmd(&["SLOWLOG", "GET", "x"]), count_err);
+    assert!(
+        matches!(r.cmd(&["SLOWLOG", "NOPE"]), Resp::Error(e) if e.starts_with("ERR unknown subcommand 'NOPE'"))
+    );
+    assert!(
+        matches!(r.cmd(&["CONFIG", "SET", "slowlog-max-len", "-1"]), Resp::Error(e) if e.contains("slowlog-max-len"))
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "GET", "slowlog-log-slower-than"]),
+        Resp::Array(vec![
+            Resp::bulk("slowlog-log-slower-than"),
+            Resp::bulk("-1")
+        ])
+    );
+}

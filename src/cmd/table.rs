@@ -47,6 +47,7 @@ pub enum NodeCmd {
     Wait,
     Replsync,
     Replpause,
+    Slowlog,
 }
 
 /// How a multi-key command runs when its keys live on more than one core.
@@ -269,6 +270,7 @@ pub static TABLE: &[CommandSpec] = &[
     // server
     cmd!("command", -1, &["loading", "stale"], (0, 0, 0), Node(N::Command), "server", "2.8.13", "Returns detailed information about all commands.", ""),
     cmd!("config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Config), "server", "2.0.0", "A container for server configuration commands.", ""),
+    cmd!("slowlog", -2, &["admin", "loading", "stale"], (0, 0, 0), Node(N::Slowlog), "server", "2.2.12", "A container for slow log commands.", ""),
     cmd!("info", -1, &["loading", "stale"], (0, 0, 0), Node(N::Info), "server", "1.0.0", "Returns information and statistics about the server.", "[section:string...]"),
     cmd!("time", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Time), "server", "2.6.0", "Returns the server time.", ""),
     cmd!("save", 1, &["admin", "noscript", "no_async_loading", "no_multi"], (0, 0, 0), Node(N::Save), "server", "1.0.0", "Synchronously saves the database(s) to disk.", ""),
@@ -333,6 +335,10 @@ pub static SUBCOMMANDS: &[SubcommandDoc] = &[
     sub!("config|set", -4, "2.0.0", "Sets configuration parameters in-flight.", "(parameter:string value:string)..."),
     sub!("config|resetstat", 2, "2.0.0", "Resets the server's statistics.", ""),
     sub!("config|help", 2, "5.0.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("slowlog|get", -2, "2.2.12", "Returns the slow log's entries.", "[count:integer]"),
+    sub!("slowlog|len", 2, "2.2.12", "Returns the number of entries in the slow log.", ""),
+    sub!("slowlog|reset", 2, "2.2.12", "Clears all entries from the slow log.", ""),
+    sub!("slowlog|help", 2, "6.2.0", "Show helpful text about the different subcommands", ""),
     sub!("cluster|countkeysinslot", 3, "3.0.0", "Returns the number of keys in a hash slot.", "slot:integer"),
     sub!("cluster|create", 2, "3.0.0", "(tessera) Forms the cluster: places all slots over the nodes that have met.", ""),
     sub!("cluster|failover", -2, "3.0.0", "Forces a replica to perform a manual failover of its master.", "options:[FORCE|TAKEOVER]"),

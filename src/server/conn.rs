@@ -177,7 +177,8 @@ fn check_subcommand(s: &Session, spec: &CommandSpec, args: &Args) -> Option<Vec<
             | NodeCmd::Config
             | NodeCmd::Command
             | NodeCmd::Memory
-            | NodeCmd::Cluster,
+            | NodeCmd::Cluster
+            | NodeCmd::Slowlog,
         ) => spec.name,
         _ if spec.name == "object" => spec.name,
         _ => return None,
@@ -300,7 +301,7 @@ pub async fn dispatch(
                 if failed {
                     core.bump(|st| st.total_error_replies += 1);
                 }
-                metrics::record(spec, began.elapsed().as_nanos() as u64, failed);
+                ran(core, s, spec, args, began, failed);
                 return;
             }
             let owner = owner.unwrap_or(core.id);
@@ -327,7 +328,7 @@ pub async fn dispatch(
                 };
                 cmd::run_on_shard(spec, f, &mut ctx, args, o)
             });
-            metrics::record(spec, began.elapsed().as_nanos() as u64, failed);
+            ran(core, s, spec, args, began, failed);
         }
         Exec::Node(which) => {
             pipe.flush(core, s, out).await;
@@ -339,8 +340,23 @@ pub async fn dispatch(
             if failed {
                 core.bump(|st| st.total_error_replies += 1);
             }
-            metrics::record(spec, began.elapsed().as_nanos() as u64, failed);
+            ran(core, s, spec, args, began, failed);
         }
+    }
+}
+
+/// Counts a run of `spec` that began at `began`, and keeps it in the slow log if it was
+/// slow.
+fn ran(core: &Core, s: &Session, spec: &CommandSpec, args: Args, began: Instant, failed: bool) {
+    let nanos = began.elapsed().as_nanos() as u64;
+    metrics::record(spec, nanos, failed);
+    let (threshold, max_len) = {
+        let c = core.config.borrow();
+        (c.slowlog_log_slower_than, c.slowlog_max_len)
+    };
+    if let Some(call) = metrics::slow_call(spec, args, threshold, nanos) {
+        let r = s.record.borrow();
+        metrics::slowlog_push(call, r.addr.to_string(), r.name.clone(), max_len);
     }
 }
 

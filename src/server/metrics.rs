@@ -9,10 +9,12 @@
 //! and answered an error. Container commands (CLIENT, CONFIG...) are counted as a whole.
 
 use crate::cmd::table::TABLE;
-use crate::cmd::CommandSpec;
+use crate::cmd::{Args, CommandSpec};
+use crate::limits;
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// The histogram's range: 1 ns to 100 s (longer calls count as 100 s), 2 significant
@@ -150,6 +152,122 @@ pub fn error_reply(reply: &[u8]) {
         };
         *m.errors.entry(key).or_default() += 1;
     });
+}
+
+/// A slow command, as the slow log keeps it: when it ended (Unix seconds), how long it ran
+/// (µs), and its arguments (cut and redacted as Redis does).
+#[derive(Clone, Debug)]
+pub struct SlowCall {
+    pub unix_secs: u64,
+    pub micros: u64,
+    pub args: Vec<Vec<u8>>,
+}
+
+/// A slow-log entry: the call, its id (increasing over the node) and the client's address
+/// and name.
+#[derive(Clone, Debug)]
+pub struct SlowEntry {
+    pub id: u64,
+    pub call: SlowCall,
+    pub client_addr: String,
+    pub client_name: String,
+}
+
+thread_local! {
+    static SLOWLOG: RefCell<VecDeque<SlowEntry>> = const { RefCell::new(VecDeque::new()) };
+}
+static SLOWLOG_NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The slow-log record of a call that took `nanos`, if it is slow: `threshold_us` or more
+/// (negative: nothing is), and not a command Redis keeps out (EXEC and the like).
+pub fn slow_call(
+    spec: &CommandSpec,
+    args: Args,
+    threshold_us: i64,
+    nanos: u64,
+) -> Option<SlowCall> {
+    let micros = nanos / 1000;
+    if threshold_us < 0 || micros < threshold_us as u64 || spec.has_flag("skip_slowlog") {
+        return None;
+    }
+    let n = args.len();
+    let kept = n.min(limits::SLOWLOG_ENTRY_MAX_ARGS);
+    let mut out = Vec::with_capacity(kept);
+    let redacted = redacted_from(spec, &args);
+    for i in 0..kept {
+        if kept < n && i == kept - 1 {
+            out.push(format!("... ({} more arguments)", n - kept + 1).into_bytes());
+            break;
+        }
+        if redacted.contains(&i) {
+            out.push(b"(redacted)".to_vec());
+            continue;
+        }
+        let a = args.get(i);
+        if a.len() > limits::SLOWLOG_ENTRY_MAX_ARG_BYTES {
+            let mut cut = a[..limits::SLOWLOG_ENTRY_MAX_ARG_BYTES].to_vec();
+            let more = a.len() - limits::SLOWLOG_ENTRY_MAX_ARG_BYTES;
+            cut.extend_from_slice(format!("... ({more} more bytes)").as_bytes());
+            out.push(cut);
+        } else {
+            out.push(a.to_vec());
+        }
+    }
+    let unix_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Some(SlowCall {
+        unix_secs,
+        micros,
+        args: out,
+    })
+}
+
+/// Which arguments hold secrets: AUTH's, HELLO's after AUTH, CONFIG SET's values of
+/// requirepass and masterauth.
+fn redacted_from(spec: &CommandSpec, args: &Args) -> Vec<usize> {
+    let eq = |i: usize, s: &str| args.get(i).eq_ignore_ascii_case(s.as_bytes());
+    match spec.name {
+        "auth" => (1..args.len()).collect(),
+        "hello" => (1..args.len())
+            .find(|&i| eq(i, "auth"))
+            .map_or_else(Vec::new, |i| (i + 1..(i + 3).min(args.len())).collect()),
+        "config" if args.len() > 1 && eq(1, "set") => (2..args.len())
+            .step_by(2)
+            .filter(|&i| eq(i, "requirepass") || eq(i, "masterauth"))
+            .map(|i| i + 1)
+            .filter(|&i| i < args.len())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Adds a slow call to this core's log, which keeps the newest `max_len`.
+pub fn slowlog_push(call: SlowCall, client_addr: String, client_name: String, max_len: usize) {
+    let id = SLOWLOG_NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    SLOWLOG.with(|l| {
+        let mut l = l.borrow_mut();
+        l.push_front(SlowEntry {
+            id,
+            call,
+            client_addr,
+            client_name,
+        });
+        l.truncate(max_len);
+    });
+}
+
+/// This core's slow log, newest first.
+pub fn slowlog_entries() -> Vec<SlowEntry> {
+    SLOWLOG.with(|l| l.borrow().iter().cloned().collect())
+}
+
+pub fn slowlog_len() -> usize {
+    SLOWLOG.with(|l| l.borrow().len())
+}
+
+pub fn slowlog_reset() {
+    SLOWLOG.with(|l| l.borrow_mut().clear());
 }
 
 /// This core's figures.

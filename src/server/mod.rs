@@ -22,6 +22,7 @@ pub mod memory_cmd;
 pub mod mesh;
 pub mod metrics;
 pub mod node_cmds;
+pub mod observe;
 pub mod persist;
 pub mod pipeline;
 pub mod replica;

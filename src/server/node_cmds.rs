@@ -71,6 +71,7 @@ pub async fn run(
         NodeCmd::Command => admin::command(args, &mut o),
         NodeCmd::Config => admin::config(core, args, &mut o).await,
         NodeCmd::Info => info::info(core, args, &mut o).await,
+        NodeCmd::Slowlog => super::observe::slowlog(core, args, &mut o).await,
         NodeCmd::Time => {
             let us = core.node.now_us();
             o.array(2);

@@ -13,8 +13,9 @@ use crate::resp::{Out, Protocol};
 use std::ops::Range;
 use std::time::Instant;
 
-/// A batch's replies, concatenated, and where each one ends.
-type BatchReply = (Vec<u8>, Vec<usize>);
+/// A batch's replies, concatenated, where each one ends, and its slow calls (for the
+/// connection's core to log with the client's address and name).
+type BatchReply = (Vec<u8>, Vec<usize>, Vec<metrics::SlowCall>);
 
 /// Commands for one other core, with their arguments copied into one buffer.
 #[derive(Default)]
@@ -48,26 +49,25 @@ impl RemoteBatch {
             limits: core.shard_limits(),
         };
         let mut errors = 0;
+        let mut slow = Vec::new();
+        let threshold = core.config.borrow().slowlog_log_slower_than;
         for (spec, r) in &self.cmds {
             let start = buf.len();
             if let Exec::Shard(f, _) = spec.exec {
                 let began = Instant::now();
-                crate::cmd::run_on_shard(
-                    spec,
-                    f,
-                    &mut ctx,
-                    Args::new(&self.data, &self.ranges[r.clone()]),
-                    &mut Out::new(&mut buf, proto),
-                );
+                let args = Args::new(&self.data, &self.ranges[r.clone()]);
+                crate::cmd::run_on_shard(spec, f, &mut ctx, args, &mut Out::new(&mut buf, proto));
                 let failed = note_error(&buf[start..]);
-                metrics::record(spec, began.elapsed().as_nanos() as u64, failed);
+                let nanos = began.elapsed().as_nanos() as u64;
+                metrics::record(spec, nanos, failed);
+                slow.extend(metrics::slow_call(spec, args, threshold, nanos));
                 errors += failed as u64;
             }
             ends.push(buf.len());
         }
         drop(shard);
         core.bump(|st| st.total_error_replies += errors);
-        (buf, ends)
+        (buf, ends, slow)
     }
 }
 
@@ -201,9 +201,17 @@ impl Pipeline {
                 .await;
             pending.push((target, p));
         }
-        let mut results: Vec<BatchReply> = vec![(Vec::new(), Vec::new()); self.batches.len()];
+        let mut results: Vec<BatchReply> =
+            vec![(Vec::new(), Vec::new(), Vec::new()); self.batches.len()];
         for (target, p) in pending {
             results[target] = p.wait().await;
+        }
+        if results.iter().any(|r| !r.2.is_empty()) {
+            let max_len = core.config.borrow().slowlog_max_len;
+            let r = s.record.borrow();
+            for call in results.iter_mut().flat_map(|r| r.2.drain(..)) {
+                metrics::slowlog_push(call, r.addr.to_string(), r.name.clone(), max_len);
+            }
         }
         let mut relayed: Vec<Vec<u8>> = Vec::with_capacity(self.forwarded.len());
         for (to, reply) in self.forwarded.drain(..) {
@@ -225,7 +233,7 @@ impl Pipeline {
             match seg {
                 Seg::Side(r) => out.extend_from_slice(&self.side[r]),
                 Seg::Remote { core, idx } => {
-                    let (buf, ends) = &results[core];
+                    let (buf, ends, _) = &results[core];
                     let start = if idx == 0 { 0 } else { ends[idx - 1] };
                     out.extend_from_slice(&buf[start..ends[idx]]);
                 }
