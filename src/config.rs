@@ -104,6 +104,8 @@ pub struct Config {
     pub cluster_enabled: bool,
     /// The cluster bus's TCP port; 0: the client port + 10000 (as Redis).
     pub cluster_port: u16,
+    /// The Prometheus endpoint's TCP port (GET /metrics) on the first bind address; 0: off.
+    pub metrics_port: u16,
     /// Where the node keeps its cluster configuration, in `dir`.
     pub cluster_config_file: String,
     /// Nodes to join through at start: `host:port` (client port; the bus is port + 10000)
@@ -275,6 +277,7 @@ impl Default for Config {
             auto_aof_rewrite_min_size: 64 << 20,
             cluster_enabled: false,
             cluster_port: 0,
+            metrics_port: 0,
             cluster_config_file: "nodes.conf".into(),
             cluster_seeds: Vec::new(),
             cluster_routing: ClusterRouting::Forward,
@@ -392,6 +395,10 @@ pub struct Cli {
     /// The cluster bus port [default: the client port + 10000].
     #[arg(long)]
     pub cluster_port: Option<u16>,
+    /// Serve Prometheus metrics (HTTP GET /metrics) on this port of the first bind address
+    /// [default: 0, off].
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
     /// Nodes to join through at start, comma-separated host:port (client ports) or
     /// host:port@busport.
     #[arg(long)]
@@ -1051,6 +1058,15 @@ pub static PARAMS: &[Param] = &[
         mutable: false,
     },
     Param {
+        name: "metrics-port",
+        get: |c| c.metrics_port.to_string(),
+        set: |c, v| {
+            c.metrics_port = v.parse().map_err(|_| bad("a port number"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
         name: "cluster-config-file",
         get: |c| c.cluster_config_file.clone(),
         set: |c, v| {
@@ -1240,7 +1256,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 31] = [
+        let flags: [(&str, Option<String>); 32] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -1264,6 +1280,7 @@ impl Cli {
             ("replicaof", self.replicaof),
             ("cluster-enabled", self.cluster_enabled),
             ("cluster-port", self.cluster_port.map(|v| v.to_string())),
+            ("metrics-port", self.metrics_port.map(|v| v.to_string())),
             ("cluster-seeds", self.cluster_seeds),
             ("cluster-routing", self.cluster_routing),
             ("cluster-announce-ip", self.cluster_announce_ip),

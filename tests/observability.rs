@@ -272,3 +272,170 @@ fn slowlog_keeps_slow_calls_from_every_core_newest_first() {
         ])
     );
 }
+
+/// An HTTP request to the metrics port; the status line and the body.
+fn http(port: u16, request: &[u8]) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.set_read_timeout(Some(REPLY_DEADLINE)).unwrap();
+    s.write_all(request).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    let (status, body) = http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("parses")
+}
+
+/// The value of METRIC with the label (if any).
+fn value(s: &prometheus_parse::Scrape, metric: &str, label: Option<(&str, &str)>) -> f64 {
+    use prometheus_parse::Value;
+    let found = s
+        .samples
+        .iter()
+        .find(|x| x.metric == metric && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("no {metric} {label:?}"));
+    match &found.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(b) => b.iter().map(|c| c.count).fold(0.0, f64::max),
+        Value::Summary(_) => panic!("a summary"),
+    }
+}
+
+#[test]
+fn the_metrics_endpoint_parses_and_its_counters_follow_the_traffic() {
+    let port = free_port();
+    let p = port.to_string();
+    let s = Server::start(2, &["--metrics-port", &p]);
+    let mut r = s.raw();
+    let before = scrape(port);
+    let calls = |x: &prometheus_parse::Scrape| {
+        x.samples
+            .iter()
+            .find(|m| {
+                m.metric == "tessera_command_calls_total" && m.labels.get("cmd") == Some("get")
+            })
+            .map_or(0.0, |m| match m.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => panic!("calls is a counter"),
+            })
+    };
+    assert_eq!(calls(&before), 0.0);
+    // An empty database has no tessera_keys sample.
+    assert!(!before.samples.iter().any(|m| m.metric == "tessera_keys"));
+    for i in 0..20 {
+        let k = format!("k{i}");
+        assert_eq!(r.cmd(&["SET", &k, "v"]), Resp::ok());
+        assert_eq!(r.cmd(&["GET", &k]), Resp::bulk("v"));
+    }
+    assert_eq!(r.cmd(&["GET", "missing"]), Resp::Nil);
+    assert!(matches!(r.cmd(&["GET"]), Resp::Error(_)));
+    let after = scrape(port);
+    assert_eq!(calls(&after), 21.0);
+    assert_eq!(
+        value(&after, "tessera_command_calls_total", Some(("cmd", "set"))),
+        20.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "tessera_command_rejected_calls_total",
+            Some(("cmd", "get"))
+        ),
+        1.0
+    );
+    assert_eq!(value(&after, "tessera_keys", Some(("db", "db0"))), 20.0);
+    assert_eq!(value(&after, "tessera_keyspace_hits_total", None), 20.0);
+    assert_eq!(value(&after, "tessera_keyspace_misses_total", None), 1.0);
+    assert_eq!(
+        value(&after, "tessera_errors_total", Some(("prefix", "ERR"))),
+        1.0
+    );
+    assert_eq!(value(&after, "tessera_connected_clients", None), 1.0);
+    assert!(value(&after, "tessera_memory_used_bytes", None) > 0.0);
+    // The histogram's +Inf bucket holds every call; its count is the calls.
+    assert_eq!(
+        value(
+            &after,
+            "tessera_command_duration_seconds",
+            Some(("cmd", "get"))
+        ),
+        21.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "tessera_command_duration_seconds_count",
+            Some(("cmd", "get"))
+        ),
+        21.0
+    );
+    // Both cores answer, each under its label.
+    let per_core: f64 = ["0", "1"]
+        .iter()
+        .map(|c| value(&after, "tessera_core_commands_processed", Some(("core", c))))
+        .sum();
+    assert_eq!(
+        per_core,
+        value(&after, "tessera_commands_processed_total", None)
+    );
+    assert!(value(&after, "tessera_cross_core_hops_total", None) > 0.0);
+    // Help texts and types as the conventions have them.
+    assert!(after.docs.contains_key("tessera_command_calls"));
+    assert!(after.docs.contains_key("tessera_command_duration_seconds"));
+
+    // Anything else is refused, and the endpoint and the node survive it.
+    assert_eq!(
+        http(port, b"GET / HTTP/1.1\r\n\r\n").0,
+        "HTTP/1.1 404 Not Found"
+    );
+    assert_eq!(
+        http(port, b"POST /metrics HTTP/1.1\r\n\r\n").0,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 20_000));
+    huge.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(
+        http(port, &huge).0,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    {
+        use std::io::Write;
+        let mut junk = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        junk.write_all(b"\x00\xff garbage").unwrap();
+    }
+    assert_eq!(calls(&scrape(port)), 21.0);
+    assert_eq!(r.cmd(&["PING"]), Resp::Simple("PONG".into()));
+}
+
+#[test]
+fn a_metrics_port_that_cannot_be_bound_stops_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "--port",
+            &free_port().to_string(),
+            "--save",
+            "",
+            "--metrics-port",
+            &port,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(&format!("cannot serve metrics on 127.0.0.1:{port}")),
+        "{text}"
+    );
+}

@@ -45,6 +45,8 @@ pub struct NodeShared {
     pub cluster: std::sync::OnceLock<Arc<super::control::ClusterHandle>>,
     /// Replication: this node's id, its replicas (as a primary), its link (as a replica).
     pub repl: super::replication::Replication,
+    /// Where /metrics scrapes collect the cores' samples.
+    pub scrape: super::prometheus::Hub,
 }
 
 impl NodeShared {
@@ -73,6 +75,7 @@ impl NodeShared {
             next_client_id: AtomicU64::new(0),
             saves: Default::default(),
             dirty: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+            scrape: super::prometheus::Hub::new(cores),
             aof_rewrites_running: AtomicUsize::new(0),
             aof_rewrites: AtomicU64::new(0),
             aof_last_rewrite_ok: AtomicBool::new(true),
@@ -146,6 +149,8 @@ pub struct CoreStats {
     pub total_net_output_bytes: u64,
     pub rejected_connections: u64,
     pub total_error_replies: u64,
+    /// Requests this core sent to another over the channel mesh.
+    pub cross_core_hops: u64,
     /// Time spent in active expiry, in microseconds.
     pub expire_cycle_cpu_us: u64,
 }

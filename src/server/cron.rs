@@ -22,6 +22,7 @@ pub async fn run(core: Rc<Core>) {
         tick(&core, period);
         drop_lost_slots(&core);
         publish_changes(&core);
+        super::prometheus::sample_if_wanted(&core);
         if core.id == 0 {
             check_save_rules(&core);
         }

@@ -175,6 +175,7 @@ impl Core {
             self.wait_admitted(tx).await;
             return Pending::Ready(f(self));
         }
+        self.bump(|st| st.cross_core_hops += 1);
         let mesh = self.mesh();
         let (ticket, rx) = mesh.ticket();
         let job: Job = Box::new(move |c: &Core| Box::new(f(c)) as AnyBox);

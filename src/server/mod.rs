@@ -25,6 +25,7 @@ pub mod node_cmds;
 pub mod observe;
 pub mod persist;
 pub mod pipeline;
+pub mod prometheus;
 pub mod replica;
 pub mod replication;
 pub mod session;
@@ -63,6 +64,8 @@ pub enum StartError {
     BusBind { addr: String, err: String },
     #[error("cannot start the control core: {0}")]
     ControlCore(String),
+    #[error("cannot serve metrics on {addr}: {err} (--metrics-port)")]
+    MetricsBind { addr: String, err: String },
 }
 
 /// Checks that the process may lock enough memory for glommio.
@@ -120,6 +123,9 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
     check_memlock(config.cores)?;
     check_io_uring()?;
     let cores = config.cores;
+    // Bound before the cores start, so it is there when they answer (a scrape before
+    // they tick waits for them).
+    prometheus::start(&config, node.clone())?;
     let topo = Arc::new(topology::Topology::read(&topology::Topology::root()));
     let (line, warnings) = topology::describe(
         &topo,

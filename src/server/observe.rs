@@ -45,7 +45,7 @@ pub async fn slowlog(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
             .flatten()
             .collect();
         // Each core keeps its newest `max_len`; the node's log is the newest of those.
-        all.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        all.sort_unstable_by_key(|e| std::cmp::Reverse(e.id));
         all.truncate(max_len.min(count));
         o.array(all.len());
         for e in &all {
