@@ -135,6 +135,24 @@ fn commandstats_errorstats_and_latencystats_count_every_core() {
     assert!(at("# Errorstats") < at("# Latencystats"));
     assert!(at("# Latencystats") < at("# Cluster"));
 
+    // The tessera section: a line per data core.
+    let per_core = info(&mut r, "tessera");
+    assert!(per_core.starts_with("# Tessera\r\n"), "{per_core}");
+    let hops: u64 = ["core0", "core1"]
+        .iter()
+        .map(|c| {
+            let line = info_line(&per_core, c).unwrap_or_else(|| panic!("no {c}: {per_core}"));
+            assert!(line.contains(",keys=1,"), "{line}");
+            line.split(',')
+                .find_map(|f| f.strip_prefix("hops="))
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert!(hops > 0, "the pipelined GETs crossed cores: {per_core}");
+    assert!(at("# Keyspace") < order.iter().position(|l| *l == "# Tessera").unwrap());
+
     // CONFIG RESETSTAT clears them on every core.
     assert_eq!(r.cmd(&["CONFIG", "RESETSTAT"]), Resp::ok());
     let stats = info(&mut r, "commandstats");

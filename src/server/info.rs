@@ -92,6 +92,7 @@ pub async fn info(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
     if wanted.iter().any(|w| w == "all" || w == "everything") {
         wanted.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
         wanted.extend(STATS_SECTIONS.iter().map(|s| s.to_string()));
+        wanted.push("tessera".to_string());
     }
     let metrics = if wanted.iter().any(|w| STATS_SECTIONS.contains(&w.as_str())) {
         Some(merged_metrics(core).await)
@@ -398,6 +399,28 @@ fn render(core: &Core, wanted: &[String], reports: &[CoreReport]) -> String {
             if keys > 0 {
                 let _ = write!(t, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
             }
+        }
+        t.push_str("\r\n");
+    }
+    if want("tessera") {
+        // Per data core: what it served, holds and owes, and the hops it made to others.
+        t.push_str("# Tessera\r\n");
+        for (i, r) in reports.iter().enumerate() {
+            let keys: usize = r.keyspace.iter().map(|k| k.0).sum();
+            let _ = write!(
+                t,
+                "core{i}:cpu={},commands={},clients={},keys={keys},dataset_bytes={},heap_bytes={},hops={},error_replies={},wal_records={},wal_bytes={},wal_lag={}\r\n",
+                node.cpus.get(i).copied().flatten().map_or("unpinned".to_string(), |c| c.to_string()),
+                r.stats.total_commands_processed,
+                r.clients,
+                r.dataset_bytes,
+                r.heap_bytes.max(0),
+                r.stats.cross_core_hops,
+                r.stats.total_error_replies,
+                r.wal.2,
+                r.wal.3,
+                r.wal.4,
+            );
         }
         t.push_str("\r\n");
     }
