@@ -30,6 +30,8 @@ pub struct Config {
     /// CPUs to pin data cores to, in order; empty: not pinned.
     pub cpus: Vec<usize>,
     pub loglevel: String,
+    /// `log-format`: plain lines, or one JSON object per line.
+    pub log_json: bool,
     /// `maxmemory`: bytes the dataset may use over all cores (each core gets an equal
     /// share); 0 means no limit.
     pub maxmemory: usize,
@@ -242,6 +244,7 @@ impl Default for Config {
             cores: available_cpus().len().clamp(1, limits::MAX_DATA_CORES),
             cpus: Vec::new(),
             loglevel: "notice".into(),
+            log_json: false,
             maxmemory: 0,
             maxmemory_policy: Policy::NoEviction,
             maxmemory_samples: 5,
@@ -362,6 +365,9 @@ pub struct Cli {
     /// Log level: debug, verbose, notice or warning [default: notice].
     #[arg(long)]
     pub loglevel: Option<String>,
+    /// Log lines as plain text or one JSON object each: plain or json [default: plain].
+    #[arg(long)]
+    pub log_format: Option<String>,
     /// Memory limit for the dataset, e.g. 100mb; 0 for none [default: 0].
     #[arg(long)]
     pub maxmemory: Option<String>,
@@ -688,6 +694,19 @@ pub static PARAMS: &[Param] = &[
                 return Err(bad("one of debug, verbose, notice, warning"));
             }
             c.loglevel = v;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "log-format",
+        get: |c| if c.log_json { "json" } else { "plain" }.into(),
+        set: |c, v| {
+            c.log_json = match v.to_ascii_lowercase().as_str() {
+                "plain" => false,
+                "json" => true,
+                _ => return Err(bad("plain or json")),
+            };
             Ok(())
         },
         mutable: false,
@@ -1256,7 +1275,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 32] = [
+        let flags: [(&str, Option<String>); 33] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -1270,6 +1289,7 @@ impl Cli {
             ("cores", self.cores.map(|v| v.to_string())),
             ("cpus", self.cpus),
             ("loglevel", self.loglevel),
+            ("log-format", self.log_format),
             ("maxmemory", self.maxmemory),
             ("maxmemory-policy", self.maxmemory_policy),
             ("save", self.save),

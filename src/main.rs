@@ -8,7 +8,7 @@ use tessera::server::{self, core::NodeShared};
 #[global_allocator]
 static ALLOC: tessera::alloc::CountingAlloc = tessera::alloc::CountingAlloc;
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, json: bool) {
     let default = match level {
         "debug" => "debug",
         "verbose" | "notice" => "info",
@@ -16,11 +16,17 @@ fn init_logging(level: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        // One object per line: timestamp, level, target, fields (message among them).
+        builder.json().with_current_span(false).init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 fn main() {
@@ -32,7 +38,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    init_logging(&config.loglevel);
+    init_logging(&config.loglevel, config.log_json);
     let cpus = (0..config.cores)
         .map(|i| config.cpus.get(i).copied())
         .collect();

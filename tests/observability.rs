@@ -457,3 +457,59 @@ fn a_metrics_port_that_cannot_be_bound_stops_the_start() {
         "{text}"
     );
 }
+
+#[test]
+fn json_logs_record_config_changes_and_refused_clients_without_secrets() {
+    let s = Server::start(1, &["--log-format", "json"]);
+    let mut r = s.raw();
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        Resp::ok()
+    );
+    assert_eq!(r.cmd(&["CONFIG", "SET", "maxclients", "1"]), Resp::ok());
+    // A second client is refused, and that is logged once.
+    for _ in 0..3 {
+        let mut extra = Raw::connect(s.port);
+        assert_eq!(
+            extra.read(),
+            Resp::Error("ERR max number of clients reached".into())
+        );
+    }
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "requirepass", "hunter2"]),
+        Resp::ok()
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "GET", "log-format"]),
+        Resp::Array(vec![Resp::bulk("log-format"), Resp::bulk("json")])
+    );
+    let deadline = std::time::Instant::now() + REPLY_DEADLINE;
+    let log = loop {
+        let log = s.log_text();
+        if log.contains("requirepass") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 5, "{log}");
+    for l in &lines {
+        assert!(
+            l.starts_with('{') && l.ends_with('}') && l.contains("\"level\":"),
+            "not a JSON line: {l}"
+        );
+    }
+    assert!(
+        log.contains("CONFIG SET maxmemory-policy allkeys-lru"),
+        "{log}"
+    );
+    assert!(log.contains("CONFIG SET requirepass (redacted)"), "{log}");
+    assert!(!log.contains("hunter2"), "{log}");
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("max number of clients reached"))
+        .count();
+    assert_eq!(refused, 1, "{log}");
+    // No line per request at the default level.
+    assert!(!log.contains("\"GET\"") && !log.contains("PING"), "{log}");
+}

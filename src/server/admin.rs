@@ -561,6 +561,7 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
             return o.error(errors::SYNTAX);
         }
         let mut cfg = core.config.borrow().clone();
+        let mut changes = Vec::new();
         for pair in (2..args.len()).step_by(2) {
             let name = text(args.get(pair));
             let Some(p) = param(&name) else {
@@ -577,6 +578,15 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
                     p.name
                 ));
             }
+            let shown = if matches!(p.name, "requirepass" | "masterauth") {
+                "(redacted)".to_string()
+            } else {
+                (p.get)(&cfg)
+            };
+            changes.push((p.name, shown));
+        }
+        for (name, value) in changes {
+            tracing::info!("CONFIG SET {name} {value}");
         }
         core.invoke_all(Some(BYPASS_LOCKS), move |c| {
             let was_appending = c.config.borrow().appendonly;

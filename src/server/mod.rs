@@ -227,6 +227,11 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
     result
 }
 
+thread_local! {
+    /// When this core last logged that it refused a client at maxclients.
+    static MAXCLIENTS_LOGGED_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Each core's peer index in the request and reply meshes, filled in as cores join.
 type PeerIds = Arc<Mutex<Vec<Option<(usize, usize)>>>>;
 
@@ -433,6 +438,15 @@ async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener) {
         let maxclients = core.config.borrow().maxclients;
         if !core.node.client_opened(maxclients) {
             core.bump(|s| s.rejected_connections += 1);
+            // One line a second at most: a flood of refusals is one event.
+            let now = core.now_ms();
+            if now >= MAXCLIENTS_LOGGED_MS.get() + 1000 {
+                MAXCLIENTS_LOGGED_MS.set(now);
+                tracing::warn!(
+                    maxclients,
+                    "max number of clients reached: refusing connections"
+                );
+            }
             glommio::spawn_local(async move {
                 use futures_lite::AsyncWriteExt;
                 let mut stream = stream;
