@@ -47,6 +47,9 @@ pub struct Config {
     /// command, negative: none), which keeps the newest `slowlog_max_len`.
     pub slowlog_log_slower_than: i64,
     pub slowlog_max_len: usize,
+    /// Events (expiry and eviction cycles, fsyncs, commands...) that take at least this many
+    /// milliseconds are sampled for LATENCY; 0: off.
+    pub latency_monitor_threshold: u64,
     /// Each core's write-ahead ring keeps at most this many records and bytes.
     pub wal_ring_entries: usize,
     pub wal_ring_bytes: usize,
@@ -253,6 +256,7 @@ impl Default for Config {
             hz: limits::HZ_DEFAULT,
             slowlog_log_slower_than: limits::SLOWLOG_SLOWER_THAN_US_DEFAULT,
             slowlog_max_len: limits::SLOWLOG_MAX_LEN_DEFAULT,
+            latency_monitor_threshold: 0,
             wal_ring_entries: tessera_shards::wal::WAL_MAX_ENTRIES_DEFAULT,
             wal_ring_bytes: tessera_shards::wal::WAL_MAX_BYTES_DEFAULT,
             wal_ring_keep: false,
@@ -1044,6 +1048,15 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.slowlog_max_len.to_string(),
         set: |c, v| {
             c.slowlog_max_len = set_int(v, 0, limits::SLOWLOG_MAX_LEN_MAX as u64)?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "latency-monitor-threshold",
+        get: |c| c.latency_monitor_threshold.to_string(),
+        set: |c, v| {
+            c.latency_monitor_threshold = set_int(v, 0, i64::MAX as u64)? as u64;
             Ok(())
         },
         mutable: true,

@@ -50,6 +50,8 @@ pub const SLOWLOG_MAX_LEN_DEFAULT: usize = 128;
 pub const SLOWLOG_MAX_LEN_MAX: usize = 10_000;
 pub const SLOWLOG_ENTRY_MAX_ARGS: usize = 32;
 pub const SLOWLOG_ENTRY_MAX_ARG_BYTES: usize = 128;
+/// Samples the latency monitor keeps per event (one per second at most), as Redis.
+pub const LATENCY_HISTORY_LEN: usize = 160;
 pub const HZ_MAX: usize = 500;
 /// Most keys `maxmemory-samples` may ask for per database per eviction (Redis: 64).
 pub const MAXMEMORY_SAMPLES_MAX: usize = 64;

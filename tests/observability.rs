@@ -513,3 +513,70 @@ fn json_logs_record_config_changes_and_refused_clients_without_secrets() {
     // No line per request at the default level.
     assert!(!log.contains("\"GET\"") && !log.contains("PING"), "{log}");
 }
+
+#[test]
+fn latency_monitor_samples_events_over_the_threshold() {
+    let s = Server::with_cores(2);
+    let mut r = s.raw();
+    // Enough keys that KEYS * takes milliseconds.
+    let mut pipelined = Vec::new();
+    for i in 0..60_000 {
+        pipelined.extend(encode_cmd(&[b"SET", format!("key:{i}").as_bytes(), b"v"]));
+    }
+    r.send(&pipelined);
+    r.read_each(60_000, |_, reply| assert_eq!(reply, Resp::ok()));
+    let keys_star = |r: &mut Raw| match r.cmd(&["KEYS", "*"]) {
+        Resp::Array(v) => assert_eq!(v.len(), 60_000),
+        other => panic!("{other:?}"),
+    };
+    // Off by default: nothing is sampled.
+    keys_star(&mut r);
+    assert_eq!(r.cmd(&["LATENCY", "LATEST"]), Resp::Array(vec![]));
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "latency-monitor-threshold", "1"]),
+        Resp::ok()
+    );
+    keys_star(&mut r);
+    let Resp::Array(latest) = r.cmd(&["LATENCY", "LATEST"]) else {
+        panic!()
+    };
+    let command = latest
+        .iter()
+        .find_map(|e| match e {
+            Resp::Array(f) if f[0] == Resp::bulk("command") => Some(f.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no command event: {latest:?}"));
+    let (Resp::Int(at), Resp::Int(ms), Resp::Int(max)) = (&command[1], &command[2], &command[3])
+    else {
+        panic!("{command:?}")
+    };
+    assert!(*at > 1_700_000_000 && *ms >= 1 && max >= ms, "{command:?}");
+    let Resp::Array(history) = r.cmd(&["LATENCY", "HISTORY", "command"]) else {
+        panic!()
+    };
+    assert!(!history.is_empty());
+    assert_eq!(
+        r.cmd(&["LATENCY", "HISTORY", "nothing-like-it"]),
+        Resp::Array(vec![])
+    );
+    // RESET counts the events it forgot.
+    assert_eq!(
+        r.cmd(&["LATENCY", "RESET", "command", "nothing-like-it"]),
+        Resp::Int(1)
+    );
+    let Resp::Array(latest) = r.cmd(&["LATENCY", "LATEST"]) else {
+        panic!()
+    };
+    assert!(!latest
+        .iter()
+        .any(|e| matches!(e, Resp::Array(f) if f[0] == Resp::bulk("command"))));
+    assert!(matches!(r.cmd(&["LATENCY", "RESET"]), Resp::Int(_)));
+    assert_eq!(r.cmd(&["LATENCY", "LATEST"]), Resp::Array(vec![]));
+    assert!(
+        matches!(r.cmd(&["LATENCY", "DOCTORX"]), Resp::Error(e) if e.starts_with("ERR unknown subcommand 'DOCTORX'"))
+    );
+    assert!(
+        matches!(r.cmd(&["LATENCY", "HISTORY"]), Resp::Error(e) if e.contains("wrong number of arguments"))
+    );
+}

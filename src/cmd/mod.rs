@@ -97,11 +97,13 @@ pub fn run_on_shard(
     args: Args,
     o: &mut Out,
 ) {
-    if ctx.shard.memory_policy().limit_bytes != 0
-        && spec.has_flag("denyoom")
-        && ctx.shard.make_room(ctx.now_ms) == tessera_shards::shard::Room::Full
-    {
-        return o.error(errors::OOM);
+    if ctx.shard.memory_policy().limit_bytes != 0 && spec.has_flag("denyoom") {
+        let start = std::time::Instant::now();
+        let room = ctx.shard.make_room(ctx.now_ms);
+        crate::server::metrics::latency("eviction-cycle", start.elapsed());
+        if room == tessera_shards::shard::Room::Full {
+            return o.error(errors::OOM);
+        }
     }
     f(ctx, args, o)
 }

@@ -48,6 +48,7 @@ pub enum NodeCmd {
     Replsync,
     Replpause,
     Slowlog,
+    Latency,
 }
 
 /// How a multi-key command runs when its keys live on more than one core.
@@ -270,6 +271,7 @@ pub static TABLE: &[CommandSpec] = &[
     // server
     cmd!("command", -1, &["loading", "stale"], (0, 0, 0), Node(N::Command), "server", "2.8.13", "Returns detailed information about all commands.", ""),
     cmd!("config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Config), "server", "2.0.0", "A container for server configuration commands.", ""),
+    cmd!("latency", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Latency), "server", "2.8.13", "A container for latency diagnostics commands.", ""),
     cmd!("slowlog", -2, &["admin", "loading", "stale"], (0, 0, 0), Node(N::Slowlog), "server", "2.2.12", "A container for slow log commands.", ""),
     cmd!("info", -1, &["loading", "stale"], (0, 0, 0), Node(N::Info), "server", "1.0.0", "Returns information and statistics about the server.", "[section:string...]"),
     cmd!("time", 1, &["loading", "stale", "fast"], (0, 0, 0), Node(N::Time), "server", "2.6.0", "Returns the server time.", ""),
@@ -335,6 +337,10 @@ pub static SUBCOMMANDS: &[SubcommandDoc] = &[
     sub!("config|set", -4, "2.0.0", "Sets configuration parameters in-flight.", "(parameter:string value:string)..."),
     sub!("config|resetstat", 2, "2.0.0", "Resets the server's statistics.", ""),
     sub!("config|help", 2, "5.0.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("latency|history", 3, "2.8.13", "Returns timestamp-latency samples for an event.", "event:string"),
+    sub!("latency|latest", 2, "2.8.13", "Returns the latest latency samples for all events.", ""),
+    sub!("latency|reset", -2, "2.8.13", "Resets the latency data for one or more events.", "[event:string...]"),
+    sub!("latency|help", 2, "2.8.13", "Returns helpful text about the different subcommands.", ""),
     sub!("slowlog|get", -2, "2.2.12", "Returns the slow log's entries.", "[count:integer]"),
     sub!("slowlog|len", 2, "2.2.12", "Returns the number of entries in the slow log.", ""),
     sub!("slowlog|reset", 2, "2.2.12", "Clears all entries from the slow log.", ""),

@@ -592,6 +592,7 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
             let was_appending = c.config.borrow().appendonly;
             *c.config.borrow_mut() = cfg.clone();
             c.apply_memory_config();
+            super::metrics::set_latency_threshold(cfg.latency_monitor_threshold);
             match (was_appending, cfg.appendonly) {
                 (false, true) => {
                     // A first log and a rewrite to give it a base of the data there is.

@@ -751,7 +751,17 @@ async fn run(core: Rc<Core>, aof: Rc<Aof>, mut file: glommio::io::BufferedFile) 
         };
         if due {
             let upto = aof.written.get();
-            match file.fdatasync().await {
+            let started = std::time::Instant::now();
+            let synced = file.fdatasync().await;
+            super::metrics::latency(
+                if policy == AppendFsync::Always {
+                    "aof-fsync-always"
+                } else {
+                    "aof-fsync-everysec"
+                },
+                started.elapsed(),
+            );
+            match synced {
                 Ok(()) => {
                     aof.durable.set(upto);
                     aof.last_fsync_ms.set(now);

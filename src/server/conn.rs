@@ -178,7 +178,8 @@ fn check_subcommand(s: &Session, spec: &CommandSpec, args: &Args) -> Option<Vec<
             | NodeCmd::Command
             | NodeCmd::Memory
             | NodeCmd::Cluster
-            | NodeCmd::Slowlog,
+            | NodeCmd::Slowlog
+            | NodeCmd::Latency,
         ) => spec.name,
         _ if spec.name == "object" => spec.name,
         _ => return None,
@@ -348,8 +349,10 @@ pub async fn dispatch(
 /// Counts a run of `spec` that began at `began`, and keeps it in the slow log if it was
 /// slow.
 fn ran(core: &Core, s: &Session, spec: &CommandSpec, args: Args, began: Instant, failed: bool) {
-    let nanos = began.elapsed().as_nanos() as u64;
+    let took = began.elapsed();
+    let nanos = took.as_nanos() as u64;
     metrics::record(spec, nanos, failed);
+    metrics::command_latency(spec, took);
     let (threshold, max_len) = {
         let c = core.config.borrow();
         (c.slowlog_log_slower_than, c.slowlog_max_len)

@@ -2,6 +2,7 @@
 //! eviction that writes left unfinished, and (on core 0) the `save` rules.
 
 use super::core::Core;
+use super::metrics;
 use crate::limits;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -19,6 +20,7 @@ pub async fn run(core: Rc<Core>) {
         if core.node.shutting_down() {
             return;
         }
+        metrics::set_latency_threshold(core.config.borrow().latency_monitor_threshold);
         tick(&core, period);
         drop_lost_slots(&core);
         publish_changes(&core);
@@ -146,10 +148,13 @@ fn tick(core: &Core, period: Duration) {
         let budget = period * limits::ACTIVE_EXPIRE_TIME_PERCENT as u32 / 100;
         let start = Instant::now();
         shard.active_expire(now, || start.elapsed() < budget);
-        let spent = start.elapsed().as_micros() as u64;
-        core.bump(|st| st.expire_cycle_cpu_us += spent);
+        let spent = start.elapsed();
+        core.bump(|st| st.expire_cycle_cpu_us += spent.as_micros() as u64);
+        metrics::latency("expire-cycle", spent);
     }
     if shard.over_limit() {
+        let start = Instant::now();
         shard.make_room(now);
+        metrics::latency("eviction-cycle", start.elapsed());
     }
 }

@@ -270,6 +270,89 @@ pub fn slowlog_reset() {
     SLOWLOG.with(|l| l.borrow_mut().clear());
 }
 
+/// The latency monitor: per event, samples of the events that took at least
+/// `latency-monitor-threshold` ms, one per second (the worst of that second), the newest
+/// `LATENCY_HISTORY_LEN`, and the worst ever.
+#[derive(Clone, Debug, Default)]
+pub struct EventSeries {
+    /// (Unix seconds, ms), oldest first.
+    pub samples: VecDeque<(u64, u64)>,
+    pub max_ms: u64,
+}
+
+thread_local! {
+    static LATENCY: RefCell<BTreeMap<&'static str, EventSeries>> = const { RefCell::new(BTreeMap::new()) };
+    /// This core's copy of `latency-monitor-threshold` (ms; 0: off), kept by its tick.
+    static LATENCY_THRESHOLD_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+pub fn set_latency_threshold(ms: u64) {
+    LATENCY_THRESHOLD_MS.with(|t| t.set(ms));
+}
+
+/// Notes that `event` took `took`, if the monitor is on and it took long enough.
+pub fn latency(event: &'static str, took: std::time::Duration) {
+    let threshold = LATENCY_THRESHOLD_MS.with(|t| t.get());
+    let ms = took.as_millis() as u64;
+    if threshold == 0 || ms < threshold {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LATENCY.with(|l| {
+        let mut l = l.borrow_mut();
+        let series = l.entry(event).or_default();
+        series.max_ms = series.max_ms.max(ms);
+        match series.samples.back_mut() {
+            Some((at, worst)) if *at == now => *worst = (*worst).max(ms),
+            _ => {
+                series.samples.push_back((now, ms));
+                if series.samples.len() > limits::LATENCY_HISTORY_LEN {
+                    series.samples.pop_front();
+                }
+            }
+        }
+    });
+}
+
+/// A command's run, for the monitor's "command" or "fast-command" event.
+pub fn command_latency(spec: &CommandSpec, took: std::time::Duration) {
+    let threshold = LATENCY_THRESHOLD_MS.with(|t| t.get());
+    if threshold == 0 || (took.as_millis() as u64) < threshold {
+        return;
+    }
+    latency(
+        if spec.has_flag("fast") {
+            "fast-command"
+        } else {
+            "command"
+        },
+        took,
+    );
+}
+
+/// This core's latency series.
+pub fn latency_series() -> BTreeMap<&'static str, EventSeries> {
+    LATENCY.with(|l| l.borrow().clone())
+}
+
+/// Forgets the named events (all when `events` is empty); returns how many it forgot.
+pub fn latency_reset(events: &[String]) -> usize {
+    LATENCY.with(|l| {
+        let mut l = l.borrow_mut();
+        if events.is_empty() {
+            let n = l.len();
+            l.clear();
+            return n;
+        }
+        events
+            .iter()
+            .filter(|e| l.remove(e.as_str()).is_some())
+            .count()
+    })
+}
+
 /// This core's figures.
 pub fn snapshot() -> Metrics {
     LOCAL.with(|m| m.borrow().clone())

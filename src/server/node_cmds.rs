@@ -72,6 +72,7 @@ pub async fn run(
         NodeCmd::Config => admin::config(core, args, &mut o).await,
         NodeCmd::Info => info::info(core, args, &mut o).await,
         NodeCmd::Slowlog => super::observe::slowlog(core, args, &mut o).await,
+        NodeCmd::Latency => super::observe::latency(core, args, &mut o).await,
         NodeCmd::Time => {
             let us = core.node.now_us();
             o.array(2);

@@ -1,11 +1,13 @@
-//! SLOWLOG: the slow calls every core kept (src/server/metrics.rs), merged newest first.
+//! SLOWLOG and LATENCY: the slow calls and the latency samples every core kept
+//! (src/server/metrics.rs), merged.
 
 use super::core::Core;
 use super::mesh::BYPASS_LOCKS;
-use super::metrics::{self, SlowEntry};
+use super::metrics::{self, EventSeries, SlowEntry};
 use crate::cmd::parse::{eq, int};
 use crate::cmd::{unknown_subcommand_error, Args};
 use crate::resp::Out;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 const SLOWLOG_HELP: &[&str] = &[
@@ -76,5 +78,102 @@ pub async fn slowlog(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
         }
     } else {
         o.error_bytes(&unknown_subcommand_error("SLOWLOG", sub));
+    }
+}
+
+const LATENCY_HELP: &[&str] = &[
+    "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "HISTORY <event>",
+    "    Return time-latency samples for the <event> class.",
+    "LATEST",
+    "    Return the latest latency samples for all events.",
+    "RESET [<event> ...]",
+    "    Reset latency data of one or more <event> classes.",
+    "    (default: reset all data for all event classes)",
+    "HELP",
+    "    Prints this help.",
+];
+
+/// Every core's series of each event, merged: a second's sample is the worst of the cores'.
+async fn merged_latency(core: &Rc<Core>) -> BTreeMap<&'static str, EventSeries> {
+    let all = core
+        .invoke_all(Some(BYPASS_LOCKS), |_| metrics::latency_series())
+        .await;
+    let mut merged: BTreeMap<&'static str, (BTreeMap<u64, u64>, u64)> = BTreeMap::new();
+    for series in all {
+        for (event, s) in series {
+            let (samples, max) = merged.entry(event).or_default();
+            *max = (*max).max(s.max_ms);
+            for (at, ms) in s.samples {
+                let worst = samples.entry(at).or_default();
+                *worst = (*worst).max(ms);
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(event, (samples, max_ms))| {
+            let skip = samples
+                .len()
+                .saturating_sub(crate::limits::LATENCY_HISTORY_LEN);
+            let samples = samples.into_iter().skip(skip).collect();
+            (event, EventSeries { samples, max_ms })
+        })
+        .collect()
+}
+
+pub async fn latency(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
+    let sub = args.get(1);
+    if eq(sub, "LATEST") && args.len() == 2 {
+        let merged = merged_latency(core).await;
+        o.array(merged.len());
+        for (event, s) in &merged {
+            let (at, ms) = s.samples.back().copied().unwrap_or((0, 0));
+            o.array(4);
+            o.bulk(event.as_bytes());
+            o.int(at as i64);
+            o.int(ms as i64);
+            o.int(s.max_ms as i64);
+        }
+    } else if eq(sub, "HISTORY") && args.len() == 3 {
+        let merged = merged_latency(core).await;
+        let wanted = String::from_utf8_lossy(args.get(2)).to_ascii_lowercase();
+        match merged.get(wanted.as_str()) {
+            Some(s) => {
+                o.array(s.samples.len());
+                for (at, ms) in &s.samples {
+                    o.array(2);
+                    o.int(*at as i64);
+                    o.int(*ms as i64);
+                }
+            }
+            None => o.array(0),
+        }
+    } else if eq(sub, "RESET") {
+        let events: Vec<String> = args
+            .iter()
+            .skip(2)
+            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+            .collect();
+        // An event counts once however many cores had it.
+        let before = merged_latency(core).await;
+        let named = if events.is_empty() {
+            before.len()
+        } else {
+            events
+                .iter()
+                .filter(|e| before.contains_key(e.as_str()))
+                .count()
+        };
+        core.invoke_all(Some(BYPASS_LOCKS), move |_| metrics::latency_reset(&events))
+            .await;
+        o.int(named as i64);
+    } else if eq(sub, "HELP") && args.len() == 2 {
+        o.array(LATENCY_HELP.len());
+        for l in LATENCY_HELP {
+            o.simple(l);
+        }
+    } else {
+        o.error_bytes(&unknown_subcommand_error("LATENCY", sub));
     }
 }

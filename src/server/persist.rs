@@ -452,6 +452,7 @@ async fn write_part(
             written = keys;
         }
         throttle.spent(step_started.elapsed());
+        super::metrics::latency("snapshot-step", step_started.elapsed());
         if done {
             break;
         }

@@ -58,8 +58,10 @@ impl RemoteBatch {
                 let args = Args::new(&self.data, &self.ranges[r.clone()]);
                 crate::cmd::run_on_shard(spec, f, &mut ctx, args, &mut Out::new(&mut buf, proto));
                 let failed = note_error(&buf[start..]);
-                let nanos = began.elapsed().as_nanos() as u64;
+                let took = began.elapsed();
+                let nanos = took.as_nanos() as u64;
                 metrics::record(spec, nanos, failed);
+                metrics::command_latency(spec, took);
                 slow.extend(metrics::slow_call(spec, args, threshold, nanos));
                 errors += failed as u64;
             }
