@@ -580,3 +580,51 @@ fn latency_monitor_samples_events_over_the_threshold() {
         matches!(r.cmd(&["LATENCY", "HISTORY"]), Resp::Error(e) if e.contains("wrong number of arguments"))
     );
 }
+
+#[test]
+fn client_list_shows_each_clients_memory_and_last_command() {
+    let s = Server::with_cores(1);
+    let mut r = s.raw();
+    let field = |line: &str, k: &str| -> i64 {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+            .parse()
+            .unwrap()
+    };
+    let info = |r: &mut Raw| match r.cmd(&["CLIENT", "INFO"]) {
+        Resp::Bulk(b) => String::from_utf8(b).unwrap(),
+        Resp::Verbatim(t) => t,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(r.cmd(&["SET", "k", "v"]), Resp::ok());
+    // The command it ran last: SET, seen from another connection; CLIENT INFO itself when
+    // it asks (as Redis).
+    let Resp::Bulk(list) = s.raw().cmd(&["CLIENT", "LIST"]) else { panic!() };
+    assert!(String::from_utf8(list).unwrap().contains(" cmd=set "));
+    let line = info(&mut r);
+    assert!(line.contains(" cmd=client|info "), "{line}");
+    let rbs = field(&line, "rbs");
+    assert!(rbs > 0, "{line}");
+    assert!(
+        field(&line, "tot-mem") >= rbs + field(&line, "omem"),
+        "{line}"
+    );
+    assert_eq!(field(&line, "multi-mem"), 0);
+    assert_eq!(r.cmd(&["MULTI"]), Resp::ok());
+    let big = "x".repeat(10_000);
+    assert_eq!(r.cmd(&["SET", "k", &big]), Resp::Simple("QUEUED".into()));
+    // CLIENT INFO inside MULTI is queued too: read the record from another connection.
+    let mut other = s.raw();
+    let Resp::Bulk(list) = other.cmd(&["CLIENT", "LIST"]) else {
+        panic!()
+    };
+    let list = String::from_utf8(list).unwrap();
+    let mine = list
+        .lines()
+        .find(|l| l.contains(" multi=1 "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(field(mine, "multi-mem") >= 10_000, "{mine}");
+    assert_eq!(r.cmd(&["EXEC"]), Resp::Array(vec![Resp::ok()]));
+    assert_eq!(field(&info(&mut r), "multi-mem"), 0);
+}

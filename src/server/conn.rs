@@ -112,8 +112,13 @@ pub async fn run_command(
                 o.error("ERR too many commands queued in MULTI")
             });
         }
-        queue.push(Queued::new(spec, args));
-        s.record.borrow_mut().multi = Some(queue.len());
+        let queued = Queued::new(spec, args);
+        let bytes =
+            queued.data.len() + queued.ranges.len() * std::mem::size_of::<std::ops::Range<usize>>();
+        queue.push(queued);
+        let mut r = s.record.borrow_mut();
+        r.multi = Some(queue.len());
+        r.multi_bytes += bytes;
         return pipe.reply_here(out, proto, |o| o.simple("QUEUED"));
     }
     if let (Exec::Node(NodeCmd::Watch), Some(h)) = (spec.exec, core.node.cluster.get()) {
@@ -696,6 +701,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         lib_name: String::new(),
         lib_ver: String::new(),
         query_buffer_bytes: 0,
+        read_buffer_bytes: 0,
+        output_buffer_bytes: 0,
+        multi_bytes: 0,
         authenticated: false,
         replica: false,
     }));
@@ -820,7 +828,12 @@ async fn serve_loop(
         }
         rbuf.copy_within(pos..filled, 0);
         filled -= pos;
-        s.record.borrow_mut().query_buffer_bytes = filled;
+        {
+            let mut r = s.record.borrow_mut();
+            r.query_buffer_bytes = filled;
+            r.read_buffer_bytes = rbuf.len();
+            r.output_buffer_bytes = out.capacity();
+        }
         if filled > query_limit {
             tracing::warn!(
                 client = s.id,

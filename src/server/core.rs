@@ -172,6 +172,11 @@ pub struct ClientRecord {
     pub lib_name: String,
     pub lib_ver: String,
     pub query_buffer_bytes: usize,
+    /// The connection's read and output buffers' sizes and the commands queued in MULTI,
+    /// in bytes (CLIENT LIST's rbs, omem and multi-mem; tot-mem adds them up).
+    pub read_buffer_bytes: usize,
+    pub output_buffer_bytes: usize,
+    pub multi_bytes: usize,
     pub authenticated: bool,
     /// The connection streams to a replica (flag S).
     pub replica: bool,
@@ -190,7 +195,7 @@ impl ClientRecord {
             "N"
         };
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} watch={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} rbs={} rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -202,6 +207,14 @@ impl ClientRecord {
             self.multi.map_or(-1, |n| n as i64),
             self.watching,
             self.query_buffer_bytes,
+            self.read_buffer_bytes.saturating_sub(self.query_buffer_bytes),
+            self.multi_bytes,
+            self.read_buffer_bytes,
+            self.output_buffer_bytes,
+            self.read_buffer_bytes
+                + self.output_buffer_bytes
+                + self.multi_bytes
+                + std::mem::size_of::<ClientRecord>(),
             self.last_cmd,
             self.resp,
             self.lib_name,

@@ -64,6 +64,7 @@ pub async fn run(
                 r.name.clear();
                 r.resp = 2;
                 r.multi = None;
+                r.multi_bytes = 0;
             }
             Out::new(out, Protocol::Resp2).simple("RESET");
         }

@@ -351,7 +351,11 @@ pub async fn discard_transaction(core: &Rc<Core>, s: &mut Session) {
 fn end_multi(s: &mut Session) {
     s.multi = None;
     s.multi_failed = false;
-    s.record.borrow_mut().multi = None;
+    {
+        let mut r = s.record.borrow_mut();
+        r.multi = None;
+        r.multi_bytes = 0;
+    }
 }
 
 /// EXEC: lock every shard the queued commands or the watched keys touch, check the
