@@ -111,6 +111,15 @@ pub struct Config {
     pub cluster_port: u16,
     /// The Prometheus endpoint's TCP port (GET /metrics) on the first bind address; 0: off.
     pub metrics_port: u16,
+    /// TLS: the port clients connect to with TLS (0: none), beside the plaintext `port`;
+    /// the server's certificate chain and key (PEM), the CA that client certificates must
+    /// chain to, whether clients must present one, and the protocol versions allowed.
+    pub tls_port: u16,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    pub tls_ca_cert_file: String,
+    pub tls_auth_clients: TlsAuthClients,
+    pub tls_protocols: String,
     /// Where the node keeps its cluster configuration, in `dir`.
     pub cluster_config_file: String,
     /// Nodes to join through at start: `host:port` (client port; the bus is port + 10000)
@@ -285,6 +294,12 @@ impl Default for Config {
             cluster_enabled: false,
             cluster_port: 0,
             metrics_port: 0,
+            tls_port: 0,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_cert_file: String::new(),
+            tls_auth_clients: TlsAuthClients::Yes,
+            tls_protocols: String::new(),
             cluster_config_file: "nodes.conf".into(),
             cluster_seeds: Vec::new(),
             cluster_routing: ClusterRouting::Forward,
@@ -409,6 +424,24 @@ pub struct Cli {
     /// [default: 0, off].
     #[arg(long)]
     pub metrics_port: Option<u16>,
+    /// Accept TLS clients on this port, beside the plaintext port [default: 0, none].
+    #[arg(long)]
+    pub tls_port: Option<u16>,
+    /// The server's certificate chain, PEM.
+    #[arg(long)]
+    pub tls_cert_file: Option<String>,
+    /// The server's private key, PEM.
+    #[arg(long)]
+    pub tls_key_file: Option<String>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    #[arg(long)]
+    pub tls_ca_cert_file: Option<String>,
+    /// Client certificates: yes (required), no, or optional [default: yes].
+    #[arg(long)]
+    pub tls_auth_clients: Option<String>,
+    /// TLS versions to allow, e.g. "TLSv1.2 TLSv1.3" [default: both].
+    #[arg(long)]
+    pub tls_protocols: Option<String>,
     /// Nodes to join through at start, comma-separated host:port (client ports) or
     /// host:port@busport.
     #[arg(long)]
@@ -485,6 +518,24 @@ pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
 
 /// A seed's client and bus addresses, from `host:port` (bus: port + 10000) or
 /// `host:port@busport`. The host is resolved when the node starts, not here.
+/// `tls-auth-clients`: whether a TLS client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsAuthClients {
+    Yes,
+    No,
+    Optional,
+}
+
+impl TlsAuthClients {
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsAuthClients::Yes => "yes",
+            TlsAuthClients::No => "no",
+            TlsAuthClients::Optional => "optional",
+        }
+    }
+}
+
 pub fn parse_seed(seed: &str) -> Result<(String, u16, u16), String> {
     let bad_seed = || format!("a seed must be host:port or host:port@busport, not '{seed}'");
     let (hostport, bus) = match seed.split_once('@') {
@@ -1090,6 +1141,70 @@ pub static PARAMS: &[Param] = &[
         mutable: false,
     },
     Param {
+        name: "tls-port",
+        get: |c| c.tls_port.to_string(),
+        set: |c, v| {
+            c.tls_port = v.parse().map_err(|_| bad("a port number"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "tls-cert-file",
+        get: |c| c.tls_cert_file.clone(),
+        set: |c, v| {
+            c.tls_cert_file = v.to_string();
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "tls-key-file",
+        get: |c| c.tls_key_file.clone(),
+        set: |c, v| {
+            c.tls_key_file = v.to_string();
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "tls-ca-cert-file",
+        get: |c| c.tls_ca_cert_file.clone(),
+        set: |c, v| {
+            c.tls_ca_cert_file = v.to_string();
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "tls-auth-clients",
+        get: |c| c.tls_auth_clients.name().into(),
+        set: |c, v| {
+            c.tls_auth_clients = match v.to_ascii_lowercase().as_str() {
+                "yes" => TlsAuthClients::Yes,
+                "no" => TlsAuthClients::No,
+                "optional" => TlsAuthClients::Optional,
+                _ => return Err(bad("yes, no or optional")),
+            };
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "tls-protocols",
+        get: |c| c.tls_protocols.clone(),
+        set: |c, v| {
+            for p in v.split_whitespace() {
+                if !p.eq_ignore_ascii_case("TLSv1.2") && !p.eq_ignore_ascii_case("TLSv1.3") {
+                    return Err(bad("TLSv1.2 and/or TLSv1.3"));
+                }
+            }
+            c.tls_protocols = v.to_string();
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
         name: "metrics-port",
         get: |c| c.metrics_port.to_string(),
         set: |c, v| {
@@ -1288,7 +1403,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 33] = [
+        let flags: [(&str, Option<String>); 39] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -1314,6 +1429,12 @@ impl Cli {
             ("cluster-enabled", self.cluster_enabled),
             ("cluster-port", self.cluster_port.map(|v| v.to_string())),
             ("metrics-port", self.metrics_port.map(|v| v.to_string())),
+            ("tls-port", self.tls_port.map(|v| v.to_string())),
+            ("tls-cert-file", self.tls_cert_file),
+            ("tls-key-file", self.tls_key_file),
+            ("tls-ca-cert-file", self.tls_ca_cert_file),
+            ("tls-auth-clients", self.tls_auth_clients),
+            ("tls-protocols", self.tls_protocols),
             ("cluster-seeds", self.cluster_seeds),
             ("cluster-routing", self.cluster_routing),
             ("cluster-announce-ip", self.cluster_announce_ip),

@@ -585,6 +585,21 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
             };
             changes.push((p.name, shown));
         }
+        // New TLS settings take effect for new connections once they make a server
+        // configuration; until then nothing changes.
+        if cfg.tls_port != 0 {
+            if let Some((name, _)) = changes.iter().find(|(n, _)| super::tls::PARAMS.contains(n)) {
+                match super::tls::server_config(&cfg) {
+                    Ok(tls) => core.node.tls.store(Some(tls)),
+                    Err(e) => {
+                        tracing::warn!("CONFIG SET could not update TLS: {e}");
+                        return o.error(&format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{name}') - Unable to update TLS configuration: {e}"
+                        ));
+                    }
+                }
+            }
+        }
         for (name, value) in changes {
             tracing::info!("CONFIG SET {name} {value}");
         }

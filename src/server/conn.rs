@@ -666,8 +666,12 @@ async fn forward(core: &Rc<Core>, s: &Session, to: SocketAddr, request: &[u8], o
 }
 
 /// Reads from the socket unless the connection is killed first. `Ok(0)` is end of stream.
-async fn read_or_killed(
-    stream: &mut TcpStream,
+/// What a client connection runs over: a TCP stream, or TLS over one.
+pub trait ClientStream: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin {}
+impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin> ClientStream for T {}
+
+async fn read_or_killed<S: ClientStream>(
+    stream: &mut S,
     buf: &mut [u8],
     kill_rx: &mut futures_channel::oneshot::Receiver<()>,
 ) -> std::io::Result<usize> {
@@ -678,12 +682,23 @@ async fn read_or_killed(
     .await
 }
 
-/// Serves one connection until it closes, is killed, or the node shuts down.
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+/// Serves one plain TCP connection until it closes, is killed, or the node shuts down.
+pub async fn serve(core: Rc<Core>, stream: TcpStream) {
     let (Ok(addr), Ok(laddr)) = (stream.peer_addr(), stream.local_addr()) else {
         return;
     };
     let _ = stream.set_nodelay(true);
+    serve_stream(core, stream, addr, laddr, false).await;
+}
+
+/// Serves one connection, plain or TLS, from `addr` to this node's `laddr`.
+pub async fn serve_stream<S: ClientStream>(
+    core: Rc<Core>,
+    mut stream: S,
+    addr: SocketAddr,
+    laddr: SocketAddr,
+    tls: bool,
+) {
     let id = core.next_client_id();
     let now = Instant::now();
     let record = Rc::new(RefCell::new(ClientRecord {
@@ -722,9 +737,17 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     serve_loop(&core, &mut stream, &mut s, &kill, &mut kill_rx).await;
     settle_writes(&core, &mut s);
     if let Some(req) = s.replica_stream.take() {
-        if !kill.get() {
+        if tls {
+            // Replicas stream over the plaintext port (tls-replication is not built yet).
+            let _ = stream
+                .write_all(
+                    b"-ERR replication over TLS is not supported: use the plaintext port\r\n",
+                )
+                .await;
+            let _ = stream.flush().await;
+        } else if !kill.get() {
             record.borrow_mut().replica = true;
-            super::replication::serve_replica(&core, &mut stream, req, &kill).await;
+            super::replication::serve_replica(&core, &mut stream, Some(addr), req, &kill).await;
         }
     }
     if !s.watched.is_empty() {
@@ -735,9 +758,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let _ = stream.close().await;
 }
 
-async fn serve_loop(
+async fn serve_loop<S: ClientStream>(
     core: &Rc<Core>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     s: &mut Session,
     kill: &Cell<bool>,
     kill_rx: &mut futures_channel::oneshot::Receiver<()>,
@@ -874,8 +897,14 @@ async fn await_replicas(core: &Rc<Core>, s: &mut Session) -> bool {
     ok
 }
 
-async fn write_out(core: &Core, stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+async fn write_out<S: ClientStream>(
+    core: &Core,
+    stream: &mut S,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
     stream.write_all(out).await?;
+    // (TLS keeps records in its session until flushed; for TCP it is free.)
+    stream.flush().await?;
     core.bump(|st| st.total_net_output_bytes += out.len() as u64);
     if out.capacity() > limits::READ_BUFFER_KEEP_BYTES * 16 {
         *out = Vec::with_capacity(limits::READ_CHUNK_BYTES);

@@ -47,6 +47,8 @@ pub struct NodeShared {
     pub repl: super::replication::Replication,
     /// Where /metrics scrapes collect the cores' samples.
     pub scrape: super::prometheus::Hub,
+    /// The TLS server configuration new TLS connections get (None: no tls-port).
+    pub tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
 }
 
 impl NodeShared {
@@ -76,6 +78,7 @@ impl NodeShared {
             saves: Default::default(),
             dirty: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             scrape: super::prometheus::Hub::new(cores),
+            tls: arc_swap::ArcSwapOption::empty(),
             aof_rewrites_running: AtomicUsize::new(0),
             aof_rewrites: AtomicU64::new(0),
             aof_last_rewrite_ok: AtomicBool::new(true),
@@ -151,6 +154,8 @@ pub struct CoreStats {
     pub total_error_replies: u64,
     /// Requests this core sent to another over the channel mesh.
     pub cross_core_hops: u64,
+    /// TLS connections dropped in their handshake (failed or too slow).
+    pub tls_handshake_failures: u64,
     /// Time spent in active expiry, in microseconds.
     pub expire_cycle_cpu_us: u64,
 }

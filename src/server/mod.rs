@@ -29,6 +29,7 @@ pub mod prometheus;
 pub mod replica;
 pub mod replication;
 pub mod session;
+pub mod tls;
 pub mod topology;
 pub mod tx;
 
@@ -66,6 +67,8 @@ pub enum StartError {
     ControlCore(String),
     #[error("cannot serve metrics on {addr}: {err} (--metrics-port)")]
     MetricsBind { addr: String, err: String },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Checks that the process may lock enough memory for glommio.
@@ -126,6 +129,10 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
     // Bound before the cores start, so it is there when they answer (a scrape before
     // they tick waits for them).
     prometheus::start(&config, node.clone())?;
+    if config.tls_port != 0 {
+        node.tls
+            .store(Some(tls::server_config(&config).map_err(StartError::Tls)?));
+    }
     let topo = Arc::new(topology::Topology::read(&topology::Topology::root()));
     let (line, warnings) = topology::describe(
         &topo,
@@ -338,21 +345,26 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
     }
 
     let mut listeners = Vec::new();
-    for addr in &config.bind {
-        let target = if addr.contains(':') {
-            format!("[{addr}]:{}", config.port)
-        } else {
-            format!("{addr}:{}", config.port)
-        };
-        match TcpListener::bind(&target) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                let _ = ready.send(Err(StartError::Bind {
-                    core: id,
-                    addr: target,
-                    err: e.to_string(),
-                }));
-                return;
+    let ports = std::iter::once((config.port, false))
+        .chain((config.tls_port != 0).then_some((config.tls_port, true)));
+    for (port, tls) in ports {
+        for addr in &config.bind {
+            let addr = addr.trim_start_matches('-');
+            let target = if addr.contains(':') {
+                format!("[{addr}]:{port}")
+            } else {
+                format!("{addr}:{port}")
+            };
+            match TcpListener::bind(&target) {
+                Ok(l) => listeners.push((l, tls)),
+                Err(e) => {
+                    let _ = ready.send(Err(StartError::Bind {
+                        core: id,
+                        addr: target,
+                        err: e.to_string(),
+                    }));
+                    return;
+                }
             }
         }
     }
@@ -386,7 +398,7 @@ async fn core_main(setup: CoreSetup, ready: mpsc::Sender<Result<usize, StartErro
     }
     let accepts: Vec<_> = listeners
         .into_iter()
-        .map(|l| glommio::spawn_local(accept_loop(core.clone(), l)))
+        .map(|(l, tls)| glommio::spawn_local(accept_loop(core.clone(), l, tls)))
         .collect();
     for a in accepts {
         a.await;
@@ -418,7 +430,7 @@ async fn wait_for_shutdown(core: &Core) {
     }
 }
 
-async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener) {
+async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener, tls: bool) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             wait_for_shutdown(&core).await;
@@ -458,7 +470,44 @@ async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener) {
             .detach();
             continue;
         }
-        glommio::spawn_local(conn::serve(core.clone(), stream)).detach();
+        if tls {
+            glommio::spawn_local(serve_tls(core.clone(), stream)).detach();
+        } else {
+            glommio::spawn_local(conn::serve(core.clone(), stream)).detach();
+        }
+    }
+}
+
+/// A connection on the TLS port: the handshake (within `limits::TLS_HANDSHAKE_MS`), then
+/// the same service as plaintext.
+async fn serve_tls(core: std::rc::Rc<Core>, stream: glommio::net::TcpStream) {
+    let (Ok(addr), Ok(laddr)) = (stream.peer_addr(), stream.local_addr()) else {
+        core.node.client_closed();
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let Some(config) = core.node.tls.load_full() else {
+        core.node.client_closed();
+        return;
+    };
+    let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
+    let done = futures_lite::future::or(async { Some(handshake.await) }, async {
+        glommio::timer::sleep(Duration::from_millis(limits::TLS_HANDSHAKE_MS)).await;
+        None
+    })
+    .await;
+    match done {
+        Some(Ok(tls)) => conn::serve_stream(core, tls, addr, laddr, true).await,
+        Some(Err(e)) => {
+            tracing::debug!(%addr, "TLS handshake failed: {e}");
+            core.bump(|s| s.tls_handshake_failures += 1);
+            core.node.client_closed();
+        }
+        None => {
+            tracing::debug!(%addr, "TLS handshake timed out");
+            core.bump(|s| s.tls_handshake_failures += 1);
+            core.node.client_closed();
+        }
     }
 }
 

@@ -20,7 +20,6 @@ use crate::repl::{self, Frame, SyncReply, SyncRequest};
 use crate::resp::Out;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -335,14 +334,14 @@ async fn ring_bounds(core: &Rc<Core>) -> Vec<(u64, u64)> {
 
 /// Serves a replica on a connection that sent `REPLSYNC`, until it goes away, falls off a
 /// ring, or this node stops being a primary.
-pub async fn serve_replica(
+pub async fn serve_replica<S: super::conn::ClientStream>(
     core: &Rc<Core>,
-    stream: &mut TcpStream,
+    stream: &mut S,
+    peer: Option<std::net::SocketAddr>,
     req: SyncRequest,
     killed: &Cell<bool>,
 ) {
     let node = &core.node;
-    let peer = stream.peer_addr().ok();
     if node.repl.is_replica() {
         let _ = stream
             .write_all(b"-ERR this node is a replica: chained replication is not supported\r\n")
@@ -377,9 +376,9 @@ pub async fn serve_replica(
     }
 }
 
-async fn stream_to(
+async fn stream_to<S: super::conn::ClientStream>(
     core: &Rc<Core>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     slot: usize,
     req: &SyncRequest,
     killed: &Cell<bool>,
@@ -480,9 +479,9 @@ async fn stream_to(
 
 /// Sends every shard's image, one shard at a time, each as of the moment its capture
 /// starts; returns the ring position each image stands at, plus one.
-async fn full_sync(
+async fn full_sync<S: super::conn::ClientStream>(
     core: &Rc<Core>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     replid: &str,
 ) -> Result<Vec<u64>, String> {
     let io = |e: std::io::Error| format!("write: {e}");
@@ -547,9 +546,9 @@ async fn start_capture(
     }
 }
 
-async fn send_image(
+async fn send_image<S: super::conn::ClientStream>(
     core: &Rc<Core>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     shard: usize,
     ticket: tessera_shards::shard::CaptureTicket,
 ) -> Result<(), String> {
