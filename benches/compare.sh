@@ -18,6 +18,12 @@
 #   benches/compare.sh                          # defaults below
 #   DURATION=30 REPEATS=5 benches/compare.sh
 #   CLIENT_CHECK=0 benches/compare.sh           # skip the redis-benchmark comparison
+#   TLS=0 benches/compare.sh                    # skip the TLS vs plaintext comparison
+#
+# Last, TLS vs plaintext: both servers also listen with TLS (a CA and server certificate
+# made here with openssl, P-256, no client certificates), and redis-benchmark (tessera-bench
+# has no TLS) runs SET and GET, pipeline 1 and 16, against each server's plaintext and TLS
+# ports: the table gives each server's TLS/plaintext ratio and tessera/Redis over TLS.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -36,6 +42,10 @@ CLIENT_CHECK=${CLIENT_CHECK:-1}
 CHECK_REQUESTS=${CHECK_REQUESTS:-1000000}
 PORT_TESSERA=${PORT_TESSERA:-7621}
 PORT_REDIS=${PORT_REDIS:-7622}
+TLS=${TLS:-1}
+TLS_REQUESTS=${TLS_REQUESTS:-500000}
+PORT_TESSERA_TLS=${PORT_TESSERA_TLS:-7623}
+PORT_REDIS_TLS=${PORT_REDIS_TLS:-7624}
 
 need_redis redis-server redis-benchmark
 build_release --bin tessera
@@ -51,10 +61,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_tessera target/release/tessera "$SERVER_CPU" "$PORT_TESSERA" /dev/null --loglevel warning
+tessera_tls=()
+redis_tls=()
+if [ "$TLS" = 1 ]; then
+  command -v openssl >/dev/null || apt_install openssl
+  # A throwaway CA and a server certificate for 127.0.0.1, both P-256.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=tessera bench CA" -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$work/san.ext"
+  openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
+    -days 2 -extfile "$work/san.ext" -out "$work/server.crt" 2>/dev/null
+  tessera_tls=(--tls-port "$PORT_TESSERA_TLS" --tls-cert-file "$work/server.crt" --tls-key-file "$work/server.key"
+    --tls-auth-clients no)
+  redis_tls=(--tls-port "$PORT_REDIS_TLS" --tls-cert-file "$work/server.crt" --tls-key-file "$work/server.key"
+    --tls-ca-cert-file "$work/ca.crt" --tls-auth-clients no)
+fi
+
+start_tessera target/release/tessera "$SERVER_CPU" "$PORT_TESSERA" /dev/null --loglevel warning "${tessera_tls[@]}"
 pid_tessera=$!
 pids+=("$pid_tessera")
-start_redis "$SERVER_CPU" "$PORT_REDIS" /dev/null --loglevel warning
+start_redis "$SERVER_CPU" "$PORT_REDIS" /dev/null --loglevel warning "${redis_tls[@]}"
 pid_redis=$!
 pids+=("$pid_redis")
 wait_up "$PORT_TESSERA"
@@ -119,14 +147,32 @@ if [ "$CLIENT_CHECK" = 1 ]; then
   done
 fi
 
+if [ "$TLS" = 1 ]; then
+  for server in tessera redis; do
+    for mode in plain tls; do
+      port=$(port_of "$server")
+      tls_args=()
+      if [ "$mode" = tls ]; then
+        if [ "$server" = tessera ]; then port=$PORT_TESSERA_TLS; else port=$PORT_REDIS_TLS; fi
+        tls_args=(--tls --cacert "$work/ca.crt")
+      fi
+      for p in 1 16; do
+        taskset -c "$CLIENT_CPU" redis-benchmark -p "$port" "${tls_args[@]}" -t set,get -n "$TLS_REQUESTS" \
+          -c "$CONNECTIONS" -P "$p" -r "$KEYS" -d "$VALUE_BYTES" --csv 2>/dev/null | tail -n +2 \
+          >"$work/tls-$server-$mode-p$p.csv"
+      done
+    done
+  done
+fi
+
 stamp=$(date -u +%Y-%m-%dT%H-%MZ)
 out="benches/results/compare-$stamp.md"
 svg="benches/results/compare-$stamp-open.svg"
 "$BENCH" plot "$svg" --title "Open loop at ${rate} ops/s, SET:GET $RATIO" "$work/tessera-open-1.json" "$work/redis-open-1.json"
-CHECK_REQUESTS=$CHECK_REQUESTS python3 - "$work" "$out" "$svg" "$REPEATS" "$DURATION" "$CONNECTIONS" "$KEYS" "$VALUE_BYTES" "$RATIO" \
-  "$rate" "$CLIENT_CHECK" "$(getconf CLK_TCK)" <<'PY'
+CHECK_REQUESTS=$CHECK_REQUESTS TLS_REQUESTS=$TLS_REQUESTS python3 - "$work" "$out" "$svg" "$REPEATS" "$DURATION" "$CONNECTIONS" \
+  "$KEYS" "$VALUE_BYTES" "$RATIO" "$rate" "$CLIENT_CHECK" "$(getconf CLK_TCK)" "$TLS" <<'PY'
 import csv, json, os, platform, statistics, subprocess, sys
-work, out, svg, reps, dur, conns, keys, size, ratio, rate, check, hz = sys.argv[1:]
+work, out, svg, reps, dur, conns, keys, size, ratio, rate, check, hz, tls = sys.argv[1:]
 reps, hz = int(reps), float(hz)
 cpu = "unknown"
 for line in open("/proc/cpuinfo"):
@@ -191,6 +237,22 @@ if check == "1":
         lines.append(f"| {p} | {rb_ops:,.0f} | {j['ops_per_sec']:,.0f} | {j['ops_per_sec']/rb_ops:.2f} | "
                      f"{rb_p50:.3f} | {j['total']['latency_ms']['p50']:.3f} | "
                      f"{cpu_us(f'check-redis-benchmark-p{p}'):.2f} | {cpu_us(f'check-tessera-bench-p{p}'):.2f} |")
+if tls == "1":
+    def rb(server, mode, p):
+        rows = {r[0]: float(r[1]) for r in csv.reader(open(f"{work}/tls-{server}-{mode}-p{p}.csv"))}
+        return rows["SET"], rows["GET"]
+    lines += ["", "## TLS vs plaintext (redis-benchmark)", "",
+              f"redis-benchmark -t set,get -n {int(os.environ.get('TLS_REQUESTS', '500000')):,} -c {conns} -P 1|16 -r {keys} -d {size}, "
+              "pinned to the client CPU, against each server's plaintext port and its TLS port (`--tls --cacert`; "
+              "TLS 1.3, P-256 certificate, no client certificates). One run each.",
+              "", "| pipeline | command | server | plaintext ops/s | TLS ops/s | TLS/plaintext | tessera/Redis over TLS |",
+              "|---|---|---|---|---|---|---|"]
+    for p in (1, 16):
+        for i, cmd in enumerate(("SET", "GET")):
+            t_plain, t_tls = rb("tessera", "plain", p)[i], rb("tessera", "tls", p)[i]
+            r_plain, r_tls = rb("redis", "plain", p)[i], rb("redis", "tls", p)[i]
+            lines.append(f"| {p} | {cmd} | tessera | {t_plain:,.0f} | {t_tls:,.0f} | {t_tls/t_plain:.2f} | {t_tls/r_tls:.2f} |")
+            lines.append(f"| {p} | {cmd} | redis | {r_plain:,.0f} | {r_tls:,.0f} | {r_tls/r_plain:.2f} | 1.00 |")
 text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
 print(text)
