@@ -600,7 +600,9 @@ fn client_list_shows_each_clients_memory_and_last_command() {
     assert_eq!(r.cmd(&["SET", "k", "v"]), Resp::ok());
     // The command it ran last: SET, seen from another connection; CLIENT INFO itself when
     // it asks (as Redis).
-    let Resp::Bulk(list) = s.raw().cmd(&["CLIENT", "LIST"]) else { panic!() };
+    let Resp::Bulk(list) = s.raw().cmd(&["CLIENT", "LIST"]) else {
+        panic!()
+    };
     assert!(String::from_utf8(list).unwrap().contains(" cmd=set "));
     let line = info(&mut r);
     assert!(line.contains(" cmd=client|info "), "{line}");
