@@ -13,6 +13,10 @@ pub struct Config {
     pub bind: Vec<String>,
     pub port: u16,
     pub requirepass: Option<String>,
+    /// Where ACL users are loaded from at start and saved by ACL SAVE ("": none).
+    pub aclfile: String,
+    /// ACL LOG keeps this many entries.
+    pub acllog_max_len: usize,
     pub maxclients: usize,
     pub databases: usize,
     pub dir: PathBuf,
@@ -245,6 +249,8 @@ impl Default for Config {
             bind: vec!["127.0.0.1".into()],
             port: 6379,
             requirepass: None,
+            aclfile: String::new(),
+            acllog_max_len: limits::ACL_LOG_MAX_LEN_DEFAULT,
             maxclients: limits::MAXCLIENTS_DEFAULT,
             databases: limits::DATABASES_DEFAULT,
             dir: PathBuf::from("."),
@@ -424,6 +430,9 @@ pub struct Cli {
     /// [default: 0, off].
     #[arg(long)]
     pub metrics_port: Option<u16>,
+    /// ACL users: loaded from this file at start, written by ACL SAVE.
+    #[arg(long)]
+    pub aclfile: Option<String>,
     /// Accept TLS clients on this port, beside the plaintext port [default: 0, none].
     #[arg(long)]
     pub tls_port: Option<u16>,
@@ -615,6 +624,24 @@ pub static PARAMS: &[Param] = &[
             Ok(())
         },
         mutable: false,
+    },
+    Param {
+        name: "aclfile",
+        get: |c| c.aclfile.clone(),
+        set: |c, v| {
+            c.aclfile = v.to_string();
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "acllog-max-len",
+        get: |c| c.acllog_max_len.to_string(),
+        set: |c, v| {
+            c.acllog_max_len = set_int(v, 0, i32::MAX as u64)?;
+            Ok(())
+        },
+        mutable: true,
     },
     Param {
         name: "requirepass",
@@ -1403,7 +1430,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 39] = [
+        let flags: [(&str, Option<String>); 40] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -1429,6 +1456,7 @@ impl Cli {
             ("cluster-enabled", self.cluster_enabled),
             ("cluster-port", self.cluster_port.map(|v| v.to_string())),
             ("metrics-port", self.metrics_port.map(|v| v.to_string())),
+            ("aclfile", self.aclfile),
             ("tls-port", self.tls_port.map(|v| v.to_string())),
             ("tls-cert-file", self.tls_cert_file),
             ("tls-key-file", self.tls_key_file),

@@ -50,6 +50,10 @@ pub const SLOWLOG_MAX_LEN_DEFAULT: usize = 128;
 pub const SLOWLOG_MAX_LEN_MAX: usize = 10_000;
 pub const SLOWLOG_ENTRY_MAX_ARGS: usize = 32;
 pub const SLOWLOG_ENTRY_MAX_ARG_BYTES: usize = 128;
+/// ACL LOG: entries kept by default, and the window in which a repeated denial counts on
+/// the entry it repeats.
+pub const ACL_LOG_MAX_LEN_DEFAULT: usize = 128;
+pub const ACL_LOG_GROUP_MS: u64 = 60_000;
 /// A TLS client must finish its handshake within this many milliseconds.
 pub const TLS_HANDSHAKE_MS: u64 = 10_000;
 /// Samples the latency monitor keeps per event (one per second at most), as Redis.

@@ -48,6 +48,14 @@ impl<'a> Args<'a> {
         &self.buf[self.ranges[i].clone()]
     }
 
+    /// The arguments from `i` on (a command inside another, as ACL DRYRUN's).
+    pub fn slice_from(&self, i: usize) -> Args<'a> {
+        Args {
+            buf: self.buf,
+            ranges: &self.ranges[i.min(self.ranges.len())..],
+        }
+    }
+
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
         let buf = self.buf;
         self.ranges.iter().map(move |r| &buf[r.clone()])

@@ -49,6 +49,7 @@ pub enum NodeCmd {
     Replpause,
     Slowlog,
     Latency,
+    Acl,
 }
 
 /// How a multi-key command runs when its keys live on more than one core.
@@ -271,6 +272,7 @@ pub static TABLE: &[CommandSpec] = &[
     // server
     cmd!("command", -1, &["loading", "stale"], (0, 0, 0), Node(N::Command), "server", "2.8.13", "Returns detailed information about all commands.", ""),
     cmd!("config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Config), "server", "2.0.0", "A container for server configuration commands.", ""),
+    cmd!("acl", -2, &["noscript", "loading", "stale"], (0, 0, 0), Node(N::Acl), "server", "6.0.0", "A container for Access List Control commands.", ""),
     cmd!("latency", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Latency), "server", "2.8.13", "A container for latency diagnostics commands.", ""),
     cmd!("slowlog", -2, &["admin", "loading", "stale"], (0, 0, 0), Node(N::Slowlog), "server", "2.2.12", "A container for slow log commands.", ""),
     cmd!("info", -1, &["loading", "stale"], (0, 0, 0), Node(N::Info), "server", "1.0.0", "Returns information and statistics about the server.", "[section:string...]"),
@@ -337,6 +339,19 @@ pub static SUBCOMMANDS: &[SubcommandDoc] = &[
     sub!("config|set", -4, "2.0.0", "Sets configuration parameters in-flight.", "(parameter:string value:string)..."),
     sub!("config|resetstat", 2, "2.0.0", "Resets the server's statistics.", ""),
     sub!("config|help", 2, "5.0.0", "Returns helpful text about the different subcommands.", ""),
+    sub!("acl|cat", -2, "6.0.0", "Lists the ACL categories, or the commands inside a category.", "[category:string]"),
+    sub!("acl|deluser", -3, "6.0.0", "Deletes ACL users, and terminates their connections.", "username:string..."),
+    sub!("acl|dryrun", -4, "7.0.0", "Simulates the execution of a command by a user, without executing the command.", "username:string command:string [arg:string...]"),
+    sub!("acl|genpass", -2, "6.0.0", "Generates a pseudorandom, secure password that can be used to identify ACL users.", "[bits:integer]"),
+    sub!("acl|getuser", 3, "6.0.0", "Lists the ACL rules of a user.", "username:string"),
+    sub!("acl|list", 2, "6.0.0", "Dumps the effective rules in ACL file format.", ""),
+    sub!("acl|load", 2, "6.0.0", "Reloads the rules from the configured ACL file.", ""),
+    sub!("acl|log", -2, "6.0.0", "Lists recent security events generated due to ACL rules.", "operation:[count:integer|RESET]"),
+    sub!("acl|save", 2, "6.0.0", "Saves the effective ACL rules in the configured ACL file.", ""),
+    sub!("acl|setuser", -3, "6.0.0", "Creates and modifies an ACL user and its rules.", "username:string [rule:string...]"),
+    sub!("acl|users", 2, "6.0.0", "Lists all ACL users.", ""),
+    sub!("acl|whoami", 2, "6.0.0", "Returns the authenticated username of the current connection.", ""),
+    sub!("acl|help", 2, "6.0.0", "Returns helpful text about the different subcommands.", ""),
     sub!("latency|history", 3, "2.8.13", "Returns timestamp-latency samples for an event.", "event:string"),
     sub!("latency|latest", 2, "2.8.13", "Returns the latest latency samples for all events.", ""),
     sub!("latency|reset", -2, "2.8.13", "Resets the latency data for one or more events.", "[event:string...]"),

@@ -600,6 +600,23 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
                 }
             }
         }
+        // requirepass is the default user's password (as Redis: resetpass, then the new one,
+        // or nopass when it is empty).
+        if changes.iter().any(|(n, _)| *n == "requirepass") {
+            let users = core.node.acl.load();
+            let mut default = (*super::acl::default_of(&users)).clone();
+            let rules = match &cfg.requirepass {
+                Some(p) => vec!["resetpass".to_string(), format!(">{p}")],
+                None => vec!["nopass".to_string()],
+            };
+            for r in rules {
+                default.apply(&r).expect("valid password rule");
+            }
+            let mut next = (**users).clone();
+            next.users
+                .insert("default".into(), std::sync::Arc::new(default));
+            core.node.set_users(next);
+        }
         for (name, value) in changes {
             tracing::info!("CONFIG SET {name} {value}");
         }

@@ -65,6 +65,19 @@ pub async fn run_command(
         metrics::reject(spec);
         return pipe.reply_here(out, proto, |o| o.error(errors::NOAUTH));
     }
+    if !s.user_unrestricted
+        || core
+            .node
+            .acl_generation
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != s.acl_generation
+    {
+        if let Some(err) = acl_denied(core, s, spec, &args) {
+            metrics::reject(spec);
+            s.multi_failed |= s.in_multi();
+            return pipe.reply_here(out, proto, |o| o.error(&err));
+        }
+    }
     if s.in_multi() && spec.has_flag("no_multi") {
         s.multi_failed = true;
         metrics::reject(spec);
@@ -131,6 +144,55 @@ pub async fn run_command(
     dispatch(core, s, pipe, spec, args, out).await
 }
 
+/// The NOPERM error if the connection's user may not run `spec` on these keys (logged in
+/// ACL LOG). Looks the user up again first if the users changed; a user that was deleted
+/// closes the connection.
+fn acl_denied(core: &Core, s: &mut Session, spec: &CommandSpec, args: &Args) -> Option<String> {
+    let generation = core
+        .node
+        .acl_generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    if generation != s.acl_generation {
+        let users = core.node.acl.load();
+        match users.users.get(&s.user.name) {
+            Some(u) => s.set_user(u.clone(), generation),
+            None => {
+                s.closing = true;
+                return Some(format!("NOPERM user '{}' was deleted", s.user.name));
+            }
+        }
+    }
+    if s.user_unrestricted || super::acl::exempt(spec) {
+        return None;
+    }
+    let (reason, object, err) = match s.user.check(spec, args) {
+        Ok(()) => return None,
+        Err(super::acl::Denied::Command) => (
+            "command",
+            spec.name.to_string(),
+            format!(
+                "NOPERM User {} has no permissions to run the '{}' command",
+                s.user.name, spec.name
+            ),
+        ),
+        Err(super::acl::Denied::Key(k)) => (
+            "key",
+            String::from_utf8_lossy(&k).into_owned(),
+            "NOPERM No permissions to access a key".to_string(),
+        ),
+    };
+    let context = if s.in_multi() { "multi" } else { "toplevel" };
+    super::acl_cmd::log(
+        core,
+        reason,
+        context,
+        object,
+        s.user.name.clone(),
+        &s.record.borrow(),
+    );
+    Some(err)
+}
+
 /// Admits a write that runs now (see [`super::replication::Replication::open_write`]).
 /// While a manual failover holds writes, the commands before it are finished first (so the
 /// pause does not wait for this connection), then it waits; afterwards routing decides
@@ -184,7 +246,8 @@ fn check_subcommand(s: &Session, spec: &CommandSpec, args: &Args) -> Option<Vec<
             | NodeCmd::Memory
             | NodeCmd::Cluster
             | NodeCmd::Slowlog
-            | NodeCmd::Latency,
+            | NodeCmd::Latency
+            | NodeCmd::Acl,
         ) => spec.name,
         _ if spec.name == "object" => spec.name,
         _ => return None,
@@ -716,6 +779,7 @@ pub async fn serve_stream<S: ClientStream>(
         lib_name: String::new(),
         lib_ver: String::new(),
         query_buffer_bytes: 0,
+        user: "default".to_string(),
         read_buffer_bytes: 0,
         output_buffer_bytes: 0,
         multi_bytes: 0,
@@ -732,8 +796,12 @@ pub async fn serve_stream<S: ClientStream>(
             wake: RefCell::new(Some(kill_tx)),
         },
     );
-    let needs_auth = core.config.borrow().requirepass.is_some();
-    let mut s = Session::new(id, record.clone(), needs_auth);
+    let generation = core
+        .node
+        .acl_generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    let default = super::acl::default_of(&core.node.acl.load());
+    let mut s = Session::new(id, record.clone(), default, generation);
     serve_loop(&core, &mut stream, &mut s, &kill, &mut kill_rx).await;
     settle_writes(&core, &mut s);
     if let Some(req) = s.replica_stream.take() {

@@ -49,9 +49,20 @@ pub struct NodeShared {
     pub scrape: super::prometheus::Hub,
     /// The TLS server configuration new TLS connections get (None: no tls-port).
     pub tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
+    /// ACL users, swapped whole on each change; the generation moves with every swap so
+    /// connections know to look their user up again.
+    pub acl: arc_swap::ArcSwap<super::acl::Users>,
+    pub acl_generation: AtomicU64,
+    pub acl_log: std::sync::Mutex<super::acl::Log>,
 }
 
 impl NodeShared {
+    /// Replaces the ACL users; every connection looks its user up again.
+    pub fn set_users(&self, users: super::acl::Users) {
+        self.acl.store(Arc::new(users));
+        self.acl_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub fn new(config_file: Option<std::path::PathBuf>, cpus: Vec<Option<usize>>) -> NodeShared {
         let cores = cpus.len();
         let started_unix_s = SystemTime::now()
@@ -79,6 +90,9 @@ impl NodeShared {
             dirty: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             scrape: super::prometheus::Hub::new(cores),
             tls: arc_swap::ArcSwapOption::empty(),
+            acl: arc_swap::ArcSwap::from_pointee(super::acl::Users::new(None)),
+            acl_generation: AtomicU64::new(0),
+            acl_log: Default::default(),
             aof_rewrites_running: AtomicUsize::new(0),
             aof_rewrites: AtomicU64::new(0),
             aof_last_rewrite_ok: AtomicBool::new(true),
@@ -177,6 +191,8 @@ pub struct ClientRecord {
     pub lib_name: String,
     pub lib_ver: String,
     pub query_buffer_bytes: usize,
+    /// The ACL user the connection acts as.
+    pub user: String,
     /// The connection's read and output buffers' sizes and the commands queued in MULTI,
     /// in bytes (CLIENT LIST's rbs, omem and multi-mem; tot-mem adds them up).
     pub read_buffer_bytes: usize,
@@ -200,7 +216,7 @@ impl ClientRecord {
             "N"
         };
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} rbs={} rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} rbs={} rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -221,6 +237,7 @@ impl ClientRecord {
                 + self.multi_bytes
                 + std::mem::size_of::<ClientRecord>(),
             self.last_cmd,
+            self.user,
             self.resp,
             self.lib_name,
             self.lib_ver,

@@ -9,6 +9,8 @@
 //! - [`tx`]: atomic work across cores: multi-key commands and MULTI/EXEC.
 //! - [`node_cmds`], [`admin`], [`info`]: commands that run on the connection's core.
 
+pub mod acl;
+pub mod acl_cmd;
 pub mod admin;
 pub mod aof;
 pub mod cluster_cmd;
@@ -69,6 +71,8 @@ pub enum StartError {
     MetricsBind { addr: String, err: String },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("ACL: {0} (fix the aclfile or move it away)")]
+    Acl(String),
 }
 
 /// Checks that the process may lock enough memory for glommio.
@@ -133,6 +137,15 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
         node.tls
             .store(Some(tls::server_config(&config).map_err(StartError::Tls)?));
     }
+    // The users: from the aclfile if there is one, else the default user as requirepass
+    // makes it.
+    let users = if config.aclfile.is_empty() {
+        acl::Users::new(config.requirepass.as_deref())
+    } else {
+        acl_cmd::load_file(&config.aclfile, config.requirepass.as_deref())
+            .map_err(StartError::Acl)?
+    };
+    node.set_users(users);
     let topo = Arc::new(topology::Topology::read(&topology::Topology::root()));
     let (line, warnings) = topology::describe(
         &topo,

@@ -57,7 +57,9 @@ pub async fn run(
             tx::unwatch_all(core, s).await;
             s.db = 0;
             s.proto = Protocol::Resp2;
-            s.authenticated = core.config.borrow().requirepass.is_none();
+            let default = super::acl::default_of(&core.node.acl.load());
+            s.authenticated = default.enabled && default.nopass;
+            s.set_user(default, super::acl_cmd::generation(core));
             {
                 let mut r = s.record.borrow_mut();
                 r.db = 0;
@@ -74,6 +76,7 @@ pub async fn run(
         NodeCmd::Info => info::info(core, args, &mut o).await,
         NodeCmd::Slowlog => super::observe::slowlog(core, args, &mut o).await,
         NodeCmd::Latency => super::observe::latency(core, args, &mut o).await,
+        NodeCmd::Acl => super::acl_cmd::acl(core, s, args, &mut o).await,
         NodeCmd::Time => {
             let us = core.node.now_us();
             o.array(2);
@@ -185,37 +188,23 @@ where
     r
 }
 
-fn check_password(core: &Core, user: Option<&[u8]>, pass: &[u8]) -> bool {
-    if user.is_some_and(|u| u != b"default") {
-        return false;
-    }
-    match &core.config.borrow().requirepass {
-        // The default user has no password: any password is accepted, as in Redis.
-        None => true,
-        Some(p) => constant_time_eq(p.as_bytes(), pass),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn auth(core: &Core, s: &mut Session, args: Args, o: &mut Out) {
     let (user, pass) = match args.len() {
-        2 => (None, args.get(1)),
-        3 => (Some(args.get(1)), args.get(2)),
+        2 => (&b"default"[..], args.get(1)),
+        3 => (args.get(1), args.get(2)),
         _ => return o.error(errors::SYNTAX),
     };
-    if user.is_none() && core.config.borrow().requirepass.is_none() {
+    if args.len() == 2 && super::acl::default_of(&core.node.acl.load()).nopass {
         return o.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
     }
-    if check_password(core, user, pass) {
-        s.authenticated = true;
-        s.record.borrow_mut().authenticated = true;
-        o.ok()
-    } else {
-        tracing::debug!(client = s.id, "AUTH failed");
-        o.error(errors::WRONGPASS)
+    match super::acl_cmd::authenticate(core, s, user, pass) {
+        Some(u) => {
+            s.set_user(u, super::acl_cmd::generation(core));
+            s.authenticated = true;
+            s.record.borrow_mut().authenticated = true;
+            o.ok()
+        }
+        None => o.error(errors::WRONGPASS),
     }
 }
 
@@ -240,11 +229,13 @@ fn hello(core: &Core, s: &mut Session, args: Args, out: &mut Vec<u8>) {
     }
     let mut name = None;
     let mut authed = false;
+    let mut user = None;
     while i < args.len() {
         let a = args.get(i);
         if eq(a, "AUTH") && i + 2 < args.len() {
-            if !check_password(core, Some(args.get(i + 1)), args.get(i + 2)) {
-                return o.error(errors::WRONGPASS);
+            match super::acl_cmd::authenticate(core, s, args.get(i + 1), args.get(i + 2)) {
+                Some(u) => user = Some(u),
+                None => return o.error(errors::WRONGPASS),
             }
             authed = true;
             i += 3;
@@ -265,6 +256,9 @@ fn hello(core: &Core, s: &mut Session, args: Args, out: &mut Vec<u8>) {
     }
     if !s.authenticated && !authed {
         return o.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if let Some(u) = user {
+        s.set_user(u, super::acl_cmd::generation(core));
     }
     s.authenticated = true;
     s.proto = proto;

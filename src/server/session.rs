@@ -72,15 +72,29 @@ pub struct Session {
     /// READONLY on a replica that was out of sync once: this connection read its primary's
     /// newer data, so its reads stay with the primary (never back in time).
     pub reads_from_primary: bool,
+    /// The ACL user this connection acts as, the users' generation it was looked up at,
+    /// and whether it may run everything (then no check runs).
+    pub user: std::sync::Arc<super::acl::User>,
+    pub acl_generation: u64,
+    pub user_unrestricted: bool,
 }
 
 impl Session {
-    pub fn new(id: ClientId, record: Rc<RefCell<ClientRecord>>, needs_auth: bool) -> Session {
+    /// A connection as the default user: authenticated already if that user is on and has
+    /// no password.
+    pub fn new(
+        id: ClientId,
+        record: Rc<RefCell<ClientRecord>>,
+        user: std::sync::Arc<super::acl::User>,
+        acl_generation: u64,
+    ) -> Session {
+        let authenticated = user.enabled && user.nopass;
+        let user_unrestricted = user.unrestricted();
         Session {
             id,
             db: 0,
             proto: Protocol::Resp2,
-            authenticated: !needs_auth,
+            authenticated,
             multi: None,
             multi_failed: false,
             watched: Vec::new(),
@@ -94,7 +108,18 @@ impl Session {
             wrote: false,
             write_open: false,
             reads_from_primary: false,
+            user,
+            acl_generation,
+            user_unrestricted,
         }
+    }
+
+    /// Acts as `user` from now on.
+    pub fn set_user(&mut self, user: std::sync::Arc<super::acl::User>, generation: u64) {
+        self.user_unrestricted = user.unrestricted();
+        self.record.borrow_mut().user = user.name.clone();
+        self.user = user;
+        self.acl_generation = generation;
     }
 
     /// The time the commands of this batch run at: the clock read once per batch.
