@@ -54,6 +54,10 @@ pub const SLOWLOG_ENTRY_MAX_ARG_BYTES: usize = 128;
 /// the entry it repeats.
 pub const ACL_LOG_MAX_LEN_DEFAULT: usize = 128;
 pub const ACL_LOG_GROUP_MS: u64 = 60_000;
+/// Lines a MONITOR client may have waiting before it is dropped.
+pub const MONITOR_QUEUE_LINES: usize = 100_000;
+/// A MONITOR client's waiting lines are written in one write of up to this many bytes.
+pub const MONITOR_WRITE_BYTES: usize = 64 * 1024;
 /// A TLS client must finish its handshake within this many milliseconds.
 pub const TLS_HANDSHAKE_MS: u64 = 10_000;
 /// Samples the latency monitor keeps per event (one per second at most), as Redis.

@@ -630,3 +630,47 @@ fn client_list_shows_each_clients_memory_and_last_command() {
     assert_eq!(r.cmd(&["EXEC"]), Resp::Array(vec![Resp::ok()]));
     assert_eq!(field(&info(&mut r), "multi-mem"), 0);
 }
+
+#[test]
+fn monitor_streams_commands_from_every_core_with_secrets_hidden() {
+    let s = Server::with_cores(2);
+    let mut m = s.raw();
+    assert_eq!(m.cmd(&["MONITOR"]), Resp::ok());
+    let mut r = s.raw();
+    let here = key_on_core(0, 2, "a");
+    let there = key_on_core(1, 2, "b");
+    assert_eq!(r.cmd(&["SET", &here, "x y\"z"]), Resp::ok());
+    assert_eq!(r.cmd(&["GET", &there]), Resp::Nil);
+    assert!(matches!(
+        r.cmd(&["HELLO", "2", "AUTH", "default", "pw"]),
+        Resp::Array(_) | Resp::Map(_)
+    ));
+    assert_eq!(r.cmd(&["CONFIG", "SET", "hz", "10"]), Resp::ok());
+    assert_eq!(r.cmd(&["ECHO", "\x01"]), Resp::bulk("\x01"));
+    let mut lines = Vec::new();
+    while lines.len() < 4 {
+        match m.read() {
+            Resp::Simple(l) => lines.push(l),
+            other => panic!("{other:?}"),
+        }
+    }
+    let strip = |l: &str| l.split_once("] ").unwrap().1.to_string();
+    assert!(
+        lines[0].starts_with(|c: char| c.is_ascii_digit()) && lines[0].contains(" [0 127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert_eq!(strip(&lines[0]), format!("\"SET\" \"{here}\" \"x y\\\"z\""));
+    assert_eq!(strip(&lines[1]), format!("\"GET\" \"{there}\""));
+    assert_eq!(
+        strip(&lines[2]),
+        "\"HELLO\" \"2\" \"AUTH\" \"(redacted)\" \"(redacted)\""
+    );
+    // CONFIG (admin) is not fed; ECHO's byte is escaped.
+    assert_eq!(strip(&lines[3]), "\"ECHO\" \"\\x01\"");
+    // Inside MULTI it is refused.
+    assert_eq!(r.cmd(&["MULTI"]), Resp::ok());
+    assert_eq!(
+        r.cmd(&["MONITOR"]),
+        Resp::Error("ERR Command not allowed inside a transaction".into())
+    );
+}

@@ -50,6 +50,7 @@ pub enum NodeCmd {
     Slowlog,
     Latency,
     Acl,
+    Monitor,
 }
 
 /// How a multi-key command runs when its keys live on more than one core.
@@ -273,6 +274,7 @@ pub static TABLE: &[CommandSpec] = &[
     cmd!("command", -1, &["loading", "stale"], (0, 0, 0), Node(N::Command), "server", "2.8.13", "Returns detailed information about all commands.", ""),
     cmd!("config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Config), "server", "2.0.0", "A container for server configuration commands.", ""),
     cmd!("acl", -2, &["noscript", "loading", "stale"], (0, 0, 0), Node(N::Acl), "server", "6.0.0", "A container for Access List Control commands.", ""),
+    cmd!("monitor", 1, &["admin", "noscript", "loading", "stale", "no_multi"], (0, 0, 0), Node(N::Monitor), "server", "1.0.0", "Listens for all requests received by the server in real-time.", ""),
     cmd!("latency", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), Node(N::Latency), "server", "2.8.13", "A container for latency diagnostics commands.", ""),
     cmd!("slowlog", -2, &["admin", "loading", "stale"], (0, 0, 0), Node(N::Slowlog), "server", "2.2.12", "A container for slow log commands.", ""),
     cmd!("info", -1, &["loading", "stale"], (0, 0, 0), Node(N::Info), "server", "1.0.0", "Returns information and statistics about the server.", "[section:string...]"),

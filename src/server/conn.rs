@@ -107,6 +107,7 @@ pub async fn run_command(
     if writes_now && !s.write_open {
         admit_write(core, s, pipe, out).await;
     }
+    super::monitor::feed(core, s, spec, &args);
     if s.in_multi() && !runs_inside_multi(spec) {
         // In a cluster a transaction runs on one node: a key elsewhere is refused when it
         // is queued (with MOVED, whatever the routing mode) and EXEC aborts.
@@ -804,6 +805,13 @@ pub async fn serve_stream<S: ClientStream>(
     let mut s = Session::new(id, record.clone(), default, generation);
     serve_loop(&core, &mut stream, &mut s, &kill, &mut kill_rx).await;
     settle_writes(&core, &mut s);
+    if let Some(lines) = s.monitor.take() {
+        if !kill.get() {
+            super::monitor::serve(&core, &mut stream, id, lines, &kill).await;
+        } else {
+            core.node.monitors.detach(id);
+        }
+    }
     if let Some(req) = s.replica_stream.take() {
         if tls {
             // Replicas stream over the plaintext port (tls-replication is not built yet).

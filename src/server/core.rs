@@ -54,6 +54,8 @@ pub struct NodeShared {
     pub acl: arc_swap::ArcSwap<super::acl::Users>,
     pub acl_generation: AtomicU64,
     pub acl_log: std::sync::Mutex<super::acl::Log>,
+    /// MONITOR clients.
+    pub monitors: super::monitor::Monitors,
 }
 
 impl NodeShared {
@@ -93,6 +95,7 @@ impl NodeShared {
             acl: arc_swap::ArcSwap::from_pointee(super::acl::Users::new(None)),
             acl_generation: AtomicU64::new(0),
             acl_log: Default::default(),
+            monitors: Default::default(),
             aof_rewrites_running: AtomicUsize::new(0),
             aof_rewrites: AtomicU64::new(0),
             aof_last_rewrite_ok: AtomicBool::new(true),

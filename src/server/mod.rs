@@ -23,6 +23,7 @@ pub mod info;
 pub mod memory_cmd;
 pub mod mesh;
 pub mod metrics;
+pub mod monitor;
 pub mod node_cmds;
 pub mod observe;
 pub mod persist;

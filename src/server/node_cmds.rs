@@ -77,6 +77,14 @@ pub async fn run(
         NodeCmd::Slowlog => super::observe::slowlog(core, args, &mut o).await,
         NodeCmd::Latency => super::observe::latency(core, args, &mut o).await,
         NodeCmd::Acl => super::acl_cmd::acl(core, s, args, &mut o).await,
+        NodeCmd::Monitor => {
+            if s.in_multi() {
+                return o.error("ERR MONITOR isn't allowed inside a transaction");
+            }
+            s.monitor = Some(core.node.monitors.attach(s.id));
+            s.closing = true;
+            o.ok()
+        }
         NodeCmd::Time => {
             let us = core.node.now_us();
             o.array(2);

@@ -63,6 +63,9 @@ pub struct Session {
     /// REPLSYNC: once the replies so far are written, the connection becomes a replica's
     /// stream.
     pub replica_stream: Option<crate::repl::SyncRequest>,
+    /// MONITOR: once the replies so far are written, the connection streams the lines
+    /// coming out of this receiver.
+    pub monitor: Option<futures_channel::mpsc::Receiver<std::sync::Arc<str>>>,
     /// A write ran (or was queued) since the replies were last written: under
     /// `repl-ack-replicas` they wait for the replicas.
     pub wrote: bool,
@@ -105,6 +108,7 @@ impl Session {
             readonly: false,
             forwarded: false,
             replica_stream: None,
+            monitor: None,
             wrote: false,
             write_open: false,
             reads_from_primary: false,
