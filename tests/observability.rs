@@ -674,3 +674,48 @@ fn monitor_streams_commands_from_every_core_with_secrets_hidden() {
         Resp::Error("ERR Command not allowed inside a transaction".into())
     );
 }
+
+#[test]
+fn latency_histogram_gives_each_commands_cumulative_buckets() {
+    let s = Server::with_cores(2);
+    let mut r = s.raw();
+    for i in 0..50 {
+        assert_eq!(r.cmd(&["SET", &format!("k{i}"), "v"]), Resp::ok());
+    }
+    for i in 0..30 {
+        assert_eq!(r.cmd(&["GET", &format!("k{i}")]), Resp::bulk("v"));
+    }
+    // RESP2: the map comes as a flat array of name, details.
+    let Resp::Array(all) = r.cmd(&["LATENCY", "HISTOGRAM", "get", "nosuch", "SET"]) else {
+        panic!()
+    };
+    assert_eq!(all.len(), 4, "{all:?}");
+    for pair in all.chunks(2) {
+        let Resp::Bulk(name) = &pair[0] else { panic!() };
+        let want = if name == b"get" { 30 } else { 50 };
+        let Resp::Array(d) = &pair[1] else { panic!() };
+        assert_eq!(d[0], Resp::bulk("calls"));
+        assert_eq!(d[1], Resp::Int(want));
+        assert_eq!(d[2], Resp::bulk("histogram_usec"));
+        let Resp::Array(b) = &d[3] else { panic!() };
+        let pts: Vec<(i64, i64)> = b
+            .chunks(2)
+            .map(|p| match (&p[0], &p[1]) {
+                (Resp::Int(a), Resp::Int(n)) => (*a, *n),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(pts[0].0, 1);
+        assert!(
+            pts.windows(2)
+                .all(|w| w[1].0 == 2 * w[0].0 && w[1].1 >= w[0].1),
+            "{pts:?}"
+        );
+        assert_eq!(pts.last().unwrap().1, want);
+    }
+    // No names: every command that ran.
+    let Resp::Array(every) = r.cmd(&["LATENCY", "HISTOGRAM"]) else {
+        panic!()
+    };
+    assert!(every.contains(&Resp::bulk("get")) && every.contains(&Resp::bulk("set")));
+}

@@ -355,6 +355,7 @@ pub static SUBCOMMANDS: &[SubcommandDoc] = &[
     sub!("acl|whoami", 2, "6.0.0", "Returns the authenticated username of the current connection.", ""),
     sub!("acl|help", 2, "6.0.0", "Returns helpful text about the different subcommands.", ""),
     sub!("latency|history", 3, "2.8.13", "Returns timestamp-latency samples for an event.", "event:string"),
+    sub!("latency|histogram", -2, "7.0.0", "Returns the cumulative distribution of latencies of a subset or all commands.", "[command:string...]"),
     sub!("latency|latest", 2, "2.8.13", "Returns the latest latency samples for all events.", ""),
     sub!("latency|reset", -2, "2.8.13", "Resets the latency data for one or more events.", "[event:string...]"),
     sub!("latency|help", 2, "2.8.13", "Returns helpful text about the different subcommands.", ""),

@@ -90,6 +90,9 @@ const LATENCY_HELP: &[&str] = &[
     "RESET [<event> ...]",
     "    Reset latency data of one or more <event> classes.",
     "    (default: reset all data for all event classes)",
+    "HISTOGRAM [COMMAND ...]",
+    "    Return a cumulative distribution of latencies in the format of a histogram for the specified command names.",
+    "    If no commands are specified then all histograms are replied.",
     "HELP",
     "    Prints this help.",
 ];
@@ -168,6 +171,8 @@ pub async fn latency(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
         core.invoke_all(Some(BYPASS_LOCKS), move |_| metrics::latency_reset(&events))
             .await;
         o.int(named as i64);
+    } else if eq(sub, "HISTOGRAM") {
+        latency_histogram(core, args, o).await;
     } else if eq(sub, "HELP") && args.len() == 2 {
         o.array(LATENCY_HELP.len());
         for l in LATENCY_HELP {
@@ -175,5 +180,48 @@ pub async fn latency(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
         }
     } else {
         o.error_bytes(&unknown_subcommand_error("LATENCY", sub));
+    }
+}
+
+/// LATENCY HISTOGRAM [command ...]: per command (all that ran, or those named; unknown
+/// names are skipped), its calls and the cumulative count of calls that took at most 1, 2,
+/// 4, ... µs, up to the bucket that holds the slowest, from the cores' merged histograms.
+async fn latency_histogram(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
+    let merged = super::info::merged_metrics(core).await;
+    let wanted: Vec<String> = args
+        .iter()
+        .skip(2)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let chosen: Vec<_> = merged
+        .used()
+        .filter(|(spec, st)| {
+            st.hist.is_some() && (wanted.is_empty() || wanted.iter().any(|w| w == spec.name))
+        })
+        .collect();
+    o.map(chosen.len());
+    for (spec, st) in chosen {
+        let h = st.hist.as_ref().expect("filtered");
+        o.bulk(spec.name.as_bytes());
+        o.map(2);
+        o.bulk(b"calls");
+        o.int(st.calls as i64);
+        o.bulk(b"histogram_usec");
+        let total = h.len();
+        let mut buckets = Vec::new();
+        let mut bound_us: u64 = 1;
+        loop {
+            let upto = h.count_between(0, bound_us.saturating_mul(1000));
+            buckets.push((bound_us, upto));
+            if upto >= total || bound_us >= 1 << 40 {
+                break;
+            }
+            bound_us *= 2;
+        }
+        o.map(buckets.len());
+        for (b, n) in buckets {
+            o.int(b as i64);
+            o.int(n as i64);
+        }
     }
 }
