@@ -338,18 +338,6 @@ fn the_aclfile_is_loaded_at_start_saved_and_reloaded() {
     drop(r);
     drop(a);
     drop(s);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "--port",
-            &free_port().to_string(),
-            "--save",
-            "",
-            "--aclfile",
-            &p,
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = refused_start(&["--aclfile", &p]);
     assert!(text.contains("ACL:") && text.contains("line 1"), "{text}");
 }

@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,24 +159,12 @@ fn fill_and_stop(dir: &Path, n: usize) {
     drop(s);
 }
 
-fn refused_start(dir: &Path, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "--port",
-            &free_port().to_string(),
-            "--cores",
-            "1",
-            "--save",
-            "",
-        ])
-        .args(["--dir", dir.to_str().unwrap(), "--appendonly", "yes"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run tessera");
-    assert!(!out.status.success(), "tessera started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// The refusal of a one-core node on `dir` with the append-only file on.
+fn refused_aof_start(dir: &Path, extra: &[&str]) -> String {
+    let d = dir.to_str().unwrap();
+    let mut args = vec!["--cores", "1", "--dir", d, "--appendonly", "yes"];
+    args.extend_from_slice(extra);
+    refused_start(&args)
 }
 
 #[test]
@@ -220,7 +207,7 @@ fn damage_before_the_end_stops_start_up_unless_truncation_is_allowed() {
     let at = bytes.len() / 2;
     bytes[at] ^= 0x40;
     std::fs::write(&log, &bytes).unwrap();
-    let err = refused_start(&dir, &[]);
+    let err = refused_aof_start(&dir, &[]);
     assert!(err.contains("damaged at byte"), "{err}");
     assert!(err.contains("aof-load-truncated"), "{err}");
     let s = start(&dir, 1, &["--aof-load-truncated", "yes"]);
@@ -303,7 +290,7 @@ fn rewrites_compact_the_files_and_load_back_the_same_data() {
     // Another number of cores is refused with what to do.
     drop(raw);
     drop(s);
-    let err = refused_start(&dir, &[]);
+    let err = refused_aof_start(&dir, &[]);
     assert!(err.contains("start this one with --cores 2"), "{err}");
 }
 

@@ -439,19 +439,7 @@ fn the_metrics_endpoint_parses_and_its_counters_follow_the_traffic() {
 fn a_metrics_port_that_cannot_be_bound_stops_the_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "--port",
-            &free_port().to_string(),
-            "--save",
-            "",
-            "--metrics-port",
-            &port,
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = refused_start(&["--metrics-port", &port]);
     assert!(
         text.contains(&format!("cannot serve metrics on 127.0.0.1:{port}")),
         "{text}"

@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn start_in(dir: &Path, cores: usize) -> Server {
@@ -161,19 +160,6 @@ fn shutdown_save_writes_and_nosave_does_not() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Starts the binary on `dir` expecting it to refuse; returns what it printed.
-fn refused_start(dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["--port", &free_port().to_string(), "--cores", "1"])
-        .args(["--dir", dir.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run tessera");
-    assert!(!out.status.success(), "a damaged snapshot was loaded");
-    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
-}
-
 #[test]
 fn a_damaged_or_cut_snapshot_stops_start_up() {
     let dir = scratch_dir("snap-damaged");
@@ -190,16 +176,16 @@ fn a_damaged_or_cut_snapshot_stops_start_up() {
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x01;
     std::fs::write(&path, &flipped).unwrap();
-    let msg = refused_start(&dir);
+    let msg = refused_start(&["--cores", "1", "--dir", dir.to_str().unwrap()]);
     assert!(msg.contains("damaged at byte"), "{msg}");
     assert!(msg.contains("dump.tsnap"), "{msg}");
 
     std::fs::write(&path, &good[..good.len() - 10]).unwrap();
-    let msg = refused_start(&dir);
+    let msg = refused_start(&["--cores", "1", "--dir", dir.to_str().unwrap()]);
     assert!(msg.contains("cut short"), "{msg}");
 
     std::fs::write(&path, b"REDIS0011 not ours").unwrap();
-    let msg = refused_start(&dir);
+    let msg = refused_start(&["--cores", "1", "--dir", dir.to_str().unwrap()]);
     assert!(msg.contains("not a tessera snapshot"), "{msg}");
 
     // The intact file loads again.

@@ -214,24 +214,16 @@ fn clients_connect_over_tls_with_and_without_certificates_and_certificates_reloa
 
 #[test]
 fn a_tls_port_without_usable_certificates_stops_the_start() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["--port", &free_port().to_string(), "--save", ""])
-        .args([
-            "--tls-port",
-            &free_port().to_string(),
-            "--tls-auth-clients",
-            "no",
-        ])
-        .args([
-            "--tls-cert-file",
-            "/nonexistent.crt",
-            "--tls-key-file",
-            "/nonexistent.key",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = refused_start(&[
+        "--tls-port",
+        &free_port().to_string(),
+        "--tls-auth-clients",
+        "no",
+        "--tls-cert-file",
+        "/nonexistent.crt",
+        "--tls-key-file",
+        "/nonexistent.key",
+    ]);
     assert!(
         text.contains("TLS: cannot read tls-cert-file /nonexistent.crt"),
         "{text}"

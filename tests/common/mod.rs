@@ -63,6 +63,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs the binary on a free port with no save rules and `extra`, expecting it to refuse to
+/// start; returns what it printed (stderr, then stdout).
+pub fn refused_start(extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["--port", &free_port().to_string(), "--save", ""])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run tessera");
+    assert!(!out.status.success(), "tessera started with {extra:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
 impl Server {
     /// A node with `cores` data cores and extra flags (e.g. `["--requirepass", "x"]`).
     pub fn start(cores: usize, extra: &[&str]) -> Server {
