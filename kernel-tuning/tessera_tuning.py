@@ -59,17 +59,8 @@ class Host:
     def path(self, rel):
         return os.path.join(self.root, rel)
 
-    def read(self, rel):
-        """The file's text without trailing whitespace, or None if it cannot be read."""
-        try:
-            with open(self.path(rel), encoding="utf-8", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            return None
-        self.read_paths.append(rel)
-        return text.rstrip()
-
     def read_raw(self, rel):
+        """The file's text as it is, or None if it cannot be read."""
         try:
             with open(self.path(rel), encoding="utf-8", errors="replace") as f:
                 text = f.read()
@@ -77,6 +68,11 @@ class Host:
             return None
         self.read_paths.append(rel)
         return text
+
+    def read(self, rel):
+        """The file's text without trailing whitespace, or None if it cannot be read."""
+        text = self.read_raw(rel)
+        return None if text is None else text.rstrip()
 
     def exists(self, rel):
         found = os.path.exists(self.path(rel))

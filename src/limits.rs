@@ -56,6 +56,8 @@ pub const ACL_LOG_MAX_LEN_DEFAULT: usize = 128;
 pub const ACL_LOG_GROUP_MS: u64 = 60_000;
 /// Lines a MONITOR client may have waiting before it is dropped.
 pub const MONITOR_QUEUE_LINES: usize = 100_000;
+/// What a MONITOR client may send at once (it can only QUIT); more closes it.
+pub const MONITOR_INPUT_BYTES: usize = 4096;
 /// A MONITOR client's waiting lines are written in one write of up to this many bytes.
 pub const MONITOR_WRITE_BYTES: usize = 64 * 1024;
 /// A TLS client must finish its handshake within this many milliseconds.

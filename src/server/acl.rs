@@ -476,7 +476,6 @@ impl Users {
     /// the default user as given or, if the file has none, as `requirepass` makes it.
     pub fn from_file_text(text: &str, requirepass: Option<&str>) -> Result<Users, String> {
         let mut users = Users::new(requirepass);
-        let mut seen_default = false;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -494,12 +493,8 @@ impl Users {
                 u.apply(rule)
                     .map_err(|e| format!("line {}: '{rule}': {e}", n + 1))?;
             }
-            if name == "default" {
-                seen_default = true;
-            }
             users.users.insert(name.to_string(), Arc::new(u));
         }
-        let _ = seen_default;
         Ok(users)
     }
 

@@ -14,6 +14,7 @@ use super::core::Core;
 use super::session::Session;
 use crate::cmd::{Args, CommandSpec};
 use crate::limits;
+use crate::resp::{Decoded, Limits, RequestDecoder};
 use futures_channel::mpsc;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -134,17 +135,46 @@ pub async fn serve<S: super::conn::ClientStream>(
     use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
     let (mut r, mut w) = futures_lite::io::split(stream);
     let reading = async {
-        let mut buf = vec![0u8; 4096];
+        // The client may still send commands: QUIT ends the monitor (and the connection),
+        // the rest are read and ignored. Requests are decoded as on any connection, with
+        // an unauthenticated client's small limits: a monitor has nothing large to say.
+        let mut buf = vec![0u8; limits::MONITOR_INPUT_BYTES];
+        let mut filled = 0;
+        let mut dec = RequestDecoder::new();
+        let small = Limits {
+            max_bulk_bytes: limits::MONITOR_INPUT_BYTES,
+            max_multibulk_len: 16,
+            unauthenticated: true,
+        };
         loop {
-            match r.read(&mut buf).await {
+            if filled == buf.len() {
+                return;
+            }
+            match r.read(&mut buf[filled..]).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let text = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
-                    if text.contains("QUIT") {
-                        return;
+                Ok(n) => filled += n,
+            }
+            let mut pos = 0;
+            loop {
+                match dec.decode(&buf[pos..filled], &small) {
+                    Decoded::Command { consumed, inline } => {
+                        let first = if inline {
+                            Args::new(dec.inline_bytes(), dec.args()).get(0)
+                        } else {
+                            Args::new(&buf[pos..filled], dec.args()).get(0)
+                        };
+                        if first.eq_ignore_ascii_case(b"quit") {
+                            return;
+                        }
+                        pos += consumed;
                     }
+                    Decoded::Skip { consumed } => pos += consumed,
+                    Decoded::Incomplete => break,
+                    Decoded::Invalid(_) => return,
                 }
             }
+            buf.copy_within(pos..filled, 0);
+            filled -= pos;
             if killed.get() || core.node.shutting_down() {
                 return;
             }

@@ -78,9 +78,7 @@ pub async fn run(
         NodeCmd::Latency => super::observe::latency(core, args, &mut o).await,
         NodeCmd::Acl => super::acl_cmd::acl(core, s, args, &mut o).await,
         NodeCmd::Monitor => {
-            if s.in_multi() {
-                return o.error("ERR MONITOR isn't allowed inside a transaction");
-            }
+            // (Refused inside MULTI by its no_multi flag.)
             s.monitor = Some(core.node.monitors.attach(s.id));
             s.closing = true;
             o.ok()

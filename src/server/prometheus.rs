@@ -297,30 +297,22 @@ impl Collector for Scrape {
 
         // Per database.
         let dbs = self.cores.first().map_or(0, |c| c.keys.len());
-        let mut m = e.encode_descriptor(
-            "tessera_keys",
-            "Keys per database.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for db in 0..dbs {
-            let n: usize = self.cores.iter().map(|c| c.keys[db].0).sum();
-            if n > 0 {
-                let labels = [("db", format!("db{db}"))];
-                ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
-            }
-        }
-        let mut m = e.encode_descriptor(
-            "tessera_keys_with_expiry",
-            "Keys with a TTL per database.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for db in 0..dbs {
-            let n: usize = self.cores.iter().map(|c| c.keys[db].1).sum();
-            if n > 0 {
-                let labels = [("db", format!("db{db}"))];
-                ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
+        let per_db: [Family<(usize, usize), usize>; 2] = [
+            ("tessera_keys", "Keys per database.", |k| k.0),
+            (
+                "tessera_keys_with_expiry",
+                "Keys with a TTL per database.",
+                |k| k.1,
+            ),
+        ];
+        for (name, help, f) in per_db {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for db in 0..dbs {
+                let n: usize = self.cores.iter().map(|c| f(&c.keys[db])).sum();
+                if n > 0 {
+                    let labels = [("db", format!("db{db}"))];
+                    ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
+                }
             }
         }
 
