@@ -1356,7 +1356,10 @@ fn a_primary_left_without_a_replica_gets_one_donated() {
     let _serial = serial();
     let mut nodes = cluster(5, 27, "donation");
     let ids: Vec<String> = nodes.iter().map(|n| n.text(&["CLUSTER", "MYID"])).collect();
-    make_replicas(&nodes, &ids, &[(2, 0), (3, 0), (4, 1)]);
+    // Node 4 first, seen by all: were node 0 to have its two replicas while node 4 is still
+    // a primary with none, the coordinator would rightly donate one to node 4 mid-setup.
+    make_replicas(&nodes, &ids, &[(4, 1)]);
+    make_replicas(&nodes, &ids, &[(2, 0), (3, 0)]);
     // Data on node 1, then its only replica dies: node 0 (two replicas, barrier 1) gives
     // one, which empties itself and syncs from node 1 in full.
     let keys = key_per_slot();
