@@ -124,6 +124,14 @@ pub struct Config {
     pub tls_ca_cert_file: String,
     pub tls_auth_clients: TlsAuthClients,
     pub tls_protocols: String,
+    /// Node-to-node TLS: the cluster bus and forwarded commands (`tls_cluster`), and this
+    /// node's link to its primary (`tls_replication`) go over TLS, checked against
+    /// `tls_ca_cert_file`; the node shows `tls_client_cert_file` and `tls_client_key_file`
+    /// to its peers (empty: the server certificate and key).
+    pub tls_cluster: bool,
+    pub tls_replication: bool,
+    pub tls_client_cert_file: String,
+    pub tls_client_key_file: String,
     /// Where the node keeps its cluster configuration, in `dir`.
     pub cluster_config_file: String,
     /// Nodes to join through at start: `host:port` (client port; the bus is port + 10000)
@@ -306,6 +314,10 @@ impl Default for Config {
             tls_ca_cert_file: String::new(),
             tls_auth_clients: TlsAuthClients::Yes,
             tls_protocols: String::new(),
+            tls_cluster: false,
+            tls_replication: false,
+            tls_client_cert_file: String::new(),
+            tls_client_key_file: String::new(),
             cluster_config_file: "nodes.conf".into(),
             cluster_seeds: Vec::new(),
             cluster_routing: ClusterRouting::Forward,
@@ -451,6 +463,19 @@ pub struct Cli {
     /// TLS versions to allow, e.g. "TLSv1.2 TLSv1.3" [default: both].
     #[arg(long)]
     pub tls_protocols: Option<String>,
+    /// The cluster bus and forwarded commands over TLS: yes or no [default: no].
+    #[arg(long)]
+    pub tls_cluster: Option<String>,
+    /// The link to the primary over TLS: yes or no [default: no].
+    #[arg(long)]
+    pub tls_replication: Option<String>,
+    /// The certificate chain (PEM) this node shows as a TLS client of its peers
+    /// [default: tls-cert-file].
+    #[arg(long)]
+    pub tls_client_cert_file: Option<String>,
+    /// The private key (PEM) for tls-client-cert-file [default: tls-key-file].
+    #[arg(long)]
+    pub tls_client_key_file: Option<String>,
     /// Nodes to join through at start, comma-separated host:port (client ports) or
     /// host:port@busport.
     #[arg(long)]
@@ -1232,6 +1257,42 @@ pub static PARAMS: &[Param] = &[
         mutable: true,
     },
     Param {
+        name: "tls-cluster",
+        get: |c| if c.tls_cluster { "yes" } else { "no" }.into(),
+        set: |c, v| {
+            c.tls_cluster = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
+            Ok(())
+        },
+        mutable: false,
+    },
+    Param {
+        name: "tls-replication",
+        get: |c| if c.tls_replication { "yes" } else { "no" }.into(),
+        set: |c, v| {
+            c.tls_replication = parse_yes_no(v).ok_or_else(|| bad("yes or no"))?;
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "tls-client-cert-file",
+        get: |c| c.tls_client_cert_file.clone(),
+        set: |c, v| {
+            c.tls_client_cert_file = v.to_string();
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
+        name: "tls-client-key-file",
+        get: |c| c.tls_client_key_file.clone(),
+        set: |c, v| {
+            c.tls_client_key_file = v.to_string();
+            Ok(())
+        },
+        mutable: true,
+    },
+    Param {
         name: "metrics-port",
         get: |c| c.metrics_port.to_string(),
         set: |c, v| {
@@ -1430,7 +1491,7 @@ impl Cli {
             })?;
             apply_file_text(&mut cfg, &path.display().to_string(), &text)?;
         }
-        let flags: [(&str, Option<String>); 40] = [
+        let flags: [(&str, Option<String>); 44] = [
             ("port", self.port.map(|v| v.to_string())),
             ("bind", self.bind),
             ("requirepass", self.requirepass),
@@ -1463,6 +1524,10 @@ impl Cli {
             ("tls-ca-cert-file", self.tls_ca_cert_file),
             ("tls-auth-clients", self.tls_auth_clients),
             ("tls-protocols", self.tls_protocols),
+            ("tls-cluster", self.tls_cluster),
+            ("tls-replication", self.tls_replication),
+            ("tls-client-cert-file", self.tls_client_cert_file),
+            ("tls-client-key-file", self.tls_client_key_file),
             ("cluster-seeds", self.cluster_seeds),
             ("cluster-routing", self.cluster_routing),
             ("cluster-announce-ip", self.cluster_announce_ip),

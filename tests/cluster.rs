@@ -213,6 +213,11 @@ fn cluster_with(n: usize, net: u8, tag: &str, extra: &[&str]) -> Vec<Node> {
     let nodes: Vec<Node> = (1..=n)
         .map(|i| Node::start_with(&format!("127.0.{net}.{i}"), tag, extra))
         .collect();
+    form(nodes)
+}
+
+/// Forms started `nodes` into a cluster with tessera-ctl's `create`.
+fn form(nodes: Vec<Node>) -> Vec<Node> {
     let addrs: Vec<tessera_ctl::cmd::NodeAddr> =
         nodes.iter().map(|n| n.addr().parse().unwrap()).collect();
     let mut out = Vec::new();
@@ -1591,4 +1596,179 @@ fn late_log(keys: &[String]) -> Vec<(String, String)> {
     keys.iter()
         .map(|k| (k.clone(), "late".to_string()))
         .collect()
+}
+
+/// A port nothing listens on at `ip`.
+fn free_port_at(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether the TLS port `port` at `ip` takes a peer that trusts `ca` and shows the
+/// certificate `cert`/`key` (PEM): the handshake, then the server's answer to 32 bytes
+/// that are no frame — it closes the connection (`Ok`), or its TLS alert (`Err`: with
+/// TLS 1.3 a refused client certificate shows only after the client's side is done).
+fn tls_peer_taken(ip: &str, port: u16, ca: &str, cert: &str, key: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let certs = rustls_pemfile::certs(&mut cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut key.as_bytes())
+        .unwrap()
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(certs, key)
+    .unwrap();
+    let name = rustls::pki_types::ServerName::try_from(ip.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect((ip, port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(CONVERGE)).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    tls.write_all(&[b'x'; 32]).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    match tls.read(&mut buf) {
+        Ok(0) => Ok(()),
+        Ok(n) => Err(format!("the server answered {n} bytes")),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn with_tls_cluster_and_tls_replication_nodes_talk_tls_to_each_other() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("tessera-cluster-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ips: Vec<String> = (1..=3).map(|i| format!("127.0.30.{i}")).collect();
+    let ca = common::certs::Ca::new("tessera cluster CA");
+    let names: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let (cert_pem, key_pem) = ca.sign_node(&names);
+    let cert = common::certs::write(&dir, "node.crt", &cert_pem);
+    let key = common::certs::write(&dir, "node.key", &key_pem);
+    let ca_file = common::certs::write(&dir, "ca.crt", &ca.cert_pem);
+    let tls_ports: Vec<u16> = ips.iter().map(|ip| free_port_at(ip)).collect();
+    let nodes: Vec<Node> = ips
+        .iter()
+        .zip(&tls_ports)
+        .map(|(ip, tls)| {
+            let tls = tls.to_string();
+            let args = [
+                "--tls-port",
+                &tls,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca_file,
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+            ];
+            Node::start_with(ip, "tls", &args)
+        })
+        .collect();
+    // The bus takes TLS only (a formed cluster shows the nodes understood each other).
+    let nodes = form(nodes);
+    let bus = nodes[1].port + 10_000;
+    assert_eq!(
+        tls_peer_taken(&nodes[1].ip, bus, &ca.cert_pem, &cert_pem, &key_pem),
+        Ok(()),
+        "a TLS peer on the bus port"
+    );
+    let rogue = common::certs::Ca::new("someone else");
+    let (rogue_cert, rogue_key) = rogue.sign_node(&names);
+    let refused = tls_peer_taken(&nodes[1].ip, bus, &ca.cert_pem, &rogue_cert, &rogue_key);
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("alert")),
+        "a peer with a certificate from another CA is turned away: {refused:?}"
+    );
+
+    // Forwarded commands go to their owners' TLS ports.
+    let keys = key_per_slot();
+    every_slot_both_ways_tls(&nodes, &keys, &tls_ports);
+    // (Only node 0's forwarding links ran SET on node 1.)
+    let list = nodes[1].text(&["CLIENT", "LIST"]);
+    let forwarded: Vec<&str> = list.lines().filter(|l| l.contains(" cmd=set ")).collect();
+    assert!(!forwarded.is_empty(), "node 0 forwards to node 1:\n{list}");
+    let on_tls = format!("laddr={}:{} ", nodes[1].ip, tls_ports[1]);
+    for l in &forwarded {
+        assert!(
+            l.contains(&on_tls),
+            "a forwarding link not on the TLS port: {l}"
+        );
+    }
+
+    // The replica follows its primary over TLS, at the primary's TLS port.
+    let ids: Vec<String> = nodes.iter().map(|n| n.text(&["CLUSTER", "MYID"])).collect();
+    make_replicas(&nodes, &ids, &[(2, 0)]);
+    assert_eq!(
+        replication_field(&nodes[2], "master_port"),
+        tls_ports[0].to_string()
+    );
+    let mut w = nodes[0].raw();
+    let slots0 = nodes[0].my_slots();
+    let mine: Vec<&String> = (0..16384)
+        .filter(|s| slots0[*s])
+        .map(|s| &keys[s])
+        .collect();
+    for k in mine.iter().take(200) {
+        assert_eq!(w.cmd(&["SET", k, "replicated"]), Resp::ok());
+    }
+    assert_eq!(w.cmd(&["WAIT", "1", "20000"]), Resp::Int(1));
+    let mut r = nodes[2].raw();
+    assert_eq!(r.cmd(&["READONLY"]), Resp::ok());
+    assert_eq!(r.cmd(&["GET", mine[0]]), Resp::Bulk(b"replicated".to_vec()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Plain clients write every slot through node 0 (forwarded to the owners), then the
+/// `redis` crate's cluster client over TLS — seeded with the TLS ports, finding the rest
+/// in CLUSTER SLOTS, which names TLS ports to a TLS client — reads them all.
+fn every_slot_both_ways_tls(nodes: &[Node], keys: &[String], tls_ports: &[u16]) {
+    let mut plain = nodes[0].raw();
+    plain.pipeline(
+        0..keys.len(),
+        |i| encode_cmd(&[b"SET", keys[i].as_bytes(), format!("v{i}").as_bytes()]),
+        |i, r| assert_eq!(r, Resp::ok(), "SET {}", keys[i]),
+    );
+    let urls: Vec<String> = nodes
+        .iter()
+        .zip(tls_ports)
+        .map(|(n, p)| format!("rediss://{}:{p}/", n.ip))
+        .collect();
+    let ca = std::fs::read(nodes[0].extra[7].clone()).unwrap();
+    let cert = std::fs::read(nodes[0].extra[3].clone()).unwrap();
+    let key = std::fs::read(nodes[0].extra[5].clone()).unwrap();
+    let certs = redis::TlsCertificates {
+        client_tls: Some(redis::ClientTlsConfig {
+            client_cert: cert,
+            client_key: key,
+        }),
+        root_cert: Some(ca),
+    };
+    let mut c = redis::cluster::ClusterClient::builder(urls)
+        .certs(certs)
+        .build()
+        .unwrap()
+        .get_connection()
+        .expect("a cluster connection over TLS");
+    for (i, k) in keys.iter().enumerate().step_by(97) {
+        let v: String = redis::cmd("GET").arg(k).query(&mut c).unwrap();
+        assert_eq!(v, format!("v{i}"));
+    }
 }

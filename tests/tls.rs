@@ -3,57 +3,9 @@
 //! SET, and a bad handshake harms nothing.
 
 mod common;
+use common::certs::{write, Ca};
 use common::*;
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
 use redis::{ClientTlsConfig, TlsCertificates};
-use std::path::{Path, PathBuf};
-
-/// A CA that signs server and client certificates, all in PEM.
-struct Ca {
-    cert_pem: String,
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            cert_pem: cert.pem(),
-            cert,
-            key,
-        }
-    }
-
-    /// (certificate, key) for `names`, for a server or a client.
-    fn sign(&self, names: &[&str], client: bool) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p: PathBuf = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
 
 /// A TLS client trusting `root`, with a client certificate if given; the result of a
 /// SET and GET through it.
@@ -227,5 +179,63 @@ fn a_tls_port_without_usable_certificates_stops_the_start() {
     assert!(
         text.contains("TLS: cannot read tls-cert-file /nonexistent.crt"),
         "{text}"
+    );
+}
+
+#[test]
+fn node_to_node_tls_without_what_it_needs_stops_the_start() {
+    // tls-cluster: peers forward to the TLS port, so there must be one.
+    let text = refused_start(&["--tls-cluster", "yes"]);
+    assert!(text.contains("tls-cluster yes needs a tls-port"), "{text}");
+    // tls-replication: the primary's certificate is checked against the CA file.
+    let text = refused_start(&["--tls-replication", "yes"]);
+    assert!(
+        text.contains("tls-ca-cert-file is not set (peers' certificates are checked with it)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tls_replication_is_set_at_runtime_only_with_a_usable_ca() {
+    let dir = scratch_dir("tls-repl-config");
+    let ca = Ca::new("tessera test CA");
+    let (cert, key) = ca.sign_node(&["127.0.0.1"]);
+    let cert = write(&dir, "node.crt", &cert);
+    let key = write(&dir, "node.key", &key);
+    let ca_file = write(&dir, "ca.crt", &ca.cert_pem);
+    let server = Server::start(1, &[]);
+    let mut c = server.raw();
+    // No CA yet: refused, and nothing changes.
+    let refused = c.cmd(&["CONFIG", "SET", "tls-replication", "yes"]);
+    assert!(
+        matches!(&refused, Resp::Error(e) if e.starts_with("ERR CONFIG SET failed (possibly related to argument 'tls-replication') - Unable to update TLS configuration: tls-ca-cert-file is not set")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "tls-replication"]),
+        Resp::Array(vec![Resp::bulk("tls-replication"), Resp::bulk("no")])
+    );
+    let set = c.cmd(&[
+        "CONFIG",
+        "SET",
+        "tls-ca-cert-file",
+        &ca_file,
+        "tls-cert-file",
+        &cert,
+        "tls-key-file",
+        &key,
+        "tls-replication",
+        "yes",
+    ]);
+    assert_eq!(set, Resp::ok());
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "tls-replication"]),
+        Resp::Array(vec![Resp::bulk("tls-replication"), Resp::bulk("yes")])
+    );
+    // tls-cluster is fixed at start, as in Redis.
+    let fixed = c.cmd(&["CONFIG", "SET", "tls-cluster", "yes"]);
+    assert!(
+        matches!(&fixed, Resp::Error(e) if e.contains("can't set immutable config")),
+        "{fixed:?}"
     );
 }

@@ -19,7 +19,8 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 pub const MAGIC: &[u8; 4] = b"TBUS";
-pub const BUS_VERSION: u8 = 1;
+/// 2: a node's address carries its TLS port.
+pub const BUS_VERSION: u8 = 2;
 const HEADER_BYTES: usize = 20;
 
 /// The largest payload a node sends or accepts: a full member list of thousands of nodes

@@ -109,6 +109,8 @@ pub struct Addr {
     pub ip: [u8; 16],
     pub port: u16,
     pub bus_port: u16,
+    /// The TLS client port (0: none).
+    pub tls_port: u16,
 }
 
 impl Addr {
@@ -117,6 +119,7 @@ impl Addr {
         ip: [0; 16],
         port: 0,
         bus_port: 0,
+        tls_port: 0,
     };
 
     pub fn new(ip: std::net::IpAddr, port: u16, bus_port: u16) -> Addr {
@@ -128,7 +131,13 @@ impl Addr {
             ip: v6.octets(),
             port,
             bus_port,
+            tls_port: 0,
         }
+    }
+
+    /// This address with TLS clients taken on `tls_port` (0: none).
+    pub fn with_tls_port(self, tls_port: u16) -> Addr {
+        Addr { tls_port, ..self }
     }
 
     pub fn is_known(&self) -> bool {
@@ -146,6 +155,17 @@ impl Addr {
     /// The client address.
     pub fn client(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::new(self.ip(), self.port)
+    }
+
+    /// The address a client reaches the node at: the TLS port for a TLS client when the
+    /// node has one, as Redis 7 answers each client in its own kind.
+    pub fn client_for(&self, tls: bool) -> std::net::SocketAddr {
+        let port = if tls && self.tls_port != 0 {
+            self.tls_port
+        } else {
+            self.port
+        };
+        std::net::SocketAddr::new(self.ip(), port)
     }
 
     /// The cluster bus address.

@@ -295,7 +295,8 @@ impl ClusterState {
     /// This node learned the address its peers reach it at (its bind address was a
     /// wildcard). Affects what it announces from now on.
     pub fn set_ip(&mut self, ip: std::net::IpAddr) {
-        self.addr = Addr::new(ip, self.addr.port, self.addr.bus_port);
+        self.addr =
+            Addr::new(ip, self.addr.port, self.addr.bus_port).with_tls_port(self.addr.tls_port);
         self.members.set_addr(self.addr);
         self.view_stale = true;
     }
@@ -811,7 +812,14 @@ impl Saved {
         );
         let _ = writeln!(t, "myself {} {}", self.me, self.incarnation);
         for (id, a) in &self.members {
-            let _ = writeln!(t, "member {id} {} {} {}", a.ip(), a.port, a.bus_port);
+            let _ = writeln!(
+                t,
+                "member {id} {} {} {} {}",
+                a.ip(),
+                a.port,
+                a.bus_port,
+                a.tls_port
+            );
         }
         if let Some(map) = &self.map {
             let (epoch, nodes, runs) = map.to_wire();
@@ -861,7 +869,15 @@ impl Saved {
                     if port == 0 || port > 65535 || bus == 0 || bus > 65535 {
                         return Err(bad());
                     }
-                    members.push((id(1)?, Addr::new(ip, port as u16, bus as u16)));
+                    // The TLS port came later: a file without it means none.
+                    let tls = if f.len() > 5 { num(5)? } else { 0 };
+                    if tls > 65535 {
+                        return Err(bad());
+                    }
+                    members.push((
+                        id(1)?,
+                        Addr::new(ip, port as u16, bus as u16).with_tls_port(tls as u16),
+                    ));
                 }
                 Some("epoch") => epoch = Some(num(1)?),
                 Some("replica") => replicas.push((id(1)?, id(2)?)),

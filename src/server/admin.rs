@@ -587,16 +587,21 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
         }
         // New TLS settings take effect for new connections once they make a server
         // configuration; until then nothing changes.
-        if cfg.tls_port != 0 {
-            if let Some((name, _)) = changes.iter().find(|(n, _)| super::tls::PARAMS.contains(n)) {
-                match super::tls::server_config(&cfg) {
-                    Ok(tls) => core.node.tls.store(Some(tls)),
-                    Err(e) => {
-                        tracing::warn!("CONFIG SET could not update TLS: {e}");
-                        return o.error(&format!(
-                            "ERR CONFIG SET failed (possibly related to argument '{name}') - Unable to update TLS configuration: {e}"
-                        ));
+        if let Some((name, _)) = changes.iter().find(|(n, _)| super::tls::PARAMS.contains(n)) {
+            let server = (cfg.tls_port != 0).then(|| super::tls::server_config(&cfg));
+            let client = super::tls::dials_tls(&cfg).then(|| super::tls::client_config(&cfg));
+            match (server.transpose(), client.transpose()) {
+                (Ok(server), Ok(client)) => {
+                    if server.is_some() {
+                        core.node.tls.store(server);
                     }
+                    core.node.tls_client.store(client);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!("CONFIG SET could not update TLS: {e}");
+                    return o.error(&format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - Unable to update TLS configuration: {e}"
+                    ));
                 }
             }
         }

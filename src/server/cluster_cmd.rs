@@ -100,9 +100,9 @@ pub async fn cluster(core: &Rc<Core>, s: &mut Session, args: Args<'_>, o: &mut O
     } else if eq(sub, "MYID") {
         o.bulk(view.me.to_string().as_bytes())
     } else if eq(sub, "NODES") {
-        o.verbatim(&nodes_text(&view))
+        o.verbatim(&nodes_text(&view, s.tls))
     } else if eq(sub, "SLOTS") {
-        slots(&view, o)
+        slots(&view, s.tls, o)
     } else if eq(sub, "SHARDS") {
         shards(&view, o)
     } else if eq(sub, "KEYSLOT") {
@@ -383,7 +383,8 @@ fn endpoint(n: &ViewNode) -> String {
     }
 }
 
-pub fn nodes_text(view: &View) -> String {
+/// CLUSTER NODES; `tls`: name the nodes' TLS ports (for a TLS client, as Redis 7).
+pub fn nodes_text(view: &View, tls: bool) -> String {
     use std::fmt::Write;
     let mut t = String::new();
     for (i, n) in view.nodes.iter().enumerate() {
@@ -402,7 +403,7 @@ pub fn nodes_text(view: &View) -> String {
             "{} {}:{}@{} {} {master} 0 0 {epoch} {link}",
             n.id,
             endpoint(n),
-            n.addr.port,
+            n.addr.client_for(tls).port(),
             n.addr.bus_port,
             flags(n),
         );
@@ -418,8 +419,9 @@ pub fn nodes_text(view: &View) -> String {
     t
 }
 
-/// CLUSTER SLOTS: per run of slots, [first, last, [ip, port, id, {}]].
-fn slots(view: &View, o: &mut Out<'_>) {
+/// CLUSTER SLOTS: per run of slots, [first, last, [ip, port, id, {}]]; `tls`: the nodes'
+/// TLS ports (for a TLS client, as Redis 7).
+fn slots(view: &View, tls: bool, o: &mut Out<'_>) {
     let runs = view.runs();
     o.array(runs.len());
     for (a, b, i) in runs {
@@ -431,17 +433,17 @@ fn slots(view: &View, o: &mut Out<'_>) {
         o.array(3 + replicas.len());
         o.int(a as i64);
         o.int(b as i64);
-        node_entry(n, o);
+        node_entry(n, tls, o);
         for r in replicas {
-            node_entry(r, o);
+            node_entry(r, tls, o);
         }
     }
 }
 
-fn node_entry(n: &ViewNode, o: &mut Out<'_>) {
+fn node_entry(n: &ViewNode, tls: bool, o: &mut Out<'_>) {
     o.array(4);
     o.bulk(endpoint(n).as_bytes());
-    o.int(n.addr.port as i64);
+    o.int(n.addr.client_for(tls).port() as i64);
     o.bulk(n.id.to_string().as_bytes());
     o.map(0);
 }
@@ -474,11 +476,16 @@ fn shards(view: &View, o: &mut Out<'_>) {
 
 fn shard_node(n: &ViewNode, o: &mut Out<'_>) {
     {
-        o.map(7);
+        let tls = n.addr.tls_port != 0;
+        o.map(7 + usize::from(tls));
         o.bulk(b"id");
         o.bulk(n.id.to_string().as_bytes());
         o.bulk(b"port");
         o.int(n.addr.port as i64);
+        if tls {
+            o.bulk(b"tls-port");
+            o.int(n.addr.tls_port as i64);
+        }
         o.bulk(b"ip");
         o.bulk(endpoint(n).as_bytes());
         o.bulk(b"endpoint");

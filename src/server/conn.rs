@@ -112,7 +112,13 @@ pub async fn run_command(
         // In a cluster a transaction runs on one node: a key elsewhere is refused when it
         // is queued (with MOVED, whatever the routing mode) and EXEC aborts.
         if let (Exec::Shard(..), Some(h)) = (spec.exec, core.node.cluster.get()) {
-            if let Route::Refuse(err) = route(&h.view.load(), spec, &args, multi_routing(core, s)) {
+            if let Route::Refuse(err) = route(
+                &h.view.load(),
+                spec,
+                &args,
+                multi_routing(core, s),
+                ports(core, s),
+            ) {
                 s.multi_failed = true;
                 metrics::reject(spec);
                 return pipe.reply_here(out, proto, |o| o.error(&err));
@@ -137,7 +143,13 @@ pub async fn run_command(
     }
     if let (Exec::Node(NodeCmd::Watch), Some(h)) = (spec.exec, core.node.cluster.get()) {
         // Watched keys must be on this node, as the transaction's.
-        if let Route::Refuse(err) = route(&h.view.load(), spec, &args, multi_routing(core, s)) {
+        if let Route::Refuse(err) = route(
+            &h.view.load(),
+            spec,
+            &args,
+            multi_routing(core, s),
+            ports(core, s),
+        ) {
             metrics::reject(spec);
             return pipe.reply_here(out, proto, |o| o.error(&err));
         }
@@ -309,7 +321,7 @@ pub async fn dispatch(
                 } else {
                     None
                 };
-                match route_reads(&view, spec, &args, routing, reads_for) {
+                match route_reads(&view, spec, &args, routing, ports(core, s), reads_for) {
                     Route::Here => {}
                     Route::Refuse(err) => {
                         metrics::reject(spec);
@@ -492,10 +504,26 @@ enum Routing {
     Forwarded,
 }
 
+/// Which of a node's ports a route names: the TLS one for a TLS client's MOVED (as Redis 7
+/// answers each client in its own kind), and for forwarding when nodes talk TLS to each
+/// other (`tls-cluster`).
+#[derive(Clone, Copy)]
+struct Ports {
+    moved_tls: bool,
+    forward_tls: bool,
+}
+
+fn ports(core: &Core, s: &Session) -> Ports {
+    Ports {
+        moved_tls: s.tls,
+        forward_tls: core.config.borrow().tls_cluster,
+    }
+}
+
 /// Decides where a keyed command runs, as Redis Cluster's `getNodeByQuery` does, or
 /// (forwarding) where to send it.
-fn route(view: &View, spec: &CommandSpec, args: &Args, routing: Routing) -> Route {
-    route_reads(view, spec, args, routing, None)
+fn route(view: &View, spec: &CommandSpec, args: &Args, routing: Routing, ports: Ports) -> Route {
+    route_reads(view, spec, args, routing, ports, None)
 }
 
 /// [`route`], on a replica that may serve reads of its primary's slots (`reads_for`: the
@@ -505,6 +533,7 @@ fn route_reads(
     spec: &CommandSpec,
     args: &Args,
     routing: Routing,
+    ports: Ports,
     reads_for: Option<u16>,
 ) -> Route {
     let local = |slot: u16| {
@@ -526,11 +555,14 @@ fn route_reads(
         match view.owner(slot) {
             Some(_) if local(slot) => owners.0 = true,
             Some(n) if n.health == Health::Dead => dead_owner = true,
-            Some(n) => match owners.1 {
-                None => owners.1 = Some(n.addr.client()),
-                Some(a) if a != n.addr.client() => owners.2 = true,
-                _ => {}
-            },
+            Some(n) => {
+                let at = n.addr.client_for(ports.forward_tls);
+                match owners.1 {
+                    None => owners.1 = Some(at),
+                    Some(a) if a != at => owners.2 = true,
+                    _ => {}
+                }
+            }
             None => return Route::Refuse("CLUSTERDOWN Hash slot not served".into()),
         }
     }
@@ -554,7 +586,10 @@ fn route_reads(
             let slot = key_slot(args.get(i));
             match view.owner(slot) {
                 Some(_) if local(slot) => {}
-                Some(n) => return Route::Refuse(format!("MOVED {slot} {}", n.addr.client())),
+                Some(n) => {
+                    let at = n.addr.client_for(ports.moved_tls);
+                    return Route::Refuse(format!("MOVED {slot} {at}"));
+                }
                 None => return Route::Refuse("CLUSTERDOWN Hash slot not served".into()),
             }
         }
@@ -594,7 +629,7 @@ async fn fan_out(
         let Some(owner) = view.owner(key_slot(args.get(i))) else {
             return Out::new(out, s.proto).error("CLUSTERDOWN Hash slot not served");
         };
-        let to = owner.addr.client();
+        let to = owner.addr.client_for(core.config.borrow().tls_cluster);
         let p = match parts.iter().position(|(a, _)| *a == to) {
             Some(p) => p,
             None => {
@@ -803,6 +838,7 @@ pub async fn serve_stream<S: ClientStream>(
         .load(std::sync::atomic::Ordering::Acquire);
     let default = super::acl::default_of(&core.node.acl.load());
     let mut s = Session::new(id, record.clone(), default, generation);
+    s.tls = tls;
     serve_loop(&core, &mut stream, &mut s, &kill, &mut kill_rx).await;
     settle_writes(&core, &mut s);
     if let Some(lines) = s.monitor.take() {
@@ -813,15 +849,7 @@ pub async fn serve_stream<S: ClientStream>(
         }
     }
     if let Some(req) = s.replica_stream.take() {
-        if tls {
-            // Replicas stream over the plaintext port (tls-replication is not built yet).
-            let _ = stream
-                .write_all(
-                    b"-ERR replication over TLS is not supported: use the plaintext port\r\n",
-                )
-                .await;
-            let _ = stream.flush().await;
-        } else if !kill.get() {
+        if !kill.get() {
             record.borrow_mut().replica = true;
             super::replication::serve_replica(&core, &mut stream, Some(addr), req, &kill).await;
         }

@@ -13,6 +13,7 @@
 //! cost less than a CPU kept from the data path).
 
 use super::core::NodeShared;
+use super::tls::PeerStream;
 use super::StartError;
 use crate::cluster::bus::{self, Body, BUS_FRAME_MAX_BYTES};
 use crate::cluster::membership::{Addr, Health, NodeId};
@@ -110,7 +111,7 @@ pub fn start(
         }
     };
     let ip = announce_ip(config);
-    let addr = Addr::new(ip, config.port, config.bus_port());
+    let addr = Addr::new(ip, config.port, config.bus_port()).with_tls_port(config.tls_port);
     let me = match &saved {
         Some(s) => s.me,
         None => new_node_id(),
@@ -156,6 +157,7 @@ pub fn start(
         seeds: config.cluster_seeds.clone(),
         learn_ip: ip.is_unspecified(),
         max_lag: (config.repl_max_lag_entries, config.repl_max_lag_ms),
+        tls: config.tls_cluster,
     };
     let thread = LocalExecutorBuilder::new(placement)
         .name("control")
@@ -223,6 +225,8 @@ struct Setup {
     learn_ip: bool,
     /// The in-sync bounds (repl-max-lag-entries, repl-max-lag-ms) as of start.
     max_lag: (u64, u64),
+    /// `tls-cluster`: links to and from peers are TLS.
+    tls: bool,
 }
 
 struct Driver {
@@ -236,6 +240,15 @@ struct Driver {
     /// What `nodes.conf` holds: it is rewritten (and fsynced) only when this changes, not
     /// at every change of a member's health.
     saved: RefCell<Option<Saved>>,
+    /// Where the TLS configurations are when the bus is TLS (`tls-cluster`).
+    tls: Option<Arc<NodeShared>>,
+}
+
+impl Driver {
+    /// The configuration inbound links are accepted with; `None`: plain TCP.
+    fn tls_server(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.as_ref().and_then(|n| n.tls.load_full())
+    }
 }
 
 impl Driver {
@@ -266,7 +279,8 @@ impl Driver {
             let link = links.entry(s.to).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(BUS_LINK_QUEUE_FRAMES);
                 let local = self.state.borrow().addr().ip();
-                glommio::spawn_local(link_writer(local, s.to, rx)).detach();
+                let tls = self.tls.clone();
+                glommio::spawn_local(link_writer(local, s.to, rx, tls)).detach();
                 tx
             });
             if link.try_send(wire).is_err() {
@@ -348,6 +362,7 @@ async fn run(
         learn_ip: std::cell::Cell::new(setup.learn_ip),
         inbound: std::cell::Cell::new(0),
         saved: RefCell::new(None),
+        tls: setup.tls.then(|| setup.node.clone()),
     });
     let _ = ready.send(Ok(()));
     drop(ready);
@@ -489,9 +504,13 @@ async fn accept_loop(driver: Rc<Driver>, listener: TcpListener) {
 }
 
 /// Reads frames from one inbound link until it closes, goes silent or sends a bad frame.
-async fn read_peer(driver: &Driver, mut stream: TcpStream) -> Result<(), String> {
+async fn read_peer(driver: &Driver, stream: TcpStream) -> Result<(), String> {
     stream
         .set_read_timeout(Some(Duration::from_millis(BUS_INBOUND_IDLE_MS)))
+        .map_err(|e| e.to_string())?;
+    // A peer that does not speak TLS on a TLS bus fails here, before any frame is read.
+    let mut stream = PeerStream::accept(stream, driver.tls_server())
+        .await
         .map_err(|e| e.to_string())?;
     let mut buf: Vec<u8> = Vec::with_capacity(BUS_READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; BUS_READ_CHUNK_BYTES];
@@ -552,9 +571,15 @@ async fn connect_from(local: IpAddr, to: SocketAddr) -> std::io::Result<TcpStrea
     Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
-/// Sends one peer's frames, connecting (and reconnecting, with backoff) as needed.
-async fn link_writer(local: IpAddr, to: SocketAddr, mut frames: mpsc::Receiver<Vec<u8>>) {
-    let mut stream: Option<TcpStream> = None;
+/// Sends one peer's frames, connecting (and reconnecting, with backoff) as needed; over
+/// TLS when `tls` is there.
+async fn link_writer(
+    local: IpAddr,
+    to: SocketAddr,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    tls: Option<Arc<NodeShared>>,
+) {
+    let mut stream: Option<PeerStream> = None;
     let mut backoff_ms = BUS_RECONNECT_MIN_MS;
     let mut retry_at = Instant::now();
     while let Some(first) = frames.next().await {
@@ -562,10 +587,17 @@ async fn link_writer(local: IpAddr, to: SocketAddr, mut frames: mpsc::Receiver<V
             if Instant::now() < retry_at {
                 continue;
             }
-            match connect_from(local, to).await {
+            let client = tls.as_ref().and_then(|n| n.tls_client.load_full());
+            let connected = match connect_from(local, to).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     let _ = s.set_write_timeout(Some(Duration::from_millis(BUS_WRITE_TIMEOUT_MS)));
+                    PeerStream::dial(s, to.ip(), client).await
+                }
+                Err(e) => Err(e),
+            };
+            match connected {
+                Ok(s) => {
                     stream = Some(s);
                     backoff_ms = BUS_RECONNECT_MIN_MS;
                 }
@@ -585,7 +617,12 @@ async fn link_writer(local: IpAddr, to: SocketAddr, mut frames: mpsc::Receiver<V
             }
         }
         let s = stream.as_mut().expect("connected above");
-        if let Err(e) = s.write_all(&batch).await {
+        // TLS keeps what it encrypted until flushed.
+        let sent = match s.write_all(&batch).await {
+            Ok(()) => s.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
             tracing::debug!("cluster bus: write to {to} failed: {e}");
             stream = None;
         }

@@ -49,6 +49,9 @@ pub struct NodeShared {
     pub scrape: super::prometheus::Hub,
     /// The TLS server configuration new TLS connections get (None: no tls-port).
     pub tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
+    /// The TLS client configuration this node dials its peers with (None: it dials them
+    /// in plain TCP): set when `tls-cluster` or `tls-replication` is on.
+    pub tls_client: arc_swap::ArcSwapOption<rustls::ClientConfig>,
     /// ACL users, swapped whole on each change; the generation moves with every swap so
     /// connections know to look their user up again.
     pub acl: arc_swap::ArcSwap<super::acl::Users>,
@@ -92,6 +95,7 @@ impl NodeShared {
             dirty: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             scrape: super::prometheus::Hub::new(cores),
             tls: arc_swap::ArcSwapOption::empty(),
+            tls_client: arc_swap::ArcSwapOption::empty(),
             acl: arc_swap::ArcSwap::from_pointee(super::acl::Users::new(None)),
             acl_generation: AtomicU64::new(0),
             acl_log: Default::default(),
@@ -297,7 +301,10 @@ impl Core {
             cores,
             shard: RefCell::new(Shard::new(config.databases)),
             gate: Gate::default(),
-            forwarder: super::forward::Forwarder::new(config.requirepass.clone()),
+            forwarder: super::forward::Forwarder::new(
+                config.requirepass.clone(),
+                config.tls_cluster.then(|| node.clone()),
+            ),
             cluster_epoch_seen: Cell::new(0),
             slots_held: RefCell::new(None),
             config: RefCell::new(config),

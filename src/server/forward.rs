@@ -25,6 +25,8 @@
 //! messages nobody asked for (SUBSCRIBE, MONITOR, CLIENT TRACKING) must not be forwarded:
 //! it would shift every later reply to the wrong caller.
 
+use super::core::NodeShared;
+use super::tls::PeerStream;
 use crate::limits::{
     self, FORWARD_CONNECT_TIMEOUT_MS, FORWARD_LINK_MAX_INFLIGHT, FORWARD_OUTBOX_MAX_BYTES,
     FORWARD_READ_CHUNK_BYTES, FORWARD_REPLY_MAX_BYTES, FORWARD_REPLY_TIMEOUT_MS,
@@ -41,6 +43,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -176,16 +179,22 @@ pub struct Forwarder {
     auth: Option<Rc<str>>,
     settings: Settings,
     links: Rc<Links>,
+    /// `tls-cluster`: where the TLS client configuration new links dial with is.
+    tls: Option<Arc<NodeShared>>,
 }
 
 impl Forwarder {
-    /// `auth`: the password sent with AUTH on each new link, if the nodes require one.
-    pub fn new(auth: Option<String>) -> Forwarder {
+    /// `auth`: the password sent with AUTH on each new link, if the nodes require one;
+    /// `tls`: the node whose TLS client configuration links use (`tls-cluster`; the
+    /// addresses given are then the nodes' TLS ports), none for plain TCP.
+    pub fn new(auth: Option<String>, tls: Option<Arc<NodeShared>>) -> Forwarder {
         let settings = Settings {
             mark_forwarded: true,
             ..Settings::default()
         };
-        Forwarder::with_settings(auth, settings)
+        let mut forwarder = Forwarder::with_settings(auth, settings);
+        forwarder.tls = tls;
+        forwarder
     }
 
     fn with_settings(auth: Option<String>, settings: Settings) -> Forwarder {
@@ -193,6 +202,7 @@ impl Forwarder {
             auth: auth.map(Rc::from),
             settings,
             links: Rc::default(),
+            tls: None,
         }
     }
 
@@ -276,6 +286,7 @@ impl Forwarder {
                 key,
                 attempt,
                 auth: self.auth.clone(),
+                tls: self.tls.as_ref().and_then(|n| n.tls_client.load_full()),
                 settings: self.settings,
                 links: Rc::downgrade(&self.links),
             };
@@ -300,6 +311,7 @@ struct ConnectJob {
     key: LinkKey,
     attempt: Rc<Connecting>,
     auth: Option<Rc<str>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     settings: Settings,
     links: Weak<Links>,
 }
@@ -309,6 +321,7 @@ impl ConnectJob {
         let mut result = establish(
             self.key,
             self.auth.as_deref(),
+            self.tls.clone(),
             self.settings,
             self.links.clone(),
         )
@@ -344,11 +357,12 @@ impl ConnectJob {
     }
 }
 
-/// Connects, sets TCP_NODELAY, authenticates and switches protocol, all within the connect
-/// timeout, then starts the link's tasks.
+/// Connects, sets TCP_NODELAY, does the TLS handshake (with `tls`), authenticates and
+/// switches protocol, all within the connect timeout, then starts the link's tasks.
 async fn establish(
     key: LinkKey,
     auth: Option<&str>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     settings: Settings,
     links: Weak<Links>,
 ) -> ConnectResult {
@@ -376,18 +390,26 @@ async fn establish(
         .map_err(|e| ForwardError::Connect {
             reason: one_line(&format!("cannot set TCP_NODELAY: {}", io::Error::from(e))),
         })?;
-    let mut stream = SharedStream(Rc::new(RefCell::new(stream)));
     let mut replies = ReplyReader::new(settings.reply_max_bytes);
     let left = deadline.saturating_duration_since(Instant::now());
     let mark = settings.mark_forwarded;
     let greeted = or(
-        handshake(&mut stream, &mut replies, auth, proto, mark),
+        async {
+            let stream = PeerStream::dial(stream, to.ip(), tls).await.map_err(|e| {
+                ForwardError::Connect {
+                    reason: one_line(&e.to_string()),
+                }
+            })?;
+            let mut stream = SharedStream(Rc::new(RefCell::new(stream)));
+            handshake(&mut stream, &mut replies, auth, proto, mark).await?;
+            Ok(stream)
+        },
         async {
             glommio::timer::sleep(left).await;
             Err(timed_out)
         },
     );
-    greeted.await?;
+    let stream = greeted.await?;
     let link = Rc::new(Link {
         key,
         links,
@@ -434,6 +456,7 @@ async fn handshake(
         .write_all(&hello)
         .await
         .map_err(|e| lost("write failed", e))?;
+    stream.flush().await.map_err(|e| lost("write failed", e))?;
     if auth.is_some() {
         let reply = replies.next_reply(stream).await?;
         if reply != b"+OK\r\n" {
@@ -606,10 +629,20 @@ async fn write_requests(link: Rc<Link>, mut stream: SharedStream) {
         if batch.is_empty() {
             continue;
         }
-        let written = or(async { Some(stream.write_all(&batch).await) }, async {
-            link.until_stopped().await;
-            None
-        });
+        let written = or(
+            async {
+                // TLS keeps what it encrypted until flushed.
+                let sent = match stream.write_all(&batch).await {
+                    Ok(()) => stream.flush().await,
+                    Err(e) => Err(e),
+                };
+                Some(sent)
+            },
+            async {
+                link.until_stopped().await;
+                None
+            },
+        );
         match written.await {
             None => return,
             Some(Ok(())) => {}
@@ -689,7 +722,7 @@ impl Wakeup {
 /// one poll, and glommio tracks read and write readiness separately, so a read and a write
 /// can both be pending.
 #[derive(Clone)]
-struct SharedStream(Rc<RefCell<TcpStream>>);
+struct SharedStream(Rc<RefCell<PeerStream>>);
 
 impl AsyncRead for SharedStream {
     fn poll_read(

@@ -138,6 +138,15 @@ pub fn run(config: Config, node: Arc<NodeShared>) -> Result<(), StartError> {
         node.tls
             .store(Some(tls::server_config(&config).map_err(StartError::Tls)?));
     }
+    if config.tls_cluster && config.tls_port == 0 {
+        return Err(StartError::Tls(
+            "tls-cluster yes needs a tls-port: peers forward to it and the bus takes TLS".into(),
+        ));
+    }
+    if tls::dials_tls(&config) {
+        node.tls_client
+            .store(Some(tls::client_config(&config).map_err(StartError::Tls)?));
+    }
     // The users: from the aclfile if there is one, else the default user as requirepass
     // makes it.
     let users = if config.aclfile.is_empty() {

@@ -10,6 +10,7 @@
 
 use super::core::Core;
 use super::replication::Link;
+use super::tls::PeerStream;
 use crate::limits;
 use crate::repl::{self, Frame, SyncReply, SyncRequest};
 use crate::slot::key_core;
@@ -84,7 +85,7 @@ struct Reader {
 
 impl Reader {
     /// Reads more, waiting at most [`limits::REPL_READ_POLL_MS`]; `Ok(false)` on a timeout.
-    async fn fill(&mut self, stream: &mut TcpStream) -> Result<bool, String> {
+    async fn fill(&mut self, stream: &mut PeerStream) -> Result<bool, String> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.filled, 0);
             self.filled -= self.start;
@@ -191,10 +192,10 @@ async fn ask(
     words: &[Vec<u8>],
     timeout_ms: u64,
     stopped: impl Fn() -> bool,
-) -> Result<Option<(TcpStream, Reader, String)>, String> {
+) -> Result<Option<(PeerStream, Reader, String)>, String> {
     let addr = resolve(host, port).await?;
     let limit = Duration::from_millis(limits::REPL_CONNECT_TIMEOUT_MS.min(timeout_ms));
-    let mut stream = match connect_from_bind(core, addr, limit).await {
+    let stream = match connect_from_bind(core, addr, limit).await {
         Ok(stream) => stream,
         Err(e) => {
             if e.kind() == std::io::ErrorKind::ConnectionRefused {
@@ -207,6 +208,16 @@ async fn ask(
         }
     };
     let _ = stream.set_nodelay(true);
+    // tls-replication: the primary's port is its TLS port (CLUSTER's table gives that one).
+    let tls = core
+        .config
+        .borrow()
+        .tls_replication
+        .then(|| core.node.tls_client.load_full())
+        .flatten();
+    let mut stream = PeerStream::dial(stream, addr.ip(), tls)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let mut reader = Reader {
         buf: vec![0u8; limits::READ_CHUNK_BYTES],
         start: 0,
@@ -221,10 +232,11 @@ async fn ask(
         );
     }
     crate::resp::request::encode_into(words.iter().map(Vec::as_slice), &mut request);
-    stream
-        .write_all(&request)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
+    let sent = match stream.write_all(&request).await {
+        Ok(()) => stream.flush().await,
+        Err(e) => Err(e),
+    };
+    sent.map_err(|e| format!("write: {e}"))?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut lines = Vec::new();
     let want_lines = if auth.is_some() { 2 } else { 1 };
@@ -491,10 +503,11 @@ async fn follow(core: &Rc<Core>, generation: u64, host: &str, port: u16) -> Resu
                 },
                 &mut out,
             );
-            stream
-                .write_all(&out)
-                .await
-                .map_err(|e| format!("write: {e}"))?;
+            let sent = match stream.write_all(&out).await {
+                Ok(()) => stream.flush().await,
+                Err(e) => Err(e),
+            };
+            sent.map_err(|e| format!("write: {e}"))?;
             acked.clone_from(&state.offsets);
             last_ack = Instant::now();
         }

@@ -346,6 +346,7 @@ pub async fn serve_replica<S: super::conn::ClientStream>(
         let _ = stream
             .write_all(b"-ERR this node is a replica: chained replication is not supported\r\n")
             .await;
+        let _ = stream.flush().await;
         return;
     }
     let ip = req
@@ -359,6 +360,7 @@ pub async fn serve_replica<S: super::conn::ClientStream>(
             limits::REPL_MAX_REPLICAS
         );
         let _ = stream.write_all(msg.as_bytes()).await;
+        let _ = stream.flush().await;
         return;
     };
     // From now on every ring keeps its records for this replica and any that reconnects.
@@ -446,6 +448,7 @@ async fn stream_to<S: super::conn::ClientStream>(
         }
         .line();
         stream.write_all(line.as_bytes()).await.map_err(io)?;
+        stream.flush().await.map_err(io)?;
         let from = continued.unwrap_or_else(|| req.offsets.clone());
         next = from.iter().map(|o| o + 1).collect();
         for (i, off) in from.iter().enumerate() {
@@ -515,6 +518,8 @@ async fn full_sync<S: super::conn::ClientStream>(
             &mut buf,
         );
         stream.write_all(&buf).await.map_err(io)?;
+        // Out now (TLS holds what it encrypted until flushed).
+        stream.flush().await.map_err(io)?;
         next.push(ticket.seq + 1);
     }
     Ok(next)
@@ -1080,11 +1085,12 @@ pub async fn follow_view(core: &Rc<Core>) {
     let Some(h) = core.node.cluster.get() else {
         return;
     };
-    let want = h
-        .view
-        .load()
-        .my_primary()
-        .map(|p| (p.addr.ip().to_string(), p.addr.port));
+    // Over TLS, the primary's TLS port (tls-replication).
+    let tls = core.config.borrow().tls_replication;
+    let want = h.view.load().my_primary().map(|p| {
+        let at = p.addr.client_for(tls);
+        (at.ip().to_string(), at.port())
+    });
     let have = core.node.repl.primary().map(|p| (p.0.clone(), p.1));
     if want == have {
         return;

@@ -39,6 +39,8 @@ pub struct Watched {
 
 pub struct Session {
     pub id: ClientId,
+    /// The client came in on the TLS port: cluster replies name nodes' TLS ports.
+    pub tls: bool,
     pub db: usize,
     pub proto: Protocol,
     pub authenticated: bool,
@@ -95,6 +97,7 @@ impl Session {
         let user_unrestricted = user.unrestricted();
         Session {
             id,
+            tls: false,
             db: 0,
             proto: Protocol::Resp2,
             authenticated,

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod check;
 #[allow(unused_imports)]
 pub use check::*;
