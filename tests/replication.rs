@@ -459,3 +459,53 @@ fn after_a_promotion_a_sibling_and_the_old_primary_continue_without_a_full_sync(
     assert_eq!(rs.info("tessera_full_syncs"), "2");
     assert_eq!(stranger.raw().cmd(&["DBSIZE"]), int(499));
 }
+
+#[test]
+fn with_tls_replication_a_replica_follows_the_primarys_tls_port() {
+    use common::certs::{write, Ca};
+    let dir = scratch_dir("repl-tls");
+    let ca = Ca::new("replication CA");
+    let (cert, key) = ca.sign_node(&["127.0.0.1"]);
+    let cert = write(&dir, "node.crt", &cert);
+    let key = write(&dir, "node.key", &key);
+    let ca_file = write(&dir, "ca.crt", &ca.cert_pem);
+    let tls = free_port().to_string();
+    let tls_args = [
+        "--tls-cert-file",
+        cert.as_str(),
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca_file,
+    ];
+    let mut primary_args = vec!["--tls-port", tls.as_str()];
+    primary_args.extend_from_slice(&tls_args);
+    let primary = Server::start(1, &primary_args);
+    fill(&primary, "before:", 300);
+    let target = format!("127.0.0.1 {tls}");
+    let mut replica_args = vec!["--replicaof", target.as_str(), "--tls-replication", "yes"];
+    replica_args.extend_from_slice(&tls_args);
+    let replica = Server::start(2, &replica_args);
+    wait_link_up(&replica);
+    fill(&primary, "after:", 300);
+    wait_replicas(&primary, 1);
+    assert_eq!(dbsize(&replica), 600);
+    // The primary serves it on its TLS port.
+    let list = primary.raw().cmd(&["CLIENT", "LIST"]);
+    let Resp::Bulk(list) = list else {
+        panic!("CLIENT LIST answered {list:?}")
+    };
+    let list = String::from_utf8(list).unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.contains(&format!("laddr=127.0.0.1:{tls} ")) && l.contains("flags=S")),
+        "no replica on the TLS port:\n{list}"
+    );
+    // A replica that dials the TLS port in plaintext gets nowhere.
+    let plain = Server::start(1, &["--replicaof", target.as_str()]);
+    let mut raw = plain.raw();
+    until("the plaintext replica has tried", || {
+        raw.info("master_link_status") == "down" && plain.log_text().contains("replication link")
+    });
+    assert_eq!(raw.info("master_link_status"), "down");
+}
