@@ -34,7 +34,7 @@ fn a_user_limited_to_some_keys_and_commands_can_do_exactly_that() {
     assert_eq!(r.cmd(&["AUTH", "alice", "wonderland"]), Resp::ok());
     assert_eq!(
         r.cmd(&["ACL", "WHOAMI"]),
-        err("NOPERM User alice has no permissions to run the 'acl' command")
+        err("NOPERM User alice has no permissions to run the 'acl|whoami' command")
     );
     assert_eq!(r.cmd(&["SET", "cache:1", "v"]), Resp::ok());
     assert_eq!(r.cmd(&["GET", "cache:1"]), Resp::bulk("v"));
@@ -340,4 +340,95 @@ fn the_aclfile_is_loaded_at_start_saved_and_reloaded() {
     drop(s);
     let text = refused_start(&["--aclfile", &p]);
     assert!(text.contains("ACL:") && text.contains("line 1"), "{text}");
+}
+
+#[test]
+fn subcommand_rules_allow_config_get_and_not_config_set() {
+    let s = Server::with_cores(1);
+    let mut admin = s.raw();
+    assert_eq!(
+        admin.cmd(&[
+            "ACL",
+            "SETUSER",
+            "ops",
+            "on",
+            ">pw",
+            "+config|get",
+            "+client|list"
+        ]),
+        Resp::ok()
+    );
+    assert_eq!(
+        admin.cmd(&[
+            "ACL",
+            "SETUSER",
+            "most",
+            "on",
+            ">pw",
+            "allkeys",
+            "+@all",
+            "-config|set"
+        ]),
+        Resp::ok()
+    );
+    let mut ops = s.raw();
+    assert_eq!(ops.cmd(&["AUTH", "ops", "pw"]), Resp::ok());
+    assert_eq!(
+        ops.cmd(&["CONFIG", "GET", "maxclients"]),
+        Resp::Array(vec![Resp::bulk("maxclients"), Resp::bulk("10000")])
+    );
+    assert!(matches!(ops.cmd(&["CLIENT", "LIST"]), Resp::Bulk(_)));
+    assert_eq!(
+        ops.cmd(&["CONFIG", "SET", "maxclients", "10"]),
+        err("NOPERM User ops has no permissions to run the 'config|set' command")
+    );
+    assert_eq!(
+        ops.cmd(&["CLIENT", "KILL", "ID", "1"]),
+        err("NOPERM User ops has no permissions to run the 'client|kill' command")
+    );
+    let mut most = s.raw();
+    assert_eq!(most.cmd(&["AUTH", "most", "pw"]), Resp::ok());
+    assert_eq!(most.cmd(&["SET", "k", "v"]), Resp::ok());
+    assert!(matches!(
+        most.cmd(&["CONFIG", "GET", "port"]),
+        Resp::Array(_)
+    ));
+    assert_eq!(
+        most.cmd(&["CONFIG", "SET", "maxclients", "10"]),
+        err("NOPERM User most has no permissions to run the 'config|set' command")
+    );
+    // DRYRUN, the log and GETUSER name the subcommand.
+    assert_eq!(
+        admin.cmd(&["ACL", "DRYRUN", "ops", "CONFIG", "SET", "maxclients", "10"]),
+        Resp::bulk("User ops has no permissions to run the 'config|set' command")
+    );
+    assert_eq!(
+        admin.cmd(&["ACL", "DRYRUN", "ops", "CONFIG", "GET", "port"]),
+        Resp::ok()
+    );
+    let Resp::Array(log) = admin.cmd(&["ACL", "LOG", "1"]) else {
+        panic!()
+    };
+    let Resp::Array(entry) = &log[0] else {
+        panic!()
+    };
+    let object = entry
+        .chunks(2)
+        .find(|p| p[0] == Resp::bulk("object"))
+        .unwrap()[1]
+        .clone();
+    assert_eq!(object, Resp::bulk("config|set"));
+    let Resp::Array(user) = admin.cmd(&["ACL", "GETUSER", "most"]) else {
+        panic!()
+    };
+    let commands = user
+        .chunks(2)
+        .find(|p| p[0] == Resp::bulk("commands"))
+        .unwrap()[1]
+        .clone();
+    assert_eq!(commands, Resp::bulk("+@all -config|set"));
+    assert_eq!(
+        admin.cmd(&["ACL", "SETUSER", "x", "+config|nosuch"]),
+        err("ERR Error in ACL SETUSER modifier '+config|nosuch': Unknown command")
+    );
 }

@@ -8,7 +8,7 @@
 //! generation moved, so the check on the data path is an atomic load and, for users
 //! allowed everything, nothing more.
 
-use crate::cmd::table::{CommandSpec, TABLE};
+use crate::cmd::table::{lookup_subcommand, CommandSpec, SubcommandDoc, SUBCOMMANDS, TABLE};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -16,6 +16,9 @@ use std::sync::Arc;
 /// Words of the command bit set: one bit per command-table entry (512 at most; a test
 /// checks the table fits).
 const COMMAND_WORDS: usize = 8;
+/// Words of the subcommand bit set: one bit per subcommand-table entry (`config|get`; 128
+/// at most, checked by a test).
+const SUBCOMMAND_WORDS: usize = 2;
 
 /// The categories Redis 7 has (we serve commands in some of them).
 pub const CATEGORIES: &[&str] = &[
@@ -108,6 +111,33 @@ fn index_of(spec: &CommandSpec) -> usize {
         / std::mem::size_of::<CommandSpec>()
 }
 
+fn sub_index_of(sub: &SubcommandDoc) -> usize {
+    (sub as *const SubcommandDoc as usize - SUBCOMMANDS.as_ptr() as usize)
+        / std::mem::size_of::<SubcommandDoc>()
+}
+
+/// The subcommand-table indexes of command-table entry `i`'s subcommands (none unless it
+/// is a container: CONFIG, CLIENT, ...).
+fn subcommands_of(i: usize) -> impl Iterator<Item = usize> {
+    let name = TABLE[i].name;
+    SUBCOMMANDS.iter().enumerate().filter_map(move |(j, s)| {
+        s.name
+            .split_once('|')
+            .is_some_and(|(container, _)| container == name)
+            .then_some(j)
+    })
+}
+
+/// Per command-table entry: whether it is a container, whose permission is per subcommand.
+fn is_container(i: usize) -> bool {
+    static CONTAINERS: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
+    CONTAINERS.get_or_init(|| {
+        (0..TABLE.len())
+            .map(|i| subcommands_of(i).next().is_some())
+            .collect()
+    })[i]
+}
+
 /// A key pattern and what it allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPattern {
@@ -123,6 +153,9 @@ pub struct User {
     pub nopass: bool,
     pub passwords: Vec<[u8; 32]>,
     commands: [u64; COMMAND_WORDS],
+    /// Per subcommand of a container (`config|get`): allowed or not. A rule on the whole
+    /// command (or a category) sets its subcommands with it.
+    subcommands: [u64; SUBCOMMAND_WORDS],
     /// The command rules as given since the last reset, for GETUSER and LIST.
     command_rules: Vec<String>,
     pub keys: Vec<KeyPattern>,
@@ -132,7 +165,8 @@ pub struct User {
 /// Why a user may not run a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
-    Command,
+    /// The command, or its subcommand (`config|set`), by its name.
+    Command(&'static str),
     Key(Vec<u8>),
 }
 
@@ -145,6 +179,7 @@ impl User {
             nopass: false,
             passwords: Vec::new(),
             commands: [0; COMMAND_WORDS],
+            subcommands: [0; SUBCOMMAND_WORDS],
             command_rules: Vec::new(),
             keys: Vec::new(),
             channels: Vec::new(),
@@ -166,6 +201,7 @@ impl User {
 
     fn all_commands(&self) -> bool {
         (0..TABLE.len()).all(|i| self.commands[i / 64] & (1 << (i % 64)) != 0)
+            && (0..SUBCOMMANDS.len()).all(|j| self.subcommands[j / 64] & (1 << (j % 64)) != 0)
     }
 
     fn all_keys(&self) -> bool {
@@ -184,10 +220,23 @@ impl User {
         self.commands[i / 64] & (1 << (i % 64)) != 0
     }
 
-    /// Whether the user may run `spec` with these arguments (command, then keys).
+    fn may_run_sub(&self, sub: &SubcommandDoc) -> bool {
+        let j = sub_index_of(sub);
+        self.subcommands[j / 64] & (1 << (j % 64)) != 0
+    }
+
+    /// Whether the user may run `spec` with these arguments (command or subcommand, then
+    /// keys). A container's unknown subcommand is judged by the command's own rule (it is
+    /// refused as unknown anyway).
     pub fn check(&self, spec: &CommandSpec, args: &crate::cmd::Args) -> Result<(), Denied> {
-        if !self.may_run(spec) {
-            return Err(Denied::Command);
+        let sub = (is_container(index_of(spec)) && args.len() >= 2)
+            .then(|| lookup_subcommand(spec.name, args.get(1)))
+            .flatten();
+        match sub {
+            Some(sub) if !self.may_run_sub(sub) => return Err(Denied::Command(sub.name)),
+            Some(_) => {}
+            None if !self.may_run(spec) => return Err(Denied::Command(spec.name)),
+            None => {}
         }
         if self.all_keys() {
             return Ok(());
@@ -214,6 +263,7 @@ impl User {
         self.passwords.iter().any(|p| constant_time_eq(p, &h))
     }
 
+    /// Allows or denies the commands `specs` (table indexes) whole, subcommands and all.
     fn set_commands(&mut self, specs: impl Iterator<Item = usize>, allow: bool) {
         for i in specs {
             if allow {
@@ -221,6 +271,17 @@ impl User {
             } else {
                 self.commands[i / 64] &= !(1 << (i % 64));
             }
+            for j in subcommands_of(i) {
+                self.set_subcommand(j, allow);
+            }
+        }
+    }
+
+    fn set_subcommand(&mut self, j: usize, allow: bool) {
+        if allow {
+            self.subcommands[j / 64] |= 1 << (j % 64);
+        } else {
+            self.subcommands[j / 64] &= !(1 << (j % 64));
         }
     }
 
@@ -335,11 +396,12 @@ impl User {
                     } else {
                         return Err("Unknown command category".into());
                     }
-                } else if name.contains('|') {
-                    return Err(
-                        "Subcommand rules are not supported by tessera: allow or deny the whole command"
-                            .into(),
-                    );
+                } else if let Some((container, sub)) = name.split_once('|') {
+                    // A container's subcommand (`+config|get`). (Redis 7's first-argument
+                    // rules for commands without subcommands, `+select|0`, are not taken.)
+                    let doc =
+                        lookup_subcommand(container, sub.as_bytes()).ok_or("Unknown command")?;
+                    self.set_subcommand(sub_index_of(doc), allow);
                 } else {
                     let i = TABLE
                         .iter()
@@ -613,7 +675,10 @@ mod tests {
             Err(Denied::Key(b"other".to_vec()))
         );
         let (b, r) = args(&["DEL", "cache:1"]);
-        assert_eq!(u.check(del, &Args::new(&b, &r)), Err(Denied::Command));
+        assert_eq!(
+            u.check(del, &Args::new(&b, &r)),
+            Err(Denied::Command("del"))
+        );
         assert_eq!(
             u.describe(),
             format!(
@@ -648,6 +713,51 @@ mod tests {
     #[test]
     fn the_command_table_fits_the_bit_set() {
         assert!(TABLE.len() <= COMMAND_WORDS * 64);
+        assert!(SUBCOMMANDS.len() <= SUBCOMMAND_WORDS * 64);
+    }
+
+    #[test]
+    fn subcommand_rules_allow_and_deny_single_subcommands() {
+        let config = lookup(b"config").unwrap();
+        let check = |u: &User, words: &[&str]| {
+            let (b, r) = args(words);
+            u.check(config, &Args::new(&b, &r))
+        };
+        let mut u = User::new("ops");
+        for r in ["on", "nopass", "allkeys", "+config|get"] {
+            u.apply(r).unwrap();
+        }
+        assert_eq!(check(&u, &["CONFIG", "GET", "maxmemory"]), Ok(()));
+        assert_eq!(check(&u, &["config", "get", "x"]), Ok(()));
+        assert_eq!(
+            check(&u, &["CONFIG", "SET", "maxmemory", "1"]),
+            Err(Denied::Command("config|set"))
+        );
+        assert_eq!(
+            check(&u, &["CONFIG", "NOSUCH"]),
+            Err(Denied::Command("config"))
+        );
+        // The whole command, less one subcommand.
+        let mut v = User::new("v");
+        for r in ["on", "nopass", "allkeys", "+@all", "-config|set"] {
+            v.apply(r).unwrap();
+        }
+        assert!(!v.unrestricted());
+        assert_eq!(check(&v, &["CONFIG", "GET", "x"]), Ok(()));
+        assert_eq!(
+            check(&v, &["CONFIG", "SET", "x", "1"]),
+            Err(Denied::Command("config|set"))
+        );
+        // A rule on the command resets its subcommands.
+        v.apply("+config").unwrap();
+        assert!(v.unrestricted());
+        assert_eq!(
+            v.commands_text(),
+            "+@all -config|set +config",
+            "the rules as given"
+        );
+        assert_eq!(u.apply("+config|nosuch"), Err("Unknown command".into()));
+        assert_eq!(u.apply("+get|x"), Err("Unknown command".into()));
     }
 
     #[test]

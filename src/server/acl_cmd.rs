@@ -264,12 +264,8 @@ pub async fn acl(core: &Core, s: &mut Session, args: Args<'_>, o: &mut Out<'_>) 
         }
         match u.check(spec, &rest) {
             Ok(()) => o.ok(),
-            Err(acl::Denied::Command) => o.bulk(
-                format!(
-                    "User {name} has no permissions to run the '{}' command",
-                    spec.name
-                )
-                .as_bytes(),
+            Err(acl::Denied::Command(command)) => o.bulk(
+                format!("User {name} has no permissions to run the '{command}' command").as_bytes(),
             ),
             Err(acl::Denied::Key(k)) => o.bulk(
                 format!(

@@ -180,12 +180,12 @@ fn acl_denied(core: &Core, s: &mut Session, spec: &CommandSpec, args: &Args) -> 
     }
     let (reason, object, err) = match s.user.check(spec, args) {
         Ok(()) => return None,
-        Err(super::acl::Denied::Command) => (
+        Err(super::acl::Denied::Command(name)) => (
             "command",
-            spec.name.to_string(),
+            name.to_string(),
             format!(
-                "NOPERM User {} has no permissions to run the '{}' command",
-                s.user.name, spec.name
+                "NOPERM User {} has no permissions to run the '{name}' command",
+                s.user.name
             ),
         ),
         Err(super::acl::Denied::Key(k)) => (
