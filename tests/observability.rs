@@ -153,6 +153,16 @@ fn commandstats_errorstats_and_latencystats_count_every_core() {
     assert!(hops > 0, "the pipelined GETs crossed cores: {per_core}");
     assert!(at("# Keyspace") < order.iter().position(|l| *l == "# Tessera").unwrap());
 
+    // Containers count per subcommand, as Redis: INFO ran as `info`, and the CONFIG GET
+    // below as `config|get` (a container's wrong arity is rejected under its subcommand).
+    assert!(matches!(r.cmd(&["CONFIG", "GET", "port"]), Resp::Array(_)));
+    assert!(matches!(r.cmd(&["CONFIG", "GET"]), Resp::Error(_)));
+    let stats = info(&mut r, "commandstats");
+    assert_eq!(
+        counts(&info_line(&stats, "cmdstat_config|get").unwrap()),
+        (1, 1, 0)
+    );
+    assert_eq!(info_line(&stats, "cmdstat_config"), None, "{stats}");
     // CONFIG RESETSTAT clears them on every core.
     assert_eq!(r.cmd(&["CONFIG", "RESETSTAT"]), Resp::ok());
     let stats = info(&mut r, "commandstats");
@@ -542,7 +552,12 @@ fn latency_monitor_samples_events_over_the_threshold() {
         r.cmd(&["LATENCY", "HISTORY", "nothing-like-it"]),
         Resp::Array(vec![])
     );
-    // RESET counts the events it forgot.
+    // RESET counts the events it forgot. (The monitor off first: any command over 1 ms on
+    // a busy machine would be a new sample.)
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "latency-monitor-threshold", "0"]),
+        Resp::ok()
+    );
     assert_eq!(
         r.cmd(&["LATENCY", "RESET", "command", "nothing-like-it"]),
         Resp::Int(1)

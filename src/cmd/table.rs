@@ -383,6 +383,38 @@ pub static SUBCOMMANDS: &[SubcommandDoc] = &[
     sub!("debug|help", 2, "1.0.0", "Returns helpful text about the different subcommands.", ""),
 ];
 
+/// The position of `spec` in [`TABLE`].
+pub fn command_index(spec: &CommandSpec) -> usize {
+    (spec as *const CommandSpec as usize - TABLE.as_ptr() as usize)
+        / std::mem::size_of::<CommandSpec>()
+}
+
+/// The position of `sub` in [`SUBCOMMANDS`].
+pub fn subcommand_index(sub: &SubcommandDoc) -> usize {
+    (sub as *const SubcommandDoc as usize - SUBCOMMANDS.as_ptr() as usize)
+        / std::mem::size_of::<SubcommandDoc>()
+}
+
+/// Whether `spec` is a container (CONFIG, CLIENT, ...): one with subcommands.
+pub fn is_container(spec: &CommandSpec) -> bool {
+    static CONTAINERS: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
+    CONTAINERS.get_or_init(|| {
+        TABLE
+            .iter()
+            .map(|c| subcommands(c.name).next().is_some())
+            .collect()
+    })[command_index(spec)]
+}
+
+/// The subcommand a call of `spec` with `args` names, when `spec` is a container and we
+/// serve that subcommand (one lookup of a static flag for every other command).
+pub fn subcommand_of(spec: &CommandSpec, args: &Args) -> Option<&'static SubcommandDoc> {
+    if args.len() < 2 || !is_container(spec) {
+        return None;
+    }
+    lookup_subcommand(spec.name, args.get(1))
+}
+
 /// The documented subcommands of container `name` (lowercase), in table order.
 pub fn subcommands(name: &str) -> impl Iterator<Item = &'static SubcommandDoc> + '_ {
     SUBCOMMANDS.iter().filter(move |s| {

@@ -8,7 +8,10 @@
 //! generation moved, so the check on the data path is an atomic load and, for users
 //! allowed everything, nothing more.
 
-use crate::cmd::table::{lookup_subcommand, CommandSpec, SubcommandDoc, SUBCOMMANDS, TABLE};
+use crate::cmd::table::{
+    command_index as index_of, lookup_subcommand, subcommand_index as sub_index_of, subcommand_of,
+    CommandSpec, SubcommandDoc, SUBCOMMANDS, TABLE,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -106,16 +109,6 @@ pub fn categories(spec: &CommandSpec) -> Vec<&'static str> {
     c
 }
 
-fn index_of(spec: &CommandSpec) -> usize {
-    (spec as *const CommandSpec as usize - TABLE.as_ptr() as usize)
-        / std::mem::size_of::<CommandSpec>()
-}
-
-fn sub_index_of(sub: &SubcommandDoc) -> usize {
-    (sub as *const SubcommandDoc as usize - SUBCOMMANDS.as_ptr() as usize)
-        / std::mem::size_of::<SubcommandDoc>()
-}
-
 /// The subcommand-table indexes of command-table entry `i`'s subcommands (none unless it
 /// is a container: CONFIG, CLIENT, ...).
 fn subcommands_of(i: usize) -> impl Iterator<Item = usize> {
@@ -126,16 +119,6 @@ fn subcommands_of(i: usize) -> impl Iterator<Item = usize> {
             .is_some_and(|(container, _)| container == name)
             .then_some(j)
     })
-}
-
-/// Per command-table entry: whether it is a container, whose permission is per subcommand.
-fn is_container(i: usize) -> bool {
-    static CONTAINERS: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
-    CONTAINERS.get_or_init(|| {
-        (0..TABLE.len())
-            .map(|i| subcommands_of(i).next().is_some())
-            .collect()
-    })[i]
 }
 
 /// A key pattern and what it allows.
@@ -229,10 +212,7 @@ impl User {
     /// keys). A container's unknown subcommand is judged by the command's own rule (it is
     /// refused as unknown anyway).
     pub fn check(&self, spec: &CommandSpec, args: &crate::cmd::Args) -> Result<(), Denied> {
-        let sub = (is_container(index_of(spec)) && args.len() >= 2)
-            .then(|| lookup_subcommand(spec.name, args.get(1)))
-            .flatten();
-        match sub {
+        match subcommand_of(spec, args) {
             Some(sub) if !self.may_run_sub(sub) => return Err(Denied::Command(sub.name)),
             Some(_) => {}
             None if !self.may_run(spec) => return Err(Denied::Command(spec.name)),

@@ -48,21 +48,21 @@ pub async fn run_command(
             tx::discard_transaction(core, s).await;
             let why = msg.strip_prefix("ERR ").unwrap_or(&msg);
             let text = format!("EXECABORT Transaction discarded because of: {why}");
-            metrics::reject(spec);
+            metrics::reject(spec, &args);
             return pipe.reply_here(out, proto, |o| o.error(&text));
         }
         s.multi_failed |= s.in_multi();
-        metrics::reject(spec);
+        metrics::reject(spec, &args);
         return pipe.reply_here(out, proto, |o| o.error(&msg));
     }
     if let Some(err) = check_subcommand(s, spec, &args) {
         s.multi_failed |= s.in_multi();
-        metrics::reject(spec);
+        metrics::reject(spec, &args);
         return pipe.reply_here(out, proto, |o| o.error_bytes(&err));
     }
     if !s.authenticated && !spec.has_flag("no_auth") {
         s.multi_failed |= s.in_multi();
-        metrics::reject(spec);
+        metrics::reject(spec, &args);
         return pipe.reply_here(out, proto, |o| o.error(errors::NOAUTH));
     }
     if !s.user_unrestricted
@@ -73,14 +73,14 @@ pub async fn run_command(
             != s.acl_generation
     {
         if let Some(err) = acl_denied(core, s, spec, &args) {
-            metrics::reject(spec);
+            metrics::reject(spec, &args);
             s.multi_failed |= s.in_multi();
             return pipe.reply_here(out, proto, |o| o.error(&err));
         }
     }
     if s.in_multi() && spec.has_flag("no_multi") {
         s.multi_failed = true;
-        metrics::reject(spec);
+        metrics::reject(spec, &args);
         return pipe.reply_here(out, proto, |o| {
             o.error("ERR Command not allowed inside a transaction")
         });
@@ -94,7 +94,7 @@ pub async fn run_command(
         };
         if let Some(err) = refused {
             s.multi_failed |= s.in_multi();
-            metrics::reject(spec);
+            metrics::reject(spec, &args);
             return pipe.reply_here(out, proto, |o| o.error(err));
         }
         s.wrote = true;
@@ -120,14 +120,14 @@ pub async fn run_command(
                 ports(core, s),
             ) {
                 s.multi_failed = true;
-                metrics::reject(spec);
+                metrics::reject(spec, &args);
                 return pipe.reply_here(out, proto, |o| o.error(&err));
             }
         }
         let queue = s.multi.as_mut().expect("in multi");
         if queue.len() >= limits::MULTI_MAX_QUEUED {
             s.multi_failed = true;
-            metrics::reject(spec);
+            metrics::reject(spec, &args);
             return pipe.reply_here(out, proto, |o| {
                 o.error("ERR too many commands queued in MULTI")
             });
@@ -150,7 +150,7 @@ pub async fn run_command(
             multi_routing(core, s),
             ports(core, s),
         ) {
-            metrics::reject(spec);
+            metrics::reject(spec, &args);
             return pipe.reply_here(out, proto, |o| o.error(&err));
         }
     }
@@ -324,7 +324,7 @@ pub async fn dispatch(
                 match route_reads(&view, spec, &args, routing, ports(core, s), reads_for) {
                     Route::Here => {}
                     Route::Refuse(err) => {
-                        metrics::reject(spec);
+                        metrics::reject(spec, &args);
                         return pipe.reply_here(out, s.proto, |o| o.error(&err));
                     }
                     Route::Forward(to) => {
@@ -432,7 +432,7 @@ pub async fn dispatch(
 fn ran(core: &Core, s: &Session, spec: &CommandSpec, args: Args, began: Instant, failed: bool) {
     let took = began.elapsed();
     let nanos = took.as_nanos() as u64;
-    metrics::record(spec, nanos, failed);
+    metrics::record(spec, &args, nanos, failed);
     metrics::command_latency(spec, took);
     let (threshold, max_len) = {
         let c = core.config.borrow();

@@ -175,7 +175,7 @@ fn render_stats(wanted: &[String], m: &metrics::Metrics) -> String {
     let mut t = String::new();
     if want("commandstats") {
         t.push_str("# Commandstats\r\n");
-        for (spec, st) in m.used() {
+        for (name, st) in m.used() {
             let usec = st.nanos / 1000;
             let per_call = if st.calls > 0 {
                 st.nanos as f64 / 1000.0 / st.calls as f64
@@ -185,7 +185,7 @@ fn render_stats(wanted: &[String], m: &metrics::Metrics) -> String {
             let _ = write!(
                 t,
                 "cmdstat_{}:calls={},usec={usec},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}\r\n",
-                spec.name, st.calls, st.rejected, st.failed
+                name, st.calls, st.rejected, st.failed
             );
         }
         t.push_str("\r\n");
@@ -199,12 +199,12 @@ fn render_stats(wanted: &[String], m: &metrics::Metrics) -> String {
     }
     if want("latencystats") {
         t.push_str("# Latencystats\r\n");
-        for (spec, st) in m.used() {
+        for (name, st) in m.used() {
             if let Some(h) = &st.hist {
                 let _ = write!(
                     t,
                     "latency_percentiles_usec_{}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
-                    spec.name,
+                    name,
                     metrics::percentile_us(h, 50.0),
                     metrics::percentile_us(h, 99.0),
                     metrics::percentile_us(h, 99.9)

@@ -8,14 +8,13 @@
 //! run (arity, NOAUTH, READONLY, OOM before the shard is touched...) and `failed_calls` ran
 //! and answered an error. Container commands (CLIENT, CONFIG...) are counted as a whole.
 
-use crate::cmd::table::TABLE;
+use crate::cmd::table::{subcommand_index, subcommand_of, SUBCOMMANDS, TABLE};
 use crate::cmd::{Args, CommandSpec};
 use crate::limits;
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 /// The histogram's range: 1 ns to 100 s (longer calls count as 100 s), 2 significant
 /// digits, as Redis's latency histograms.
@@ -39,7 +38,8 @@ pub struct CommandStat {
 
 #[derive(Clone, Default)]
 pub struct Metrics {
-    /// Indexed as the command table.
+    /// Indexed as the command table, then the subcommand table: a container's calls are
+    /// kept per subcommand (`config|get`), as Redis's commandstats show them.
     pub commands: Vec<CommandStat>,
     /// Error replies by prefix ("ERR", "WRONGTYPE", ...).
     pub errors: BTreeMap<String, u64>,
@@ -52,7 +52,7 @@ thread_local! {
 impl Metrics {
     pub fn empty() -> Metrics {
         Metrics {
-            commands: vec![CommandStat::default(); TABLE.len()],
+            commands: vec![CommandStat::default(); TABLE.len() + SUBCOMMANDS.len()],
             errors: BTreeMap::new(),
         }
     }
@@ -78,25 +78,38 @@ impl Metrics {
         }
     }
 
-    /// The commands with any call or rejection, with their table entry.
-    pub fn used(&self) -> impl Iterator<Item = (&'static CommandSpec, &CommandStat)> {
+    /// The commands and subcommands with any call or rejection, by name (`get`,
+    /// `config|get`).
+    pub fn used(&self) -> impl Iterator<Item = (&'static str, &CommandStat)> {
         TABLE
             .iter()
+            .map(|c| c.name)
+            .chain(SUBCOMMANDS.iter().map(|s| s.name))
             .zip(&self.commands)
             .filter(|(_, s)| s.calls > 0 || s.rejected > 0)
     }
 }
 
-fn index_of(spec: &CommandSpec) -> Option<usize> {
+/// Where a call of `spec` with `args` is counted: its subcommand's entry for a container's
+/// known subcommand, else the command's.
+fn index_of(spec: &CommandSpec, args: &Args) -> Option<usize> {
     let base = TABLE.as_ptr() as usize;
     let at = spec as *const CommandSpec as usize;
     let i = at.checked_sub(base)? / std::mem::size_of::<CommandSpec>();
-    (i < TABLE.len()).then_some(i)
+    if i >= TABLE.len() {
+        return None;
+    }
+    Some(match subcommand_of(spec, args) {
+        Some(sub) => TABLE.len() + subcommand_index(sub),
+        None => i,
+    })
 }
 
 /// A command ran for `nanos` and answered an error or not.
-pub fn record(spec: &CommandSpec, nanos: u64, failed: bool) {
-    let Some(i) = index_of(spec) else { return };
+pub fn record(spec: &CommandSpec, args: &Args, nanos: u64, failed: bool) {
+    let Some(i) = index_of(spec, args) else {
+        return;
+    };
     LOCAL.with(|m| {
         let mut m = m.borrow_mut();
         let s = &mut m.commands[i];
@@ -113,17 +126,11 @@ pub fn record(spec: &CommandSpec, nanos: u64, failed: bool) {
     });
 }
 
-/// Times `f` as a run of `spec`; `f` says whether it answered an error.
-pub fn timed<T>(spec: &CommandSpec, f: impl FnOnce() -> (T, bool)) -> T {
-    let start = Instant::now();
-    let (value, failed) = f();
-    record(spec, start.elapsed().as_nanos() as u64, failed);
-    value
-}
-
 /// A command refused before it ran.
-pub fn reject(spec: &CommandSpec) {
-    let Some(i) = index_of(spec) else { return };
+pub fn reject(spec: &CommandSpec, args: &Args) {
+    let Some(i) = index_of(spec, args) else {
+        return;
+    };
     LOCAL.with(|m| m.borrow_mut().commands[i].rejected += 1);
 }
 
@@ -377,9 +384,26 @@ mod tests {
         reset();
         let get = crate::cmd::lookup(b"get").unwrap();
         let set = crate::cmd::lookup(b"set").unwrap();
-        record(get, 1_000, false);
-        record(get, 3_000, true);
-        reject(set);
+        let config = crate::cmd::lookup(b"config").unwrap();
+        let words = |w: &[&str]| {
+            let mut buf = Vec::new();
+            let mut ranges = Vec::new();
+            for a in w {
+                let s = buf.len();
+                buf.extend_from_slice(a.as_bytes());
+                ranges.push(s..buf.len());
+            }
+            (buf, ranges)
+        };
+        let (b, r) = words(&["GET", "k"]);
+        let get_k = Args::new(&b, &r);
+        record(get, &get_k, 1_000, false);
+        record(get, &get_k, 3_000, true);
+        let (b, r) = words(&["SET", "k", "v"]);
+        reject(set, &Args::new(&b, &r));
+        // A container counts per subcommand.
+        let (b, r) = words(&["config", "GET", "port"]);
+        record(config, &Args::new(&b, &r), 500, false);
         error_reply(b"-WRONGTYPE Operation against a key\r\n");
         error_reply(b"-ERR syntax error\r\n");
         error_reply(b"-ERR other\r\n");
@@ -389,10 +413,13 @@ mod tests {
         all.merge(&one);
         let used: Vec<_> = all
             .used()
-            .map(|(s, st)| (s.name, st.calls, st.failed, st.rejected))
+            .map(|(name, st)| (name, st.calls, st.failed, st.rejected))
             .collect();
-        assert_eq!(used, vec![("get", 4, 2, 0), ("set", 0, 0, 2)]);
-        let g = &all.commands[index_of(get).unwrap()];
+        assert_eq!(
+            used,
+            vec![("get", 4, 2, 0), ("set", 0, 0, 2), ("config|get", 2, 0, 0)]
+        );
+        let g = &all.commands[index_of(get, &get_k).unwrap()];
         assert_eq!(g.nanos, 8_000);
         let h = g.hist.as_ref().unwrap();
         assert_eq!(h.len(), 4);

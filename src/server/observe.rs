@@ -195,14 +195,21 @@ async fn latency_histogram(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
         .collect();
     let chosen: Vec<_> = merged
         .used()
-        .filter(|(spec, st)| {
-            st.hist.is_some() && (wanted.is_empty() || wanted.iter().any(|w| w == spec.name))
+        .filter(|(name, st)| {
+            // A container names all its subcommands (`config`: `config|get`, ...).
+            let named = |w: &String| {
+                *name == w
+                    || name
+                        .strip_prefix(w.as_str())
+                        .is_some_and(|r| r.starts_with('|'))
+            };
+            st.hist.is_some() && (wanted.is_empty() || wanted.iter().any(named))
         })
         .collect();
     o.map(chosen.len());
-    for (spec, st) in chosen {
+    for (name, st) in chosen {
         let h = st.hist.as_ref().expect("filtered");
-        o.bulk(spec.name.as_bytes());
+        o.bulk(name.as_bytes());
         o.map(2);
         o.bulk(b"calls");
         o.int(st.calls as i64);

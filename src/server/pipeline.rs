@@ -60,7 +60,7 @@ impl RemoteBatch {
                 let failed = note_error(&buf[start..]);
                 let took = began.elapsed();
                 let nanos = took.as_nanos() as u64;
-                metrics::record(spec, nanos, failed);
+                metrics::record(spec, &args, nanos, failed);
                 metrics::command_latency(spec, took);
                 slow.extend(metrics::slow_call(spec, args, threshold, nanos));
                 errors += failed as u64;

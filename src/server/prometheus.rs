@@ -373,8 +373,8 @@ impl Collector for Scrape {
         ];
         for (name, help, f) in per_cmd {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (spec, s) in &used {
-                let labels = [("cmd", spec.name)];
+            for (name, s) in &used {
+                let labels = [("cmd", *name)];
                 ConstCounter::new(f(s)).encode(m.encode_family(&labels)?)?;
             }
         }
@@ -384,7 +384,7 @@ impl Collector for Scrape {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for (spec, s) in &used {
+        for (name, s) in &used {
             let Some(h) = &s.hist else { continue };
             let mut buckets: Vec<(f64, u64)> = DURATION_BUCKETS_S.iter().map(|b| (*b, 0)).collect();
             buckets.push((f64::MAX, 0));
@@ -396,7 +396,7 @@ impl Collector for Scrape {
                     .unwrap_or(DURATION_BUCKETS_S.len());
                 buckets[i].1 += v.count_at_value();
             }
-            let labels = [("cmd", spec.name)];
+            let labels = [("cmd", *name)];
             m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
                 s.nanos as f64 / 1e9,
                 h.len(),
