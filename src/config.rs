@@ -803,7 +803,7 @@ pub static PARAMS: &[Param] = &[
             c.loglevel = v;
             Ok(())
         },
-        mutable: false,
+        mutable: true,
     },
     Param {
         name: "log-format",

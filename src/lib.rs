@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod limits;
+pub mod logging;
 pub mod repl;
 pub mod resp;
 pub mod server;

@@ -8,27 +8,6 @@ use tessera::server::{self, core::NodeShared};
 #[global_allocator]
 static ALLOC: tessera::alloc::CountingAlloc = tessera::alloc::CountingAlloc;
 
-fn init_logging(level: &str, json: bool) {
-    let default = match level {
-        "debug" => "debug",
-        "verbose" | "notice" => "info",
-        _ => "warn",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        // One object per line: timestamp, level, target, fields (message among them).
-        builder.json().with_current_span(false).init();
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
-}
-
 fn main() {
     let cli = Cli::parse();
     let (config, config_file) = match cli.into_config() {
@@ -38,7 +17,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    init_logging(&config.loglevel, config.log_json);
+    tessera::logging::init(&config.loglevel, config.log_json);
     let cpus = (0..config.cores)
         .map(|i| config.cpus.get(i).copied())
         .collect();

@@ -725,3 +725,37 @@ fn latency_histogram_gives_each_commands_cumulative_buckets() {
     };
     assert!(every.contains(&Resp::bulk("get")) && every.contains(&Resp::bulk("set")));
 }
+
+#[test]
+fn config_set_loglevel_changes_what_is_logged_at_once() {
+    let s = Server::start(1, &["--loglevel", "warning"]);
+    let mut r = s.raw();
+    // A config change is a notice: not logged at warning, logged once at notice again.
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]),
+        Resp::ok()
+    );
+    assert_eq!(r.cmd(&["CONFIG", "SET", "loglevel", "notice"]), Resp::ok());
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        Resp::ok()
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "GET", "loglevel"]),
+        Resp::Array(vec![Resp::bulk("loglevel"), Resp::bulk("notice")])
+    );
+    assert!(matches!(
+        r.cmd(&["CONFIG", "SET", "loglevel", "chatty"]),
+        Resp::Error(e) if e.contains("one of debug, verbose, notice, warning")
+    ));
+    // Each line is written (to stderr, unbuffered) before the reply it belongs to is sent.
+    let log = s.log_text();
+    assert!(
+        log.contains("CONFIG SET maxmemory-policy allkeys-lru"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("CONFIG SET maxmemory-policy allkeys-lfu"),
+        "{log}"
+    );
+}

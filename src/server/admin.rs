@@ -607,6 +607,13 @@ pub async fn config(core: &Rc<Core>, args: Args<'_>, o: &mut Out<'_>) {
         }
         // requirepass is the default user's password (as Redis: resetpass, then the new one,
         // or nopass when it is empty).
+        if changes.iter().any(|(n, _)| *n == "loglevel") {
+            if let Err(e) = crate::logging::set_level(&cfg.loglevel) {
+                return o.error(&format!(
+                    "ERR CONFIG SET failed (possibly related to argument 'loglevel') - {e}"
+                ));
+            }
+        }
         if changes.iter().any(|(n, _)| *n == "requirepass") {
             let users = core.node.acl.load();
             let mut default = (*super::acl::default_of(&users)).clone();
