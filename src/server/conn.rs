@@ -111,14 +111,8 @@ pub async fn run_command(
     if s.in_multi() && !runs_inside_multi(spec) {
         // In a cluster a transaction runs on one node: a key elsewhere is refused when it
         // is queued (with MOVED, whatever the routing mode) and EXEC aborts.
-        if let (Exec::Shard(..), Some(h)) = (spec.exec, core.node.cluster.get()) {
-            if let Route::Refuse(err) = route(
-                &h.view.load(),
-                spec,
-                &args,
-                multi_routing(core, s),
-                ports(core, s),
-            ) {
+        if let Exec::Shard(..) = spec.exec {
+            if let Some(err) = refused_here(core, s, spec, &args) {
                 s.multi_failed = true;
                 metrics::reject(spec, &args);
                 return pipe.reply_here(out, proto, |o| o.error(&err));
@@ -141,15 +135,9 @@ pub async fn run_command(
         r.multi_bytes += bytes;
         return pipe.reply_here(out, proto, |o| o.simple("QUEUED"));
     }
-    if let (Exec::Node(NodeCmd::Watch), Some(h)) = (spec.exec, core.node.cluster.get()) {
+    if let Exec::Node(NodeCmd::Watch) = spec.exec {
         // Watched keys must be on this node, as the transaction's.
-        if let Route::Refuse(err) = route(
-            &h.view.load(),
-            spec,
-            &args,
-            multi_routing(core, s),
-            ports(core, s),
-        ) {
+        if let Some(err) = refused_here(core, s, spec, &args) {
             metrics::reject(spec, &args);
             return pipe.reply_here(out, proto, |o| o.error(&err));
         }
@@ -517,6 +505,22 @@ fn ports(core: &Core, s: &Session) -> Ports {
     Ports {
         moved_tls: s.tls,
         forward_tls: core.config.borrow().tls_cluster,
+    }
+}
+
+/// In a cluster, the error for a command whose keys are not all on this node, routed as
+/// inside a transaction (MOVED, whatever the routing mode).
+fn refused_here(core: &Core, s: &Session, spec: &CommandSpec, args: &Args) -> Option<String> {
+    let h = core.node.cluster.get()?;
+    match route(
+        &h.view.load(),
+        spec,
+        args,
+        multi_routing(core, s),
+        ports(core, s),
+    ) {
+        Route::Refuse(err) => Some(err),
+        _ => None,
     }
 }
 
