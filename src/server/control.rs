@@ -27,7 +27,7 @@ use crate::limits::{
 };
 use arc_swap::ArcSwap;
 use futures_channel::{mpsc, oneshot};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_lite::{AsyncReadExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::cell::RefCell;
@@ -617,12 +617,7 @@ async fn link_writer(
             }
         }
         let s = stream.as_mut().expect("connected above");
-        // TLS keeps what it encrypted until flushed.
-        let sent = match s.write_all(&batch).await {
-            Ok(()) => s.flush().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
+        if let Err(e) = super::tls::write_flushed(s, &batch).await {
             tracing::debug!("cluster bus: write to {to} failed: {e}");
             stream = None;
         }

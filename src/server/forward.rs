@@ -34,7 +34,7 @@ use crate::limits::{
 use crate::resp::frame::{self, Decoded, FrameError, MAX_DEPTH};
 use futures_channel::oneshot;
 use futures_lite::future::{or, poll_fn};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use std::cell::{Cell, RefCell};
@@ -452,11 +452,9 @@ async fn handshake(
     if hello.is_empty() {
         return Ok(());
     }
-    stream
-        .write_all(&hello)
+    super::tls::write_flushed(stream, &hello)
         .await
         .map_err(|e| lost("write failed", e))?;
-    stream.flush().await.map_err(|e| lost("write failed", e))?;
     if auth.is_some() {
         let reply = replies.next_reply(stream).await?;
         if reply != b"+OK\r\n" {
@@ -630,14 +628,7 @@ async fn write_requests(link: Rc<Link>, mut stream: SharedStream) {
             continue;
         }
         let written = or(
-            async {
-                // TLS keeps what it encrypted until flushed.
-                let sent = match stream.write_all(&batch).await {
-                    Ok(()) => stream.flush().await,
-                    Err(e) => Err(e),
-                };
-                Some(sent)
-            },
+            async { Some(super::tls::write_flushed(&mut stream, &batch).await) },
             async {
                 link.until_stopped().await;
                 None
@@ -948,6 +939,7 @@ fn aggregate_header(buf: &[u8]) -> Decoded<u64> {
 mod tests {
     use super::*;
     use crate::resp::frame::Frame;
+    use futures_lite::AsyncWriteExt;
     use glommio::net::TcpListener;
     use glommio::{LocalExecutorBuilder, Placement};
     use std::future::Future;

@@ -14,7 +14,7 @@ use super::tls::PeerStream;
 use crate::limits;
 use crate::repl::{self, Frame, SyncReply, SyncRequest};
 use crate::slot::key_core;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -232,11 +232,9 @@ async fn ask(
         );
     }
     crate::resp::request::encode_into(words.iter().map(Vec::as_slice), &mut request);
-    let sent = match stream.write_all(&request).await {
-        Ok(()) => stream.flush().await,
-        Err(e) => Err(e),
-    };
-    sent.map_err(|e| format!("write: {e}"))?;
+    super::tls::write_flushed(&mut stream, &request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut lines = Vec::new();
     let want_lines = if auth.is_some() { 2 } else { 1 };
@@ -503,11 +501,9 @@ async fn follow(core: &Rc<Core>, generation: u64, host: &str, port: u16) -> Resu
                 },
                 &mut out,
             );
-            let sent = match stream.write_all(&out).await {
-                Ok(()) => stream.flush().await,
-                Err(e) => Err(e),
-            };
-            sent.map_err(|e| format!("write: {e}"))?;
+            super::tls::write_flushed(&mut stream, &out)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
             acked.clone_from(&state.offsets);
             last_ack = Instant::now();
         }

@@ -262,6 +262,14 @@ impl PeerStream {
     }
 }
 
+/// Writes all of `bytes` and flushes them: TLS keeps what it encrypted until flushed (on a
+/// plain TCP stream the flush costs nothing).
+pub async fn write_flushed<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
+    use futures_lite::AsyncWriteExt;
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
 /// `handshake`, or a timeout error after `limits::TLS_HANDSHAKE_MS`.
 async fn bounded<T>(handshake: impl std::future::Future<Output = T>) -> io::Result<T> {
     let limit = Duration::from_millis(crate::limits::TLS_HANDSHAKE_MS);
