@@ -465,7 +465,8 @@ fn with_tls_replication_a_replica_follows_the_primarys_tls_port() {
     use common::certs::{write, Ca};
     let dir = scratch_dir("repl-tls");
     let ca = Ca::new("replication CA");
-    let (cert, key) = ca.sign_node(&["127.0.0.1"]);
+    // A name that is not the address dialled: peers are checked by chain only, as Redis.
+    let (cert, key) = ca.sign_node(&["tessera-node.invalid"]);
     let cert = write(&dir, "node.crt", &cert);
     let key = write(&dir, "node.key", &key);
     let ca_file = write(&dir, "ca.crt", &ca.cert_pem);
@@ -501,6 +502,28 @@ fn with_tls_replication_a_replica_follows_the_primarys_tls_port() {
             .any(|l| l.contains(&format!("laddr=127.0.0.1:{tls} ")) && l.contains("flags=S")),
         "no replica on the TLS port:\n{list}"
     );
+    // A replica that trusts another CA refuses the primary's certificate.
+    let rogue = Ca::new("someone else");
+    let rogue_file = write(&dir, "rogue.crt", &rogue.cert_pem);
+    let distrustful = Server::start(
+        1,
+        &[
+            "--replicaof",
+            target.as_str(),
+            "--tls-replication",
+            "yes",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &rogue_file,
+        ],
+    );
+    until("the distrustful replica has tried", || {
+        distrustful.log_text().contains("TLS handshake")
+    });
+    assert_eq!(distrustful.raw().info("master_link_status"), "down");
     // A replica that dials the TLS port in plaintext gets nowhere.
     let plain = Server::start(1, &["--replicaof", target.as_str()]);
     let mut raw = plain.raw();
