@@ -23,6 +23,19 @@ use tessera_shards::Shard;
 
 pub use table::{lookup, CommandSpec, TABLE};
 
+/// For unit tests: the buffer and ranges an [`Args`] over `words` borrows.
+#[cfg(test)]
+pub fn test_words(words: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
+    let mut buf = Vec::new();
+    let mut ranges = Vec::new();
+    for w in words {
+        let start = buf.len();
+        buf.extend_from_slice(w.as_bytes());
+        ranges.push(start..buf.len());
+    }
+    (buf, ranges)
+}
+
 /// A command's arguments, `args.get(0)` being the command name. Borrowed from the
 /// connection's read buffer (or a transaction's queue): no copy on the local path.
 #[derive(Clone, Copy)]

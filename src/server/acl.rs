@@ -625,18 +625,8 @@ pub fn exempt(spec: &CommandSpec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::test_words as args;
     use crate::cmd::{lookup, Args};
-
-    fn args(words: &[&str]) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
-        let mut buf = Vec::new();
-        let mut ranges = Vec::new();
-        for w in words {
-            let s = buf.len();
-            buf.extend_from_slice(w.as_bytes());
-            ranges.push(s..buf.len());
-        }
-        (buf, ranges)
-    }
 
     #[test]
     fn rules_build_a_user_and_checks_follow_them() {

@@ -629,11 +629,12 @@ async fn fan_out(
     // Per node: its address and the positions of its keys, in the order given.
     let mut parts: Vec<(SocketAddr, Vec<usize>)> = Vec::new();
     let mut keys: Vec<(usize, usize)> = Vec::new();
+    let tls = core.config.borrow().tls_cluster;
     for i in spec.key_positions(args.len()) {
         let Some(owner) = view.owner(key_slot(args.get(i))) else {
             return Out::new(out, s.proto).error("CLUSTERDOWN Hash slot not served");
         };
-        let to = owner.addr.client_for(core.config.borrow().tls_cluster);
+        let to = owner.addr.client_for(tls);
         let p = match parts.iter().position(|(a, _)| *a == to) {
             Some(p) => p,
             None => {

@@ -385,16 +385,7 @@ mod tests {
         let get = crate::cmd::lookup(b"get").unwrap();
         let set = crate::cmd::lookup(b"set").unwrap();
         let config = crate::cmd::lookup(b"config").unwrap();
-        let words = |w: &[&str]| {
-            let mut buf = Vec::new();
-            let mut ranges = Vec::new();
-            for a in w {
-                let s = buf.len();
-                buf.extend_from_slice(a.as_bytes());
-                ranges.push(s..buf.len());
-            }
-            (buf, ranges)
-        };
+        let words = crate::cmd::test_words;
         let (b, r) = words(&["GET", "k"]);
         let get_k = Args::new(&b, &r);
         record(get, &get_k, 1_000, false);
