@@ -1701,6 +1701,52 @@ fn with_tls_cluster_and_tls_replication_nodes_talk_tls_to_each_other() {
     // Forwarded commands go to their owners' TLS ports.
     let keys = key_per_slot();
     every_slot_both_ways_tls(&nodes, &keys, &tls_ports);
+    // CLUSTER NODES names each client's kind of port; SHARDS gives both.
+    let plain_nodes = nodes[0].text(&["CLUSTER", "NODES"]);
+    let tls_nodes: String = {
+        let certs = redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: cert_pem.as_bytes().to_vec(),
+                client_key: key_pem.as_bytes().to_vec(),
+            }),
+            root_cert: Some(ca.cert_pem.as_bytes().to_vec()),
+        };
+        let url = format!("rediss://{}:{}/", nodes[0].ip, tls_ports[0]);
+        let mut c = redis::Client::build_with_tls(url, certs)
+            .unwrap()
+            .get_connection_with_timeout(CONVERGE)
+            .unwrap();
+        redis::cmd("CLUSTER").arg("NODES").query(&mut c).unwrap()
+    };
+    for (n, tls) in nodes.iter().zip(&tls_ports) {
+        assert!(
+            plain_nodes.contains(&format!(" {}:{}@", n.ip, n.port)),
+            "{plain_nodes}"
+        );
+        assert!(
+            tls_nodes.contains(&format!(" {}:{tls}@", n.ip)),
+            "{tls_nodes}"
+        );
+    }
+    // (RESP2: each node is a flat array of field, value pairs.)
+    fn tls_ports_in(r: &Resp, found: &mut Vec<i64>) {
+        if let Resp::Array(items) = r {
+            for pair in items.windows(2) {
+                if let [Resp::Bulk(f), Resp::Int(p)] = pair {
+                    if f.as_slice() == b"tls-port" {
+                        found.push(*p);
+                    }
+                }
+            }
+            items.iter().for_each(|i| tls_ports_in(i, found));
+        }
+    }
+    let mut found = Vec::new();
+    tls_ports_in(&nodes[0].cmd(&["CLUSTER", "SHARDS"]), &mut found);
+    found.sort();
+    let mut want: Vec<i64> = tls_ports.iter().map(|p| *p as i64).collect();
+    want.sort();
+    assert_eq!(found, want, "CLUSTER SHARDS' tls-port fields");
     // (Only node 0's forwarding links ran SET on node 1.)
     let list = nodes[1].text(&["CLIENT", "LIST"]);
     let forwarded: Vec<&str> = list.lines().filter(|l| l.contains(" cmd=set ")).collect();
